@@ -1,0 +1,1 @@
+"""OCPP 1.6-J over WebSocket <-> MQTT gateway."""

@@ -1,0 +1,262 @@
+"""Routing between charge point sessions and MQTT topics; no sockets here.
+
+The gateway keeps one live session per charge point id (the newest connection
+wins), one downstream subscription per id, and the retained presence messages
+a central system reads to know who is online.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from ocppgw.auth import Credentials, Decision, IAuthenticator
+from ocppgw.config import GatewayConfig, ListenerSection
+from ocppgw.metrics import Metrics
+from ocppgw.mqtt.link import IMqttLink, Will
+from ocppgw.mqtt.topics import TopicPlan, render
+from ocppgw.ocpp.messages import Call, CallResult, Message, encode_envelope
+from ocppgw.ocpp.schemas import SchemaRegistry
+from ocppgw.ocpp.session import ChargePointSession, SessionSettings
+
+
+class Connection(Protocol):
+    """The WebSocket side of one charge point, as the gateway sees it."""
+
+    def send_text(self, text: str) -> None:
+        """Write one text frame."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the WebSocket with this code and reason."""
+
+
+class _Attached:
+    """One live charge point: its connection, session and topics."""
+
+    __slots__ = ("connection", "gateway", "peer", "session", "topics")
+
+    def __init__(self, gateway: Gateway, connection: Connection, topics: TopicPlan, peer: str) -> None:
+        self.gateway = gateway
+        self.connection = connection
+        self.topics = topics
+        self.peer = peer
+        self.session: ChargePointSession
+
+    def send_text(self, text: str) -> None:
+        self.connection.send_text(text)
+
+    def close(self, code: int, reason: str) -> None:
+        self.connection.close(code, reason)
+
+    def publish(self, message: Message) -> bool:
+        if isinstance(message, Call):
+            topic = self.topics.for_call(message.action)
+        elif isinstance(message, CallResult):
+            topic = self.topics.reply
+        else:
+            topic = self.topics.error
+        return self.gateway.publish_upstream(topic, message)
+
+
+class Gateway:
+    """The registry of connected charge points and the routes between them and MQTT."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        link: IMqttLink,
+        clock: IReactorTime,
+        metrics: Metrics,
+        authenticator: IAuthenticator,
+        schemas: SchemaRegistry | None = None,
+    ) -> None:
+        self._config = config
+        self._link = link
+        self._clock = clock
+        self._metrics = metrics
+        self._authenticator = authenticator
+        self._schemas = schemas
+        checking = config.gateway.message_format_checking
+        self._settings = SessionSettings(
+            heartbeat_interval=config.gateway.default_heartbeat_interval,
+            heartbeat_backoff=config.gateway.heartbeat_checking_times_backoff,
+            max_queue=config.dnstream.max_mqueue_len,
+            reply_timeout=config.dnstream.reply_timeout,
+            check_upstream=schemas is not None and checking in ("all", "upstream_only"),
+            check_dnstream=schemas is not None and checking in ("all", "dnstream_only"),
+        )
+        self._attached: dict[str, _Attached] = {}
+        self._subscribed: dict[str, str] = {}
+        self._node = config.gateway.node_name
+        metrics.gauge("connected_charge_points", lambda: len(self._attached), "charge points connected now")
+        link.add_connection_observer(self._link_state_changed)
+
+    @property
+    def node_will(self) -> Will | None:
+        """The last will that marks this whole node offline."""
+        return node_will(self._config)
+
+    def connected(self) -> list[str]:
+        """Ids of the charge points connected now."""
+        return list(self._attached)
+
+    def session(self, cid: str) -> ChargePointSession | None:
+        attached = self._attached.get(cid)
+        return attached.session if attached is not None else None
+
+    # -- handshake -------------------------------------------------------
+
+    def authenticate(self, credentials: Credentials) -> Deferred[Decision]:
+        """Ask the configured authenticator."""
+        return self._authenticator.authenticate(credentials)
+
+    # -- attach and detach -----------------------------------------------
+
+    def attach(
+        self, cid: str, connection: Connection, listener: ListenerSection, peer: str
+    ) -> ChargePointSession:
+        """Register a charge point whose handshake succeeded; an older connection of the same id is closed."""
+        topics = self._topics(cid, listener)
+        previous = self._attached.pop(cid, None)
+        if previous is not None:
+            self._metrics.inc("takeovers")
+            self._log.info(
+                "charge point {cid} reconnected from {peer}: closing its older connection from {old_peer}",
+                cid=cid,
+                peer=peer,
+                old_peer=previous.peer,
+            )
+            previous.session.end("replaced by a newer connection")
+            previous.connection.close(1000, "replaced by a newer connection")
+        attached = _Attached(self, connection, topics, peer)
+        attached.session = ChargePointSession(
+            cid, self._settings, attached, self._clock, self._metrics, self._schemas
+        )
+        self._attached[cid] = attached
+        self._subscribe(cid, topics.dnstream)
+        attached.session.start()
+        self._metrics.inc("connects")
+        self._log.info("charge point {cid} connected from {peer}", cid=cid, peer=peer)
+        self._publish_presence(cid, attached, "connected")
+        return attached.session
+
+    def detach(self, cid: str, connection: Connection, reason: str) -> None:
+        """A connection ended; forget it unless a newer one already took its place."""
+        attached = self._attached.get(cid)
+        if attached is None or attached.connection is not connection:
+            return
+        del self._attached[cid]
+        topic = self._subscribed.pop(cid, None)
+        if topic is not None:
+            self._link.unsubscribe(topic)
+        attached.session.end(reason)
+        self._metrics.inc("disconnects")
+        self._log.info(
+            "charge point {cid} disconnected from {peer}: {reason}",
+            cid=cid,
+            peer=attached.peer,
+            reason=reason,
+        )
+        self._publish_presence(cid, attached, "disconnected", reason)
+
+    def shutdown(self, reason: str = "gateway shutting down") -> None:
+        """Close every charge point with 1001 (going away) and publish them offline."""
+        for cid, attached in list(self._attached.items()):
+            self.detach(cid, attached.connection, reason)
+            attached.connection.close(1001, reason)
+        self.publish_node_state("offline")
+
+    # -- MQTT ------------------------------------------------------------
+
+    def publish_upstream(self, topic: str, message: Message) -> bool:
+        """Publish an envelope from a charge point; False when the link refuses it."""
+        accepted = self._link.publish(topic, encode_envelope(message), self._config.upstream.qos)
+        if accepted:
+            self._metrics.inc("published", kind=type(message).__name__)
+        return accepted
+
+    def _subscribe(self, cid: str, topic: str) -> None:
+        current = self._subscribed.get(cid)
+        if current == topic:
+            return
+        if current is not None:
+            self._link.unsubscribe(current)
+        self._subscribed[cid] = topic
+        self._link.subscribe(
+            topic, self._config.dnstream.qos, lambda _topic, payload: self._deliver(cid, payload)
+        )
+
+    def _deliver(self, cid: str, payload: bytes) -> None:
+        attached = self._attached.get(cid)
+        if attached is None:
+            self._metrics.inc("envelopes_unroutable")
+            self._log.info("downstream message for {cid}, which is not connected: dropped", cid=cid)
+            return
+        attached.session.envelope_received(payload)
+
+    def _link_state_changed(self, connected: bool) -> None:
+        if not connected:
+            return
+        self.publish_node_state("online")
+        for cid, attached in self._attached.items():
+            self._publish_presence(cid, attached, "connected")
+
+    def publish_node_state(self, status: str) -> None:
+        """Publish this node's retained online/offline state."""
+        will = node_will(self._config, status)
+        if will is not None:
+            self._link.publish(will.topic, will.payload, will.qos, will.retain)
+
+    def _publish_presence(self, cid: str, attached: _Attached, status: str, reason: str = "") -> None:
+        if not self._config.presence.enable:
+            return
+        body: dict[str, object] = {
+            "clientid": cid,
+            "status": status,
+            "node": self._node,
+            "peer": attached.peer,
+            "at": _timestamp(self._clock.seconds()),
+        }
+        if reason:
+            body["reason"] = reason
+        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        if not self._link.publish(attached.topics.presence, data, self._config.presence.qos, retain=True):
+            self._metrics.inc("presence_dropped")
+            self._log.warn("upstream buffer full: presence of {cid} not published", cid=cid)
+
+    def _topics(self, cid: str, listener: ListenerSection) -> TopicPlan:
+        mountpoint = render(
+            listener.mountpoint if listener.mountpoint is not None else self._config.gateway.mountpoint, cid
+        )
+        up = self._config.upstream
+        return TopicPlan(
+            call=mountpoint + render(up.topic, cid),
+            reply=mountpoint + render(up.reply_topic, cid),
+            error=mountpoint + render(up.error_topic, cid),
+            dnstream=mountpoint + render(self._config.dnstream.topic, cid),
+            presence=mountpoint + render(self._config.presence.topic, cid),
+            overrides={
+                action: mountpoint + render(t, cid) for action, t in up.topic_override_mapping.items()
+            },
+        )
+
+
+def node_will(config: GatewayConfig, status: str = "offline") -> Will | None:
+    """The retained node-state message; as a last will it says the node went away."""
+    if not config.presence.enable:
+        return None
+    node = config.gateway.node_name
+    topic = config.gateway.mountpoint + render(config.presence.node_topic, node=node)
+    payload = json.dumps({"node": node, "status": status}, separators=(",", ":")).encode("utf-8")
+    return Will(topic, payload, config.presence.qos, True)
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,1 @@
+"""Sans-IO OCPP-J: codec, schemas, per-charge-point session state."""

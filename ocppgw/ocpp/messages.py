@@ -1,0 +1,219 @@
+"""Sans-IO OCPP-J 1.6 codec: WebSocket text frames and MQTT envelopes <-> messages.
+
+Everything here is pure: parse errors are exceptions that carry what is needed
+to answer (the UniqueId when it could be read, an OCPP 1.6 error code), so the
+caller decides whether an answer is allowed at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+CALL = 2
+CALLRESULT = 3
+CALLERROR = 4
+
+# OCPP-J 1.6 section 4.2.3, with the 1.6 spellings OCA will not fix.
+NOT_IMPLEMENTED = "NotImplemented"
+NOT_SUPPORTED = "NotSupported"
+INTERNAL_ERROR = "InternalError"
+PROTOCOL_ERROR = "ProtocolError"
+SECURITY_ERROR = "SecurityError"
+FORMATION_VIOLATION = "FormationViolation"
+PROPERTY_CONSTRAINT_VIOLATION = "PropertyConstraintViolation"
+OCCURENCE_CONSTRAINT_VIOLATION = "OccurenceConstraintViolation"
+TYPE_CONSTRAINT_VIOLATION = "TypeConstraintViolation"
+GENERIC_ERROR = "GenericError"
+
+ERROR_CODES = frozenset(
+    {
+        NOT_IMPLEMENTED,
+        NOT_SUPPORTED,
+        INTERNAL_ERROR,
+        PROTOCOL_ERROR,
+        SECURITY_ERROR,
+        FORMATION_VIOLATION,
+        PROPERTY_CONSTRAINT_VIOLATION,
+        OCCURENCE_CONSTRAINT_VIOLATION,
+        TYPE_CONSTRAINT_VIOLATION,
+        GENERIC_ERROR,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    unique_id: str
+    action: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    unique_id: str
+    payload: dict[str, Any]
+    action: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallError:
+    unique_id: str
+    code: str
+    description: str
+    details: Any = field(default_factory=dict)
+    action: str | None = None
+
+
+Message = Call | CallResult | CallError
+
+
+class FrameError(Exception):
+    """A frame from a charge point that is not valid OCPP-J.
+
+    ``unique_id`` is set when one could be read; ``answerable`` is false for
+    frames that claim to be a CallResult or CallError, which must never be
+    answered with a CallError.
+    """
+
+    def __init__(self, code: str, description: str, unique_id: str | None, answerable: bool) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.unique_id = unique_id
+        self.answerable = answerable and unique_id is not None
+
+
+class EnvelopeError(Exception):
+    """An MQTT envelope from the central system that cannot become a frame."""
+
+    def __init__(self, description: str, unique_id: str | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.unique_id = unique_id
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(text: str | bytes) -> Any:
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_frame(text: str) -> Message:
+    """Parse one OCPP-J text frame; raise FrameError when it is not valid."""
+    try:
+        value = _loads(text)
+    except (ValueError, RecursionError) as e:
+        raise FrameError(FORMATION_VIOLATION, f"Invalid JSON: {e}", None, False) from None
+    if not isinstance(value, list) or not value:
+        raise FrameError(FORMATION_VIOLATION, "A frame must be a non-empty JSON array", None, False)
+    type_id = value[0]
+    unique_id = value[1] if len(value) > 1 and isinstance(value[1], str) else None
+    if type(type_id) is not int or type_id not in (CALL, CALLRESULT, CALLERROR):
+        raise FrameError(PROTOCOL_ERROR, f"Unknown MessageTypeId {_dumps(type_id)}", unique_id, True)
+    answerable = type_id == CALL
+    if len(value) > 1 and unique_id is None:
+        raise FrameError(TYPE_CONSTRAINT_VIOLATION, "UniqueId must be a string", None, False)
+    if type_id == CALL:
+        if len(value) != 4:
+            raise FrameError(FORMATION_VIOLATION, "A Call must have 4 elements", unique_id, answerable)
+        _, _, action, payload = value
+        if not unique_id:
+            raise FrameError(FORMATION_VIOLATION, "UniqueId must not be empty", unique_id, answerable)
+        if not isinstance(action, str) or not action:
+            raise FrameError(TYPE_CONSTRAINT_VIOLATION, "Action must be a non-empty string", unique_id, True)
+        if not isinstance(payload, dict):
+            raise FrameError(TYPE_CONSTRAINT_VIOLATION, "Payload must be a JSON object", unique_id, True)
+        return Call(unique_id, action, payload)
+    if type_id == CALLRESULT:
+        if len(value) != 3:
+            raise FrameError(FORMATION_VIOLATION, "A CallResult must have 3 elements", unique_id, False)
+        if not isinstance(value[2], dict):
+            raise FrameError(TYPE_CONSTRAINT_VIOLATION, "Payload must be a JSON object", unique_id, False)
+        return CallResult(unique_id or "", value[2])
+    if len(value) != 5:
+        raise FrameError(FORMATION_VIOLATION, "A CallError must have 5 elements", unique_id, False)
+    _, _, code, description, details = value
+    if not isinstance(code, str) or not isinstance(description, str):
+        raise FrameError(
+            TYPE_CONSTRAINT_VIOLATION, "ErrorCode and ErrorDescription must be strings", unique_id, False
+        )
+    return CallError(unique_id or "", code, description, details)
+
+
+def encode_frame(message: Message) -> str:
+    """The OCPP-J text frame for a message."""
+    if isinstance(message, Call):
+        return _dumps([CALL, message.unique_id, message.action, message.payload])
+    if isinstance(message, CallResult):
+        return _dumps([CALLRESULT, message.unique_id, message.payload])
+    return _dumps([CALLERROR, message.unique_id, message.code, message.description, message.details])
+
+
+def encode_envelope(message: Message) -> bytes:
+    """The JSON envelope published on MQTT, as the reference gateway shapes it."""
+    if isinstance(message, Call):
+        body: dict[str, Any] = {
+            "MessageTypeId": CALL,
+            "UniqueId": message.unique_id,
+            "Action": message.action,
+            "Payload": message.payload,
+        }
+    elif isinstance(message, CallResult):
+        body = {"MessageTypeId": CALLRESULT, "UniqueId": message.unique_id}
+        if message.action is not None:
+            body["Action"] = message.action
+        body["Payload"] = message.payload
+    else:
+        body = {"MessageTypeId": CALLERROR, "UniqueId": message.unique_id}
+        if message.action is not None:
+            body["Action"] = message.action
+        body["ErrorCode"] = message.code
+        body["ErrorDescription"] = message.description
+        body["ErrorDetails"] = message.details
+    return _dumps(body).encode("utf-8")
+
+
+def decode_envelope(data: bytes) -> Message:
+    """Parse an envelope the central system published; raise EnvelopeError."""
+    try:
+        body = _loads(data)
+    except (ValueError, RecursionError) as e:
+        raise EnvelopeError(f"invalid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise EnvelopeError("an envelope must be a JSON object")
+    unique_id = body.get("UniqueId")
+    if not isinstance(unique_id, str) or not unique_id:
+        raise EnvelopeError("UniqueId must be a non-empty string")
+    type_id = body.get("MessageTypeId")
+    if type(type_id) is not int or type_id not in (CALL, CALLRESULT, CALLERROR):
+        raise EnvelopeError("MessageTypeId must be 2, 3 or 4", unique_id)
+    action = body.get("Action")
+    if action is not None and (not isinstance(action, str) or not action):
+        raise EnvelopeError("Action must be a non-empty string", unique_id)
+    if type_id in (CALL, CALLRESULT):
+        payload = body.get("Payload")
+        if not isinstance(payload, dict):
+            raise EnvelopeError("Payload must be a JSON object", unique_id)
+        if type_id == CALL:
+            if action is None:
+                raise EnvelopeError("a Call needs an Action", unique_id)
+            return Call(unique_id, action, payload)
+        return CallResult(unique_id, payload, action)
+    code = body.get("ErrorCode")
+    if code not in ERROR_CODES:
+        raise EnvelopeError("ErrorCode must be an OCPP 1.6 error code", unique_id)
+    description = body.get("ErrorDescription", "")
+    if not isinstance(description, str):
+        raise EnvelopeError("ErrorDescription must be a string", unique_id)
+    details = body.get("ErrorDetails", {})
+    if not isinstance(details, dict):
+        raise EnvelopeError("ErrorDetails must be a JSON object", unique_id)
+    return CallError(unique_id, code, description, details, action)

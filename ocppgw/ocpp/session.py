@@ -1,0 +1,395 @@
+"""Per-charge-point OCPP-J state, without I/O.
+
+A session owns what OCPP-J asks of the central-system side of one WebSocket:
+one downstream Call in flight with a reply timeout and a bounded queue behind
+it, immediate forwarding of replies to the charge point's own Calls, CallErrors
+for bad frames, schema checks, and the liveness deadline. Time comes from an
+injected clock; frames and publishes go through ``SessionOutput``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from ocppgw.metrics import Metrics
+from ocppgw.ocpp import messages
+from ocppgw.ocpp.messages import Call, CallError, CallResult, EnvelopeError, FrameError, Message
+from ocppgw.ocpp.schemas import Kind, SchemaRegistry, Violation
+
+# Bounded memories of recent UniqueIds, so a hostile peer cannot grow them.
+_PENDING_UPSTREAM_LIMIT = 64
+_EXPIRED_DOWNSTREAM_LIMIT = 32
+
+
+class SessionOutput(Protocol):
+    """Where a session's effects go: the WebSocket and the MQTT side."""
+
+    def send_text(self, text: str) -> None:
+        """Write one text frame to the charge point."""
+
+    def publish(self, message: Message) -> bool:
+        """Publish an envelope upstream; False when the gateway cannot accept it now."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the charge point's WebSocket."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    heartbeat_interval: float = 60.0
+    heartbeat_backoff: int = 1
+    max_queue: int = 100
+    reply_timeout: float = 30.0
+    check_upstream: bool = False
+    check_dnstream: bool = False
+
+
+class ChargePointSession:
+    """The OCPP-J state of one connected charge point."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        cid: str,
+        settings: SessionSettings,
+        output: SessionOutput,
+        clock: IReactorTime,
+        metrics: Metrics,
+        schemas: SchemaRegistry | None = None,
+    ) -> None:
+        self.cid = cid
+        self._settings = settings
+        self._output = output
+        self._clock = clock
+        self._metrics = metrics
+        self._schemas = schemas
+        self.heartbeat_interval = settings.heartbeat_interval
+        self._queue: deque[Call] = deque()
+        self._in_flight: Call | None = None
+        self._reply_timer: IDelayedCall | None = None
+        self._pending_upstream: OrderedDict[str, str] = OrderedDict()
+        self._expired_downstream: OrderedDict[str, str] = OrderedDict()
+        self._last_activity = clock.seconds()
+        self._liveness_timer: IDelayedCall | None = None
+        self._ended = False
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        """Arm the liveness deadline."""
+        self._last_activity = self._clock.seconds()
+        self._arm_liveness()
+
+    def end(self, reason: str) -> None:
+        """Stop timers and answer every downstream Call that will now never be answered."""
+        if self._ended:
+            return
+        self._ended = True
+        for timer in (self._liveness_timer, self._reply_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._liveness_timer = self._reply_timer = None
+        undelivered = list(self._queue)
+        self._queue.clear()
+        if self._in_flight is not None:
+            call, self._in_flight = self._in_flight, None
+            self._publish_gateway_error(call, f"charge point disconnected ({reason}) before replying")
+        for call in undelivered:
+            self._publish_gateway_error(call, f"not delivered: charge point disconnected ({reason})")
+
+    @property
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> Call | None:
+        return self._in_flight
+
+    # -- liveness --------------------------------------------------------
+
+    def activity(self) -> None:
+        """Bytes arrived from the charge point (a frame, a pong): it is alive."""
+        self._last_activity = self._clock.seconds()
+
+    def _liveness_limit(self) -> float:
+        return self.heartbeat_interval * max(1, self._settings.heartbeat_backoff)
+
+    def _arm_liveness(self) -> None:
+        if self._liveness_timer is not None and self._liveness_timer.active():
+            self._liveness_timer.cancel()
+        self._liveness_timer = None
+        limit = self._liveness_limit()
+        if limit <= 0 or self._ended:
+            return
+        due = max(0.0, self._last_activity + limit - self._clock.seconds())
+        self._liveness_timer = self._clock.callLater(due, self._check_liveness)
+
+    def _check_liveness(self) -> None:
+        self._liveness_timer = None
+        limit = self._liveness_limit()
+        silent = self._clock.seconds() - self._last_activity
+        if silent >= limit:
+            self._metrics.inc("liveness_closes")
+            self._log.info(
+                "charge point {cid} silent for {silent:.0f}s (limit {limit:.0f}s): closing",
+                cid=self.cid,
+                silent=silent,
+                limit=limit,
+            )
+            self._output.close(1000, f"no data for {limit:g}s")
+            return
+        self._arm_liveness()
+
+    def _set_heartbeat_interval(self, interval: float) -> None:
+        if interval == self.heartbeat_interval:
+            return
+        self._log.info("heartbeat interval of {cid} now {interval}s", cid=self.cid, interval=interval)
+        self.heartbeat_interval = interval
+        self._arm_liveness()
+
+    # -- upstream: frames from the charge point --------------------------
+
+    def frame_received(self, text: str) -> None:
+        """Handle one text frame from the charge point."""
+        self.activity()
+        try:
+            message = messages.decode_frame(text)
+        except FrameError as e:
+            self._bad_frame(e, text)
+            return
+        self._metrics.inc("frames_received", action=getattr(message, "action", None) or "-")
+        if isinstance(message, Call):
+            self._upstream_call(message)
+        else:
+            self._upstream_reply(message)
+
+    def _bad_frame(self, error: FrameError, text: str) -> None:
+        self._metrics.inc("frames_invalid", code=error.code)
+        self._log.warn(
+            "invalid frame from {cid} (unique_id {unique_id}): {code} {reason}; frame {frame}",
+            cid=self.cid,
+            unique_id=error.unique_id,
+            code=error.code,
+            reason=error.description,
+            frame=text[:512],
+        )
+        if error.answerable and error.unique_id is not None:
+            self._answer_error(error.unique_id, error.code, error.description)
+
+    def _answer_error(self, unique_id: str, code: str, description: str) -> None:
+        self._output.send_text(messages.encode_frame(CallError(unique_id, code, description, {})))
+
+    def _upstream_call(self, call: Call) -> None:
+        if self._settings.check_upstream:
+            violation = self._violation(call.action, "Request", call.payload, "upstream", call.unique_id)
+            if violation is not None:
+                self._answer_error(call.unique_id, violation.code, violation.description)
+                return
+        if not self._output.publish(call):
+            self._metrics.inc("calls_refused", action=call.action)
+            self._log.warn(
+                "upstream buffer full: refusing {action} {unique_id} from {cid}",
+                cid=self.cid,
+                action=call.action,
+                unique_id=call.unique_id,
+            )
+            self._answer_error(
+                call.unique_id, messages.INTERNAL_ERROR, "Central system unreachable, try again later"
+            )
+            return
+        self._remember(self._pending_upstream, call.unique_id, call.action, _PENDING_UPSTREAM_LIMIT)
+
+    def _violation(
+        self, action: str, kind: Kind, payload: Any, direction: str, unique_id: str
+    ) -> Violation | None:
+        """Check a payload against its schema; count and log a miss or a failure."""
+        if self._schemas is None:
+            return None
+        if not self._schemas.has(action, kind):
+            self._metrics.inc("schema_missing", action=action, kind=kind)
+            return None
+        violation = self._schemas.check(action, kind, payload)
+        if violation is not None:
+            self._metrics.inc("schema_rejected", direction=direction, action=action)
+            self._log.warn(
+                "schema rejected {direction} {action}{kind} for {cid} ({unique_id}): {code} {reason}",
+                direction=direction,
+                cid=self.cid,
+                action=action,
+                kind=kind,
+                unique_id=unique_id,
+                code=violation.code,
+                reason=violation.description,
+            )
+        return violation
+
+    def _upstream_reply(self, reply: CallResult | CallError) -> None:
+        in_flight = self._in_flight
+        answered = in_flight is not None and reply.unique_id == in_flight.unique_id
+        if answered:
+            assert in_flight is not None
+            action: str | None = in_flight.action
+            if self._reply_timer is not None and self._reply_timer.active():
+                self._reply_timer.cancel()
+            self._reply_timer = None
+            self._in_flight = None
+        else:
+            action = self._expired_downstream.pop(reply.unique_id, None)
+            self._metrics.inc("replies_late" if action else "replies_unsolicited")
+        if isinstance(reply, CallResult):
+            violation = None
+            if self._settings.check_upstream and action is not None:
+                violation = self._violation(action, "Response", reply.payload, "upstream", reply.unique_id)
+            if violation is not None:
+                published: Message = CallError(
+                    reply.unique_id,
+                    violation.code,
+                    f"Invalid CallResult from charge point: {violation.description}",
+                    {},
+                    action,
+                )
+            else:
+                published = CallResult(reply.unique_id, reply.payload, action)
+        else:
+            published = CallError(reply.unique_id, reply.code, reply.description, reply.details, action)
+        if not self._output.publish(published):
+            self._metrics.inc("replies_dropped")
+            self._log.error(
+                "upstream buffer full: reply {unique_id} from {cid} dropped",
+                cid=self.cid,
+                unique_id=reply.unique_id,
+            )
+        if answered:
+            self._send_next()
+
+    # -- downstream: envelopes from the central system -------------------
+
+    def envelope_received(self, data: bytes) -> None:
+        """Handle one MQTT message published to this charge point's downstream topic."""
+        try:
+            message = messages.decode_envelope(data)
+        except EnvelopeError as e:
+            self._metrics.inc("envelopes_invalid")
+            self._log.warn(
+                "invalid downstream envelope for {cid} (unique_id {unique_id}): {reason}",
+                cid=self.cid,
+                unique_id=e.unique_id,
+                reason=e.description,
+            )
+            if e.unique_id is not None:
+                self._publish_error(
+                    e.unique_id, None, messages.FORMATION_VIOLATION, f"Rejected by gateway: {e.description}"
+                )
+            return
+        if isinstance(message, Call):
+            self._downstream_call(message)
+        elif isinstance(message, CallResult):
+            self._downstream_result(message)
+        else:
+            self._pending_upstream.pop(message.unique_id, None)
+            self._output.send_text(messages.encode_frame(message))
+
+    def _downstream_check(self, action: str | None, kind: Kind, message: Message, payload: Any) -> bool:
+        """False (and a CallError envelope upstream) when a downstream message fails its schema."""
+        if not self._settings.check_dnstream or action is None:
+            return True
+        violation = self._violation(action, kind, payload, "dnstream", message.unique_id)
+        if violation is None:
+            return True
+        self._publish_error(message.unique_id, action, violation.code, f"Not sent: {violation.description}")
+        return False
+
+    def _downstream_result(self, result: CallResult) -> None:
+        action = self._pending_upstream.pop(result.unique_id, None) or result.action
+        if not self._downstream_check(action, "Response", result, result.payload):
+            return
+        self._output.send_text(messages.encode_frame(result))
+        if self._is_accepted_boot(action, result.payload):
+            interval = result.payload["interval"]
+            if isinstance(interval, int | float) and not isinstance(interval, bool) and interval > 0:
+                self._set_heartbeat_interval(float(interval))
+
+    @staticmethod
+    def _is_accepted_boot(action: str | None, payload: dict[str, Any]) -> bool:
+        if payload.get("status") != "Accepted" or "interval" not in payload:
+            return False
+        return action in (None, "BootNotification")
+
+    def _downstream_call(self, call: Call) -> None:
+        if not self._downstream_check(call.action, "Request", call, call.payload):
+            return
+        if self._in_flight is None and not self._queue:
+            self._send_call(call)
+            return
+        if len(self._queue) >= self._settings.max_queue:
+            self._metrics.inc("dnstream_dropped", action=call.action)
+            self._log.warn(
+                "downstream queue for {cid} full ({limit}): dropped {action} {unique_id}",
+                cid=self.cid,
+                limit=self._settings.max_queue,
+                action=call.action,
+                unique_id=call.unique_id,
+            )
+            self._publish_error(
+                call.unique_id,
+                call.action,
+                messages.GENERIC_ERROR,
+                f"Not sent: downstream queue full ({self._settings.max_queue} calls waiting)",
+            )
+            return
+        self._queue.append(call)
+
+    def _send_call(self, call: Call) -> None:
+        self._in_flight = call
+        self._output.send_text(messages.encode_frame(call))
+        self._reply_timer = self._clock.callLater(self._settings.reply_timeout, self._reply_timed_out)
+
+    def _send_next(self) -> None:
+        if self._in_flight is None and self._queue and not self._ended:
+            self._send_call(self._queue.popleft())
+
+    def _reply_timed_out(self) -> None:
+        self._reply_timer = None
+        call, self._in_flight = self._in_flight, None
+        if call is None:
+            return
+        self._metrics.inc("reply_timeouts", action=call.action)
+        self._log.warn(
+            "{cid} did not reply to {action} {unique_id} within {timeout}s",
+            cid=self.cid,
+            action=call.action,
+            unique_id=call.unique_id,
+            timeout=self._settings.reply_timeout,
+        )
+        self._remember(self._expired_downstream, call.unique_id, call.action, _EXPIRED_DOWNSTREAM_LIMIT)
+        self._publish_gateway_error(
+            call, f"Charge point did not reply within {self._settings.reply_timeout:g}s (timed out)"
+        )
+        self._send_next()
+
+    # -- helpers ---------------------------------------------------------
+
+    def _publish_gateway_error(self, call: Call, description: str) -> None:
+        self._publish_error(call.unique_id, call.action, messages.GENERIC_ERROR, description)
+
+    def _publish_error(self, unique_id: str, action: str | None, code: str, description: str) -> None:
+        if not self._output.publish(CallError(unique_id, code, description, {}, action)):
+            self._metrics.inc("replies_dropped")
+            self._log.error(
+                "upstream buffer full: gateway error for {unique_id} ({cid}) dropped",
+                cid=self.cid,
+                unique_id=unique_id,
+            )
+
+    @staticmethod
+    def _remember(memory: OrderedDict[str, str], key: str, value: str, limit: int) -> None:
+        memory[key] = value
+        memory.move_to_end(key)
+        while len(memory) > limit:
+            memory.popitem(last=False)

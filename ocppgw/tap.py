@@ -1,0 +1,49 @@
+"""twistd entry point: ``twistd ocppgw --config gw.ini``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.python import usage
+
+from ocppgw.config import ConfigError, load_config
+from ocppgw.ocpp.schemas import SchemaLoadError, SchemaRegistry, shipped_schema_dir
+from ocppgw.service import GatewayService
+
+
+class Options(usage.Options):
+    optParameters = [("config", "c", None, "path to gw.ini")]
+
+    def postOptions(self) -> None:
+        """Read and check the config once; a bad file stops here with one line per problem."""
+        if not self["config"]:
+            raise usage.UsageError("--config is required")
+        try:
+            self.gateway_config = load_config(self["config"])
+        except ConfigError as e:
+            _fail(e.problems)
+        gateway = self.gateway_config.gateway
+        self.schemas = None
+        if gateway.message_format_checking != "disable":
+            directory = gateway.json_schema_dir or shipped_schema_dir()
+            try:
+                self.schemas = SchemaRegistry.load(directory, gateway.json_schema_id_prefix)
+            except SchemaLoadError as e:
+                _fail([f"{self['config']}: [gateway] json_schema_dir: {e}"])
+            if not len(self.schemas):
+                _fail([f"{self['config']}: [gateway] json_schema_dir: no schema files in {directory}"])
+
+
+def _fail(lines: list[str]) -> None:
+    sys.stderr.write("".join(line + "\n" for line in lines))
+    raise SystemExit(1)
+
+
+def makeService(options: Options, reactor: Any = None) -> GatewayService:
+    """Wire the gateway from parsed options."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    return GatewayService(options.gateway_config, reactor, schemas=options.schemas)

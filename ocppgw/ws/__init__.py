@@ -1,0 +1,1 @@
+"""WebSocket side: handshake checks, Autobahn protocol and factory."""

@@ -1,0 +1,163 @@
+"""The Autobahn protocol for one charge point: handshake decisions and frames in and out.
+
+OCPP logic lives in the session; this class only turns WebSocket events into
+session calls and session output into WebSocket frames.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from ocppgw.auth import Credentials, Decision
+from ocppgw.ocpp.session import ChargePointSession
+from ocppgw.ws.handshake import Refusal, basic_credentials, cid_from_path, pick_subprotocol
+
+if TYPE_CHECKING:
+    from ocppgw.ws.factory import OcppServerFactory
+
+
+class OcppServerProtocol(WebSocketServerProtocol):
+    """One charge point's WebSocket."""
+
+    _log = Logger()
+    factory: OcppServerFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cid: str | None = None
+        self.peer_address = ""
+        self._session: ChargePointSession | None = None
+        self._close_reason = ""
+
+    # -- handshake -------------------------------------------------------
+
+    def onConnect(self, request: ConnectionRequest) -> Deferred[str] | str:
+        gateway = self.factory.gateway
+        listener = self.factory.listener
+        self.peer_address = _peer_address(self.transport)
+        try:
+            cid = cid_from_path(request.path, listener.path)
+            subprotocol = pick_subprotocol(list(request.protocols))
+        except Refusal as refusal:
+            self.factory.metrics.inc("handshakes_refused", status=str(refusal.status), reason=refusal.reason)
+            self._log.info(
+                "refused handshake from {peer} for {path!r} ({protocols}): {status} {reason}",
+                peer=self.peer_address,
+                path=request.path[:300],
+                protocols=",".join(request.protocols)[:100],
+                status=refusal.status,
+                reason=refusal.reason,
+            )
+            raise ConnectionDeny(refusal.status, refusal.reason) from None
+        username, password = basic_credentials(request.headers.get("authorization"), cid)
+        credentials = Credentials(
+            cid=cid,
+            peer=self.peer_address,
+            listener=f"{listener.kind}:{listener.name}",
+            username=username,
+            password=password,
+        )
+        d = gateway.authenticate(credentials)
+
+        def decided(decision: Decision) -> str:
+            if not decision.allowed:
+                self.factory.metrics.inc("handshakes_refused", status="401", reason="not_authorized")
+                self._log.info(
+                    "charge point {cid} from {peer} not authorized (username {username!r}): {reason}",
+                    cid=cid,
+                    peer=self.peer_address,
+                    username=username,
+                    reason=decision.reason,
+                )
+                raise ConnectionDeny(401, "not_authorized")
+            self.cid = cid
+            return subprotocol
+
+        d.addCallback(decided)
+        return d
+
+    def onOpen(self) -> None:
+        try:
+            assert self.cid is not None
+            self._session = self.factory.gateway.attach(
+                self.cid, self, self.factory.listener, self.peer_address
+            )
+        except Exception:
+            self._log.failure("attaching charge point {cid} failed", cid=self.cid)
+            self.close(1011, "internal error")
+
+    # -- frames ----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        session = self._session
+        if session is not None:
+            session.activity()
+        super().dataReceived(data)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        session = self._session
+        if session is None:
+            return
+        if isBinary:
+            self.factory.metrics.inc("frames_invalid", code="binary")
+            self._log.warn("binary frame from {cid}: OCPP-J uses text frames; closing", cid=self.cid)
+            self.close(1003, "binary frames are not OCPP-J")
+            return
+        try:
+            session.frame_received(payload.decode("utf-8"))
+        except Exception:
+            self._log.failure("handling a frame from {cid} failed", cid=self.cid)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        session, self._session = self._session, None
+        if session is None or self.cid is None:
+            return
+        why = self._close_reason or _describe_close(wasClean, code, reason, self.wasNotCleanReason)
+        try:
+            self.factory.gateway.detach(self.cid, self, why)
+        except Exception:
+            self._log.failure("detaching charge point {cid} failed", cid=self.cid)
+
+    # -- output used by the gateway ---------------------------------------
+
+    def send_text(self, text: str) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(text.encode("utf-8"), isBinary=False)
+
+    def close(self, code: int, reason: str) -> None:
+        if not self._close_reason:
+            self._close_reason = reason
+        if self.state != self.STATE_OPEN:
+            if self.transport is not None and self.state != self.STATE_CLOSED:
+                self.dropConnection(abort=True)
+            return
+        if code == 1000 or 3000 <= code <= 4999:
+            self.sendClose(code, reason)
+        else:
+            # sendClose refuses the RFC 6455 codes a server also owes its peers
+            # (1001 going away, 1003 unsupported data, 1011 internal error).
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+
+
+def _peer_address(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+    except Exception:
+        return "unknown"
+    host = getattr(peer, "host", None)
+    port = getattr(peer, "port", None)
+    if host is None:
+        return str(peer)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _describe_close(was_clean: bool, code: int | None, reason: str | None, unclean: str | None) -> str:
+    if code is None:
+        return "closed" if was_clean else (unclean or "connection lost")
+    text = f"closed by charge point ({code}"
+    return text + (f": {reason})" if reason else ")")

@@ -1,0 +1,970 @@
+"""Tests for ocppgw.config: gw.ini into frozen dataclasses, every problem as one line."""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import os
+import random
+import re
+import socket
+from pathlib import Path
+from types import MappingProxyType
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ocppgw.config import (
+    ConfigError,
+    DnstreamSection,
+    GatewayConfig,
+    GatewaySection,
+    ListenerSection,
+    MqttSection,
+    PresenceSection,
+    UpstreamSection,
+    config_from_string,
+    load_config,
+    parse_bind,
+    parse_duration,
+)
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "gw.ini"
+LISTENER = "[listeners.ws.default]\nbind = 33033\n"
+HOST = socket.gethostname()
+
+
+def problems_of(testcase: SynchronousTestCase, text: str, **kwargs: object) -> list[str]:
+    """The problem lines of ``text``, which must not load."""
+    error = testcase.assertRaises(ConfigError, config_from_string, text, **kwargs)
+    testcase.assertEqual(str(error), "\n".join(error.problems))
+    return error.problems
+
+
+class DefaultsTests(SynchronousTestCase):
+    def test_only_a_listener(self) -> None:
+        """A file with just one listener gets every default from the dataclasses."""
+        config = config_from_string(LISTENER, environ={})
+        self.assertEqual(config.gateway, GatewaySection(node_name=HOST))
+        self.assertEqual(config.upstream, UpstreamSection())
+        self.assertEqual(config.dnstream, DnstreamSection())
+        self.assertEqual(config.mqtt, MqttSection(client_id=f"ocppgw-{HOST}"))
+        self.assertEqual(config.presence, PresenceSection())
+        self.assertEqual(
+            config.listeners, (ListenerSection(kind="ws", name="default", host="0.0.0.0", port=33033),)
+        )
+        self.assertEqual(config.source, "gw.ini")
+
+    def test_node_name_never_empty(self) -> None:
+        """An empty node_name means the host name, and the MQTT client id follows it."""
+        config = config_from_string("[gateway]\nnode_name =\n" + LISTENER, environ={})
+        self.assertEqual(config.gateway.node_name, HOST)
+        self.assertEqual(config.mqtt.client_id, f"ocppgw-{HOST}")
+
+    def test_client_id_from_node_name(self) -> None:
+        """Without client_id, the MQTT client id is ocppgw-<node_name>."""
+        config = config_from_string("[gateway]\nnode_name = n1\n[mqtt]\nclient_id =\n" + LISTENER)
+        self.assertEqual(config.mqtt.client_id, "ocppgw-n1")
+
+    def test_source(self) -> None:
+        """The source string given is kept on the config."""
+        self.assertEqual(config_from_string(LISTENER, source="/etc/gw.ini").source, "/etc/gw.ini")
+
+    def test_empty_sections(self) -> None:
+        """A section with no keys is fine and keeps its defaults."""
+        config = config_from_string("[gateway]\n[upstream]\n[dnstream]\n[mqtt]\n[presence]\n" + LISTENER)
+        self.assertEqual(config.upstream, UpstreamSection())
+
+    def test_frozen(self) -> None:
+        """The sections cannot be changed after loading."""
+        config = config_from_string(LISTENER)
+        self.assertRaises(dataclasses.FrozenInstanceError, setattr, config.mqtt, "port", 1)
+
+
+FULL = """\
+[gateway]
+mountpoint = site/${cid}/     ; a comment after whitespace
+default_heartbeat_interval = 2m
+heartbeat_checking_times_backoff = 3
+message_format_checking = upstream_only
+json_schema_dir = schemas
+json_schema_id_prefix = urn:test:
+idle_timeout = 500ms
+max_frame_size = 64KB
+ping_interval = 0
+ping_timeout = 2.5
+node_name = gw-1
+shutdown_timeout = 1h
+
+[upstream]
+topic = up/${cid}    # a comment with a hash
+reply_topic = up/${clientid}/reply
+error_topic = up/${cid}/error
+qos = 2
+
+[upstream.topic_override_mapping]
+BootNotification = up/${cid}/boot
+meterValues = up/${cid}/meter
+
+[dnstream]
+topic = +/dn/${cid}/#
+max_mqueue_len = 0
+reply_timeout = 45s
+qos = 0
+
+[mqtt]
+host = broker.example
+port = 8883
+username = gateway
+password = ${MQTT_PASSWORD}
+client_id = gw-one
+keepalive = 120
+reconnect_delay_min = 2s
+reconnect_delay_max = 2s
+max_buffered_messages = 5
+
+[presence]
+enable = off
+topic = presence/${cid}
+node_topic = nodes/${node}
+qos = 0
+
+[listeners.ws.public]
+bind = 127.0.0.1:9000
+path = /
+mountpoint =
+
+[listeners.ws.v6]
+bind = [::1]:9001
+path = /ocpp/v16
+mountpoint = v6/${cid}/
+"""
+
+
+class AllKeysTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.base = Path(self.mktemp())
+        (self.base / "schemas").mkdir(parents=True)
+        self.config = config_from_string(
+            FULL, source="full.ini", base_dir=self.base, environ={"MQTT_PASSWORD": "s3cret!"}
+        )
+
+    def test_gateway(self) -> None:
+        """Every [gateway] key is read and converted."""
+        self.assertEqual(
+            self.config.gateway,
+            GatewaySection(
+                mountpoint="site/${cid}/",
+                default_heartbeat_interval=120.0,
+                heartbeat_checking_times_backoff=3,
+                message_format_checking="upstream_only",
+                json_schema_dir=self.base / "schemas",
+                json_schema_id_prefix="urn:test:",
+                idle_timeout=0.5,
+                max_frame_size=65536,
+                ping_interval=0.0,
+                ping_timeout=2.5,
+                node_name="gw-1",
+                shutdown_timeout=3600.0,
+            ),
+        )
+
+    def test_upstream(self) -> None:
+        """Every [upstream] key and the override mapping are read."""
+        self.assertEqual(
+            self.config.upstream,
+            UpstreamSection(
+                topic="up/${cid}",
+                reply_topic="up/${clientid}/reply",
+                error_topic="up/${cid}/error",
+                qos=2,
+                topic_override_mapping=MappingProxyType(
+                    {"BootNotification": "up/${cid}/boot", "meterValues": "up/${cid}/meter"}
+                ),
+            ),
+        )
+
+    def test_dnstream(self) -> None:
+        """Every [dnstream] key is read; the topic may be a filter with + and #."""
+        self.assertEqual(
+            self.config.dnstream,
+            DnstreamSection(topic="+/dn/${cid}/#", max_mqueue_len=0, reply_timeout=45.0, qos=0),
+        )
+
+    def test_mqtt(self) -> None:
+        """Every [mqtt] key is read, the password from the environment."""
+        self.assertEqual(
+            self.config.mqtt,
+            MqttSection(
+                host="broker.example",
+                port=8883,
+                username="gateway",
+                password="s3cret!",
+                client_id="gw-one",
+                keepalive=120,
+                reconnect_delay_min=2.0,
+                reconnect_delay_max=2.0,
+                max_buffered_messages=5,
+            ),
+        )
+
+    def test_presence(self) -> None:
+        """Every [presence] key is read."""
+        self.assertEqual(
+            self.config.presence,
+            PresenceSection(enable=False, topic="presence/${cid}", node_topic="nodes/${node}", qos=0),
+        )
+
+    def test_listeners(self) -> None:
+        """Listeners keep file order; an empty mountpoint overrides the gateway's with ''."""
+        self.assertEqual(
+            self.config.listeners,
+            (
+                ListenerSection(
+                    kind="ws", name="public", host="127.0.0.1", port=9000, path="/", mountpoint=""
+                ),
+                ListenerSection(
+                    kind="ws", name="v6", host="::1", port=9001, path="/ocpp/v16", mountpoint="v6/${cid}/"
+                ),
+            ),
+        )
+
+    def test_source(self) -> None:
+        """The source is kept."""
+        self.assertEqual(self.config.source, "full.ini")
+
+
+def with_listener(text: str) -> str:
+    return text + "\n" + LISTENER
+
+
+# (INI text, the exact problem line expected among the problems)
+BAD_VALUES = [
+    ("[mqtt]\nhots = x\n", "gw.ini: [mqtt] hots: unknown option"),
+    ("[mqtt]\nHost = x\n", "gw.ini: [mqtt] Host: unknown option"),
+    ("[mqtt]\nport = abc\n", "gw.ini: [mqtt] port: expected an integer, got 'abc'"),
+    ("[mqtt]\nport = 0\n", "gw.ini: [mqtt] port: expected an integer from 1 to 65535, got '0'"),
+    ("[mqtt]\nport = 65536\n", "gw.ini: [mqtt] port: expected an integer from 1 to 65535, got '65536'"),
+    ("[mqtt]\nport = 1_000\n", "gw.ini: [mqtt] port: expected an integer, got '1_000'"),
+    ("[mqtt]\nhost =\n", "gw.ini: [mqtt] host: must not be empty"),
+    ("[mqtt]\nhost = a b\n", "gw.ini: [mqtt] host: expected a host name or address, got 'a b'"),
+    ("[mqtt]\nkeepalive = 0\n", "gw.ini: [mqtt] keepalive: expected an integer from 1 to 65535, got '0'"),
+    (
+        "[mqtt]\nmax_buffered_messages = 0\n",
+        "gw.ini: [mqtt] max_buffered_messages: expected an integer >= 1, got '0'",
+    ),
+    (
+        "[mqtt]\nreconnect_delay_min = 0s\n",
+        "gw.ini: [mqtt] reconnect_delay_min: must be greater than 0, got '0s'",
+    ),
+    (
+        "[mqtt]\nreconnect_delay_min = 1m\nreconnect_delay_max = 10s\n",
+        "gw.ini: [mqtt] reconnect_delay_max: must not be less than reconnect_delay_min (60s), got '10s'",
+    ),
+    (
+        "[mqtt]\nreconnect_delay_min = 1m\n",
+        "gw.ini: [mqtt] reconnect_delay_max: must not be less than reconnect_delay_min (60s), "
+        "got the default 30s",
+    ),
+    (
+        "[gateway]\nidle_timeout = soon\n",
+        "gw.ini: [gateway] idle_timeout: expected a duration such as 500ms, 30s, 5m or 1h, got 'soon'",
+    ),
+    (
+        "[gateway]\nping_interval = -1s\n",
+        "gw.ini: [gateway] ping_interval: expected a duration such as 500ms, 30s, 5m or 1h, got '-1s'",
+    ),
+    ("[gateway]\nping_timeout = 0\n", "gw.ini: [gateway] ping_timeout: must be greater than 0, got '0'"),
+    (
+        "[gateway]\nshutdown_timeout = 0ms\n",
+        "gw.ini: [gateway] shutdown_timeout: must be greater than 0, got '0ms'",
+    ),
+    (
+        "[gateway]\nheartbeat_checking_times_backoff = 0\n",
+        "gw.ini: [gateway] heartbeat_checking_times_backoff: expected an integer >= 1, got '0'",
+    ),
+    (
+        "[gateway]\nmessage_format_checking = x\n",
+        "gw.ini: [gateway] message_format_checking: "
+        "expected one of all, upstream_only, dnstream_only, disable, got 'x'",
+    ),
+    (
+        "[gateway]\nmax_frame_size = 1GB\n",
+        "gw.ini: [gateway] max_frame_size: expected a size in bytes such as 65536, 64KB or 1MB, got '1GB'",
+    ),
+    (
+        "[gateway]\nmax_frame_size = 0KB\n",
+        "gw.ini: [gateway] max_frame_size: must be greater than 0, got '0KB'",
+    ),
+    (
+        "[gateway]\nmountpoint = a/+/\n",
+        "gw.ini: [gateway] mountpoint: must not contain the MQTT wildcards + or #, got 'a/+/'",
+    ),
+    (
+        "[gateway]\nmountpoint = a/#\n",
+        "gw.ini: [gateway] mountpoint: must not contain the MQTT wildcards + or #, got 'a/#'",
+    ),
+    (
+        "[gateway]\nnode_name = a/b\n",
+        "gw.ini: [gateway] node_name: must not contain /, +, # or whitespace, got 'a/b'",
+    ),
+    ("[presence]\nenable = maybe\n", "gw.ini: [presence] enable: expected true or false, got 'maybe'"),
+    ("[presence]\nqos = 3\n", "gw.ini: [presence] qos: expected 0, 1 or 2, got '3'"),
+    (
+        "[presence]\ntopic = p/+\n",
+        "gw.ini: [presence] topic: must not contain the MQTT wildcards + or #, got 'p/+'",
+    ),
+    ("[presence]\ntopic =\n", "gw.ini: [presence] topic: must not be empty"),
+    (
+        "[presence]\nnode_topic = n/${cid}\n",
+        "gw.ini: [presence] node_topic: ${cid} is not allowed here, use ${node}",
+    ),
+    (
+        "[presence]\nnode_topic = n/${clientid}\n",
+        "gw.ini: [presence] node_topic: ${clientid} is not allowed here, use ${node}",
+    ),
+    (
+        "[upstream]\ntopic = cp/${node}\n",
+        "gw.ini: [upstream] topic: ${node} is only allowed in [presence] node_topic",
+    ),
+    ("[upstream]\ntopic = cp/all\n", "gw.ini: [upstream] topic: must contain ${cid}, got 'cp/all'"),
+    ("[upstream]\nreply_topic = r\n", "gw.ini: [upstream] reply_topic: must contain ${cid}, got 'r'"),
+    ("[upstream]\nerror_topic = e\n", "gw.ini: [upstream] error_topic: must contain ${cid}, got 'e'"),
+    (
+        "[upstream]\ntopic = cp/#/${cid}\n",
+        "gw.ini: [upstream] topic: must not contain the MQTT wildcards + or #, got 'cp/#/${cid}'",
+    ),
+    ("[upstream]\ntopic =\n", "gw.ini: [upstream] topic: must not be empty"),
+    ("[upstream]\nqos = one\n", "gw.ini: [upstream] qos: expected 0, 1 or 2, got 'one'"),
+    ("[dnstream]\ntopic = cs/all\n", "gw.ini: [dnstream] topic: must contain ${cid}, got 'cs/all'"),
+    (
+        "[dnstream]\ntopic = cs/${cid}/a#\n",
+        "gw.ini: [dnstream] topic: expected an MQTT topic filter where + is a whole level and # only "
+        "the whole last level, got 'cs/${cid}/a#'",
+    ),
+    (
+        "[dnstream]\ntopic = cs/#/${cid}\n",
+        "gw.ini: [dnstream] topic: expected an MQTT topic filter where + is a whole level and # only "
+        "the whole last level, got 'cs/#/${cid}'",
+    ),
+    (
+        "[dnstream]\nmax_mqueue_len = -1\n",
+        "gw.ini: [dnstream] max_mqueue_len: expected an integer >= 0, got '-1'",
+    ),
+    ("[dnstream]\nreply_timeout = 0\n", "gw.ini: [dnstream] reply_timeout: must be greater than 0, got '0'"),
+    (
+        "[mqtt]\nhost = ${cid}\n",
+        "gw.ini: [mqtt] host: ${cid} is only allowed in topic templates and mountpoints",
+    ),
+    ("[mqtt]\nhost = a${B\n", "gw.ini: [mqtt] host: malformed ${...}, write ${NAME}, got 'a${B'"),
+    ("[mqtt]\nhost = ${}\n", "gw.ini: [mqtt] host: malformed ${...}, write ${NAME}, got '${}'"),
+    (
+        "[mqtt]\nhost = a\n  port = 1\n",
+        "gw.ini: [mqtt] host: expected one line; an indented line continues the value above it",
+    ),
+    (
+        "[upstream.topic_override_mapping]\nBoot-Notification = a/${cid}\n",
+        "gw.ini: [upstream.topic_override_mapping] Boot-Notification: not an action name",
+    ),
+    (
+        "[upstream.topic_override_mapping]\n9Boot = a/${cid}\n",
+        "gw.ini: [upstream.topic_override_mapping] 9Boot: not an action name",
+    ),
+    (
+        "[upstream.topic_override_mapping]\nBootNotification = a/+/${cid}\n",
+        "gw.ini: [upstream.topic_override_mapping] BootNotification: "
+        "must not contain the MQTT wildcards + or #, got 'a/+/${cid}'",
+    ),
+    (
+        "[gateway]\njson_schema_dir = /nonexistent/dir\n",
+        "gw.ini: [gateway] json_schema_dir: expected an existing directory, got '/nonexistent/dir'",
+    ),
+    ("[nope]\n", "gw.ini: [nope]: unknown section"),
+    ("[DEFAULT]\nhost = x\n", "gw.ini: [DEFAULT]: unknown section"),
+    ("[Gateway]\n", "gw.ini: [Gateway]: unknown section"),
+    ("[listeners.wss.a]\nbind = 1\n", "gw.ini: [listeners.wss.a]: unknown section"),
+    ("[listeners.ws.a.b]\nbind = 1\n", "gw.ini: [listeners.ws.a.b]: unknown section"),
+    ("[listeners.ws.]\nbind = 1\n", "gw.ini: [listeners.ws.]: unknown section"),
+    ("[listeners.ws.x]\nbind = 1\nhots = 2\n", "gw.ini: [listeners.ws.x] hots: unknown option"),
+    (
+        "[listeners.ws.x]\npath = /ocpp\n",
+        "gw.ini: [listeners.ws.x] bind: missing, expected PORT, HOST:PORT or [IPv6]:PORT",
+    ),
+    (
+        "[listeners.ws.x]\nbind = 1\npath = ocpp\n",
+        "gw.ini: [listeners.ws.x] path: must start with /, got 'ocpp'",
+    ),
+    (
+        "[listeners.ws.x]\nbind = 1\npath = /ocpp/\n",
+        "gw.ini: [listeners.ws.x] path: must not end with /, got '/ocpp/'",
+    ),
+    (
+        "[listeners.ws.x]\nbind = 1\npath = /a?b\n",
+        "gw.ini: [listeners.ws.x] path: must not contain whitespace, ? or #, got '/a?b'",
+    ),
+    (
+        "[listeners.ws.x]\nbind = 1\nmountpoint = +/\n",
+        "gw.ini: [listeners.ws.x] mountpoint: must not contain the MQTT wildcards + or #, got '+/'",
+    ),
+    (
+        "[listeners.ws.x]\nbind = http\n",
+        "gw.ini: [listeners.ws.x] bind: expected PORT, HOST:PORT or [IPv6]:PORT "
+        "with a port from 0 to 65535, got 'http'",
+    ),
+    (
+        "[listeners.ws.x]\nbind = 1\n[listeners.ws.y]\nbind = 0.0.0.0:1\n",
+        "gw.ini: [listeners.ws.y] bind: 0.0.0.0:1 is already used by [listeners.ws.x]",
+    ),
+    (
+        "[listeners.ws.x]\nbind = [::1]:80\n[listeners.ws.y]\nbind = [0:0::1]:80\n",
+        "gw.ini: [listeners.ws.y] bind: 0:0::1:80 is already used by [listeners.ws.x]",
+    ),
+    ("[mqtt]\nport = 1\nport = 2\n", "gw.ini: [mqtt] port: duplicate option (line 3)"),
+    ("[mqtt]\n[presence]\n[mqtt]\n", "gw.ini: [mqtt]: duplicate section (line 3)"),
+    ("port = 1\n[mqtt]\n", "gw.ini: line 1: text before the first [section] header"),
+    ("[mqtt]\nport\n", "gw.ini: line 2: expected 'key = value' or a [section] header"),
+    ("[mqtt]\n= 5\n", "gw.ini: line 2: expected 'key = value' or a [section] header"),
+]
+
+
+class ProblemLineTests(SynchronousTestCase):
+    def test_each_problem_line(self) -> None:
+        """Each bad value, key or section gives exactly this line and nothing else goes wrong."""
+        for text, line in BAD_VALUES:
+            problems = problems_of(self, with_listener(text), environ={})
+            self.assertIn(line, problems, f"for {text!r}")
+
+    def test_listeners_only_in_listener_sections(self) -> None:
+        """The bad listener cases above really are about their own section."""
+        problems = problems_of(self, "[listeners.ws.x]\nbind = http\n")
+        self.assertEqual(
+            problems,
+            [
+                "gw.ini: [listeners.ws.x] bind: expected PORT, HOST:PORT or [IPv6]:PORT "
+                "with a port from 0 to 65535, got 'http'"
+            ],
+        )
+
+    def test_no_listener(self) -> None:
+        """A file without any listener section says so."""
+        problems = problems_of(self, "[mqtt]\nhost = broker\n")
+        self.assertEqual(problems, ["gw.ini: [listeners.ws.<name>]: no listener configured"])
+
+    def test_empty_file(self) -> None:
+        """An empty file has no listener."""
+        self.assertEqual(problems_of(self, ""), ["gw.ini: [listeners.ws.<name>]: no listener configured"])
+
+    def test_source_in_every_line(self) -> None:
+        """Problem lines start with the source given."""
+        problems = problems_of(self, "[mqtt]\nport = x\n", source="/etc/ocppgw/gw.ini")
+        self.assertIn("/etc/ocppgw/gw.ini: [mqtt] port: expected an integer, got 'x'", problems)
+
+    def test_long_value_shortened(self) -> None:
+        """A very long bad value is cut so that the problem stays readable."""
+        (line,) = problems_of(self, with_listener("[mqtt]\nport = " + "9" * 5000 + "\n"))
+        self.assertLess(len(line), 200)
+        self.assertIn("expected an integer from 1 to 65535, got '999", line)
+
+    def test_inline_comment_needs_whitespace(self) -> None:
+        """A # right after text is part of the value, so it is checked as a wildcard."""
+        problems = problems_of(self, with_listener("[upstream]\ntopic = cp/${cid}/#\n"))
+        self.assertEqual(
+            problems,
+            ["gw.ini: [upstream] topic: must not contain the MQTT wildcards + or #, got 'cp/${cid}/#'"],
+        )
+
+    def test_case_insensitive_words(self) -> None:
+        """Booleans, checking modes and size suffixes accept any case."""
+        config = config_from_string(
+            with_listener(
+                "[presence]\nenable = Yes\n[gateway]\nmessage_format_checking = ALL\nmax_frame_size = 2mb\n"
+            )
+        )
+        self.assertTrue(config.presence.enable)
+        self.assertEqual(config.gateway.message_format_checking, "all")
+        self.assertEqual(config.gateway.max_frame_size, 2 * 1024 * 1024)
+
+    def test_booleans(self) -> None:
+        """All the spellings of true and false."""
+        for word, expected in [
+            ("true", True), ("yes", True), ("on", True), ("1", True),
+            ("false", False), ("no", False), ("off", False), ("0", False),
+        ]:  # fmt: skip
+            config = config_from_string(with_listener(f"[presence]\nenable = {word}\n"))
+            self.assertIs(config.presence.enable, expected, word)
+
+
+class CollectedProblemsTests(SynchronousTestCase):
+    def test_all_problems_together(self) -> None:
+        """Problems in several sections, syntax ones included, come in one ConfigError."""
+        text = (
+            "junk before any section\n"
+            "[mqtt]\n"
+            "hots = localhost\n"
+            "port = abc\n"
+            "port = 1883\n"
+            "password = ${UNSET_PASSWORD}\n"
+            "[gateway]\n"
+            "idle_timeout = 0\n"
+            "not an option line\n"
+            "[upstream]\n"
+            "topic = cp/all\n"
+            "[mqtt]\n"
+            "host = again\n"
+            "[weird]\n"
+        )
+        problems = problems_of(self, text, environ={})
+        self.assertEqual(
+            sorted(problems),
+            sorted(
+                [
+                    "gw.ini: line 1: text before the first [section] header",
+                    "gw.ini: [mqtt] port: duplicate option (line 5)",
+                    "gw.ini: [mqtt]: duplicate section (line 12)",
+                    "gw.ini: line 9: expected 'key = value' or a [section] header",
+                    "gw.ini: [mqtt] hots: unknown option",
+                    "gw.ini: [mqtt] port: expected an integer, got 'abc'",
+                    "gw.ini: [mqtt] password: environment variable UNSET_PASSWORD is not set",
+                    "gw.ini: [gateway] idle_timeout: must be greater than 0, got '0'",
+                    "gw.ini: [upstream] topic: must contain ${cid}, got 'cp/all'",
+                    "gw.ini: [weird]: unknown section",
+                    "gw.ini: [listeners.ws.<name>]: no listener configured",
+                ]
+            ),
+        )
+
+    def test_every_duplicate(self) -> None:
+        """Each duplicate key and section is reported, not just the first."""
+        text = "[mqtt]\nport = 1\nport = 2\nport = 3\nhost = a\nhost = b\n[mqtt]\n[mqtt]\n" + LISTENER
+        self.assertEqual(
+            problems_of(self, text),
+            [
+                "gw.ini: [mqtt] port: duplicate option (line 3)",
+                "gw.ini: [mqtt] port: duplicate option (line 4)",
+                "gw.ini: [mqtt] host: duplicate option (line 6)",
+                "gw.ini: [mqtt]: duplicate section (line 7)",
+                "gw.ini: [mqtt]: duplicate section (line 8)",
+            ],
+        )
+
+    def test_problems_attribute(self) -> None:
+        """ConfigError.problems is a list of single lines, also joined as str(error)."""
+        error = self.assertRaises(ConfigError, config_from_string, "[a]\n[b]\n")
+        self.assertEqual(
+            error.problems,
+            [
+                "gw.ini: [a]: unknown section",
+                "gw.ini: [b]: unknown section",
+                "gw.ini: [listeners.ws.<name>]: no listener configured",
+            ],
+        )
+        self.assertEqual(str(error), "\n".join(error.problems))
+
+
+class EnvironmentTests(SynchronousTestCase):
+    def test_substitution(self) -> None:
+        """${NAME} in any value comes from the environment given."""
+        config = config_from_string(
+            "[mqtt]\nhost = ${BROKER}\nport = ${PORT}\nusername = u-${SITE}-x\n"
+            "[upstream]\ntopic = ${SITE}/${cid}\n[listeners.ws.a]\nbind = ${BIND}\n",
+            environ={"BROKER": "mq", "PORT": "1884", "SITE": "s1", "BIND": "127.0.0.1:0"},
+        )
+        self.assertEqual((config.mqtt.host, config.mqtt.port, config.mqtt.username), ("mq", 1884, "u-s1-x"))
+        self.assertEqual(config.upstream.topic, "s1/${cid}")
+        self.assertEqual((config.listeners[0].host, config.listeners[0].port), ("127.0.0.1", 0))
+
+    def test_substituted_value_compared(self) -> None:
+        """Cross-key checks quote the value after substitution too."""
+        problems = problems_of(
+            self,
+            with_listener("[mqtt]\nreconnect_delay_min = 10s\nreconnect_delay_max = ${MAX}\n"),
+            environ={"MAX": "5s"},
+        )
+        self.assertEqual(
+            problems,
+            ["gw.ini: [mqtt] reconnect_delay_max: must not be less than reconnect_delay_min (10s), got '5s'"],
+        )
+
+    def test_substituted_value_checked(self) -> None:
+        """The value after substitution is what gets checked and quoted."""
+        problems = problems_of(self, with_listener("[mqtt]\nport = ${PORT}\n"), environ={"PORT": "http"})
+        self.assertEqual(problems, ["gw.ini: [mqtt] port: expected an integer, got 'http'"])
+
+    def test_unset(self) -> None:
+        """Each unset variable is one problem line."""
+        problems = problems_of(
+            self, with_listener("[mqtt]\nhost = ${A}-${B}\npassword = ${MQTT_PASSWORD}\n"), environ={}
+        )
+        self.assertEqual(
+            problems,
+            [
+                "gw.ini: [mqtt] host: environment variable A is not set",
+                "gw.ini: [mqtt] host: environment variable B is not set",
+                "gw.ini: [mqtt] password: environment variable MQTT_PASSWORD is not set",
+            ],
+        )
+
+    def test_default_environ(self) -> None:
+        """Without an environ mapping, os.environ is used."""
+        name = "OCPPGW_TEST_CONFIG_HOST"
+        os.environ[name] = "from-os-environ"
+        self.addCleanup(os.environ.pop, name, None)
+        config = config_from_string(with_listener(f"[mqtt]\nhost = ${{{name}}}\n"))
+        self.assertEqual(config.mqtt.host, "from-os-environ")
+
+    def test_single_pass(self) -> None:
+        """A value from the environment is not expanded again."""
+        config = config_from_string(with_listener("[mqtt]\npassword = ${P}\n"), environ={"P": "a${B}c"})
+        self.assertEqual(config.mqtt.password, "a${B}c")
+
+    def test_dollar_alone_is_literal(self) -> None:
+        """A $ not followed by { is kept as it is."""
+        config = config_from_string(with_listener("[mqtt]\npassword = pa$$word$\n"))
+        self.assertEqual(config.mqtt.password, "pa$$word$")
+
+    def test_password_never_shown(self) -> None:
+        """The password is in neither a problem line nor the repr of the config."""
+        secret = "Sup3r-Secret-Value"
+        config = config_from_string(with_listener(f"[mqtt]\npassword = {secret}\nusername = u\n"))
+        self.assertEqual(config.mqtt.password, secret)
+        self.assertNotIn(secret, repr(config))
+        self.assertNotIn(secret, str(config))
+        for text in [
+            f"[mqtt]\npassword = {secret}${{UNSET}}\nport = x\n",
+            f"[mqtt]\npassword = {secret}${{oops\n",
+            f"[mqtt]\npassword = {secret}\n  {secret}\n",
+            f"[mqtt]\npassword = {secret}\npassword = {secret}\n",
+            f"[mqtt]\npassword {secret}\n",
+            f"password = {secret}\n[mqtt]\n",
+        ]:
+            error = self.assertRaises(ConfigError, config_from_string, with_listener(text), environ={})
+            self.assertNotIn(secret, str(error), text)
+            self.assertNotIn(secret, repr(error.problems), text)
+
+    def test_password_from_environment_not_shown(self) -> None:
+        """A password read from the environment stays out of the repr too."""
+        config = config_from_string(with_listener("[mqtt]\npassword = ${PW}\n"), environ={"PW": "xyzzy-42"})
+        self.assertEqual(config.mqtt.password, "xyzzy-42")
+        self.assertNotIn("xyzzy-42", repr(config))
+
+    def test_empty_credentials_are_none(self) -> None:
+        """An empty username or password means none."""
+        config = config_from_string(with_listener("[mqtt]\nusername =\npassword =\n"))
+        self.assertIsNone(config.mqtt.username)
+        self.assertIsNone(config.mqtt.password)
+
+
+class OverrideMappingTests(SynchronousTestCase):
+    def test_case_kept(self) -> None:
+        """Action names keep their case and the mapping is read-only."""
+        config = config_from_string(
+            with_listener(
+                "[upstream.topic_override_mapping]\n"
+                "BootNotification = b/${cid}\n"
+                "bootnotification = l/${cid}\n"
+            )
+        )
+        mapping = config.upstream.topic_override_mapping
+        self.assertIsInstance(mapping, MappingProxyType)
+        self.assertEqual(dict(mapping), {"BootNotification": "b/${cid}", "bootnotification": "l/${cid}"})
+        self.assertRaises(TypeError, operator.setitem, mapping, "X", "y")
+
+    def test_template_checked(self) -> None:
+        """An override topic must be a valid template with ${cid}."""
+        problems = problems_of(self, with_listener("[upstream.topic_override_mapping]\nHeartbeat = hb\n"))
+        self.assertEqual(
+            problems, ["gw.ini: [upstream.topic_override_mapping] Heartbeat: must contain ${cid}, got 'hb'"]
+        )
+
+
+class LoadConfigTests(SynchronousTestCase):
+    def write(self, text: str, name: str = "gw.ini") -> Path:
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def test_relative_path_from_file_directory(self) -> None:
+        """A relative json_schema_dir is taken from the INI file's directory, not the cwd."""
+        path = self.write(with_listener("[gateway]\njson_schema_dir = my-schemas\n"))
+        (path.parent / "my-schemas").mkdir()
+        self.assertNotEqual(Path.cwd(), path.parent.absolute())
+        config = load_config(path)
+        self.assertEqual(config.gateway.json_schema_dir, path.parent.absolute() / "my-schemas")
+        self.assertTrue(config.gateway.json_schema_dir.is_dir())
+
+    def test_relative_path_missing(self) -> None:
+        """A relative directory missing next to the file is a problem naming the resolved path."""
+        path = self.write(with_listener("[gateway]\njson_schema_dir = gone\n"))
+        error = self.assertRaises(ConfigError, load_config, str(path))
+        self.assertEqual(
+            error.problems,
+            [
+                f"{path}: [gateway] json_schema_dir: expected an existing directory, got 'gone' "
+                f"({path.parent.absolute() / 'gone'})"
+            ],
+        )
+
+    def test_absolute_path(self) -> None:
+        """An absolute json_schema_dir is used as it is."""
+        schemas = Path(self.mktemp()).absolute()
+        schemas.mkdir()
+        path = self.write(with_listener(f"[gateway]\njson_schema_dir = {schemas}\n"))
+        self.assertEqual(load_config(path).gateway.json_schema_dir, schemas)
+
+    def test_source_as_given(self) -> None:
+        """The source is the path string as given, also in problem lines."""
+        path = self.write("[mqtt]\nport = x\n" + LISTENER)
+        relative = os.path.relpath(path)
+        error = self.assertRaises(ConfigError, load_config, relative)
+        self.assertEqual(error.problems, [f"{relative}: [mqtt] port: expected an integer, got 'x'"])
+        path.write_text(LISTENER, encoding="utf-8")
+        self.assertEqual(load_config(relative).source, relative)
+
+    def test_missing_file(self) -> None:
+        """A file that cannot be read is one problem line with the reason."""
+        error = self.assertRaises(ConfigError, load_config, "no/such/gw.ini")
+        self.assertEqual(error.problems, ["no/such/gw.ini: cannot read: No such file or directory"])
+
+    def test_directory(self) -> None:
+        """A directory is not a config file."""
+        directory = self.mktemp()
+        os.mkdir(directory)
+        error = self.assertRaises(ConfigError, load_config, directory)
+        self.assertEqual(error.problems, [f"{directory}: cannot read: Is a directory"])
+
+    def test_not_utf8(self) -> None:
+        """Bytes that are not UTF-8 are one problem line."""
+        path = self.write("")
+        path.write_bytes(b"[mqtt]\nhost = \xff\n")
+        error = self.assertRaises(ConfigError, load_config, path)
+        self.assertEqual(error.problems, [f"{path}: cannot read: not UTF-8 text (byte 0xff at offset 14)"])
+
+    def test_bom_and_crlf(self) -> None:
+        """A UTF-8 byte order mark and Windows line ends are accepted."""
+        path = self.write("")
+        path.write_bytes(b"\xef\xbb\xbf[mqtt]\r\nhost = h\r\n[listeners.ws.a]\r\nbind = 1\r\n")
+        self.assertEqual(load_config(path).mqtt.host, "h")
+
+
+class ExampleTests(SynchronousTestCase):
+    def test_example_loads(self) -> None:
+        """examples/gw.ini loads and gives the defaults with one listener on 33033."""
+        config = load_config(EXAMPLE)
+        self.assertEqual(config, config_from_string(LISTENER, source=str(EXAMPLE)))
+        self.assertEqual([(lis.name, lis.port) for lis in config.listeners], [("default", 33033)])
+
+    def test_example_shows_the_defaults(self) -> None:
+        """Uncommenting every ';key = value' line of the example changes nothing."""
+        text = EXAMPLE.read_text(encoding="utf-8")
+        uncommented = re.sub(r"(?m)^;(?=[a-z_]+ =)", "", text)
+        self.assertNotEqual(text, uncommented)
+        self.assertEqual(config_from_string(uncommented, source=str(EXAMPLE)), load_config(EXAMPLE))
+
+    def test_example_documents_every_key(self) -> None:
+        """Every field of every section appears as a key in the example, with a comment above it."""
+        lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+        documented: dict[str, set[str]] = {}
+        section = ""
+        for number, line in enumerate(lines):
+            if line.startswith("["):
+                section = line.strip("[]")
+            match = re.match(r"^;?([a-z_]+) =", line)
+            if match and not line.startswith("; "):
+                documented.setdefault(section, set()).add(match[1])
+                self.assertTrue(lines[number - 1].startswith("; "), f"no comment above {line!r}")
+        expected = {
+            "gateway": {f.name for f in dataclasses.fields(GatewaySection)},
+            "upstream": {f.name for f in dataclasses.fields(UpstreamSection)} - {"topic_override_mapping"},
+            "dnstream": {f.name for f in dataclasses.fields(DnstreamSection)},
+            "mqtt": {f.name for f in dataclasses.fields(MqttSection)},
+            "presence": {f.name for f in dataclasses.fields(PresenceSection)},
+            "listeners.ws.default": {"bind", "path"},
+        }
+        self.assertEqual(documented, expected)
+        text = "\n".join(lines)
+        self.assertIn("[upstream.topic_override_mapping]", text)
+        self.assertIn("; mountpoint = ", text.split("[listeners.ws.default]")[1])
+
+
+class DurationTests(SynchronousTestCase):
+    def test_table(self) -> None:
+        """Units ms, s, m, h and bare seconds, integer or decimal."""
+        for text, seconds in [
+            ("500ms", 0.5),
+            ("1500ms", 1.5),
+            ("0ms", 0.0),
+            ("30s", 30.0),
+            ("5m", 300.0),
+            ("1h", 3600.0),
+            ("0.5h", 1800.0),
+            ("1.5s", 1.5),
+            ("2 s", 2.0),
+            ("10", 10.0),
+            ("2.5", 2.5),
+            (".5", 0.5),
+            ("0", 0.0),
+        ]:
+            self.assertEqual(parse_duration(text), seconds, text)
+
+    def test_bad(self) -> None:
+        """Anything else is refused with the expected forms in the reason."""
+        for text in ["", "s", "-1", "1d", "1S", "1e3", "5 min", "inf", "nan", "1.2.3", "1" * 400]:
+            error = self.assertRaises(ValueError, parse_duration, text)
+            self.assertTrue(
+                str(error).startswith("expected a duration such as 500ms, 30s, 5m or 1h, got "), text
+            )
+
+    def test_in_config(self) -> None:
+        """Durations land in the config as float seconds."""
+        config = config_from_string(with_listener("[dnstream]\nreply_timeout = 250ms\n"))
+        self.assertEqual(config.dnstream.reply_timeout, 0.25)
+        self.assertIsInstance(config.gateway.idle_timeout, float)
+
+
+class BindTests(SynchronousTestCase):
+    def test_forms(self) -> None:
+        """PORT, HOST:PORT and [IPv6]:PORT; a bare port listens on every IPv4 address."""
+        for text, expected in [
+            ("33033", ("0.0.0.0", 33033)),
+            ("0", ("0.0.0.0", 0)),
+            ("65535", ("0.0.0.0", 65535)),
+            ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+            ("localhost:9000", ("localhost", 9000)),
+            ("gw-1.example.org:80", ("gw-1.example.org", 80)),
+            ("[::]:33033", ("::", 33033)),
+            ("[::1]:0", ("::1", 0)),
+            ("[fe80::1%eth0]:1", ("fe80::1%eth0", 1)),
+        ]:
+            self.assertEqual(parse_bind(text), expected, text)
+
+    def test_bad(self) -> None:
+        """Malformed binds are refused with a reason quoting the value."""
+        for text, reason in [
+            ("", "expected PORT, HOST:PORT or [IPv6]:PORT with a port from 0 to 65535, got ''"),
+            ("65536", "expected PORT, HOST:PORT or [IPv6]:PORT with a port from 0 to 65535, got '65536'"),
+            ("-1", "expected PORT, HOST:PORT or [IPv6]:PORT with a port from 0 to 65535, got '-1'"),
+            ("host:", "expected PORT, HOST:PORT or [IPv6]:PORT with a port from 0 to 65535, got 'host:'"),
+            (":80", "expected PORT, HOST:PORT or [IPv6]:PORT, got ':80'"),
+            ("a b:80", "expected PORT, HOST:PORT or [IPv6]:PORT, got 'a b:80'"),
+            ("::1:80", "write an IPv6 address in brackets, such as [::1]:33033, got '::1:80'"),
+            ("[::1]", "expected PORT, HOST:PORT or [IPv6]:PORT, got '[::1]'"),
+            ("[::1]80", "expected PORT, HOST:PORT or [IPv6]:PORT, got '[::1]80'"),
+            ("[nothost]:80", "expected an IPv6 address inside [ ], got '[nothost]:80'"),
+            ("80:tcp", "expected PORT, HOST:PORT or [IPv6]:PORT with a port from 0 to 65535, got '80:tcp'"),
+        ]:
+            error = self.assertRaises(ValueError, parse_bind, text)
+            self.assertEqual(str(error), reason, text)
+
+    def test_port_zero_may_repeat(self) -> None:
+        """Several listeners may ask for any free port on the same host."""
+        config = config_from_string(
+            "[listeners.ws.a]\nbind = 127.0.0.1:0\n[listeners.ws.b]\nbind = 127.0.0.1:0\n"
+        )
+        self.assertEqual([lis.name for lis in config.listeners], ["a", "b"])
+
+    def test_different_hosts(self) -> None:
+        """The same port on two different addresses is two listeners."""
+        config = config_from_string(
+            "[listeners.ws.a]\nbind = 127.0.0.1:80\n[listeners.ws.b]\nbind = [::1]:80\n"
+        )
+        self.assertEqual([(lis.host, lis.port) for lis in config.listeners], [("127.0.0.1", 80), ("::1", 80)])
+
+    def test_listener_names(self) -> None:
+        """Names of letters, digits, _ and - are allowed."""
+        config = config_from_string("[listeners.ws.Site_A-2]\nbind = 0\n")
+        self.assertEqual(config.listeners[0].name, "Site_A-2")
+        self.assertEqual(config.listeners[0].kind, "ws")
+
+
+FUZZ_SECTIONS = [
+    "gateway", "upstream", "upstream.topic_override_mapping", "dnstream", "mqtt", "presence",
+    "listeners.ws.a", "listeners.ws.b", "listeners.ws.", "DEFAULT", "", " ", "[", "]", "x", "mqtt ",
+]  # fmt: skip
+FUZZ_KEYS = [
+    "mountpoint", "default_heartbeat_interval", "heartbeat_checking_times_backoff",
+    "message_format_checking", "json_schema_dir", "json_schema_id_prefix", "idle_timeout",
+    "max_frame_size", "ping_interval", "ping_timeout", "node_name", "shutdown_timeout", "topic",
+    "reply_topic", "error_topic", "qos", "max_mqueue_len", "reply_timeout", "host", "port",
+    "username", "password", "client_id", "keepalive", "reconnect_delay_min", "reconnect_delay_max",
+    "max_buffered_messages", "enable", "node_topic", "bind", "path", "BootNotification", "",
+    "a b", "[x", "${A}", "9", "\x00",
+]  # fmt: skip
+FUZZ_VALUES = [
+    "", "0", "1", "-1", "65536", "30s", "500ms", "1h", "5m", "2.5", "1e9", "9" * 5000, "inf", "nan",
+    "true", "off", "all", "disable", "x", "cp/${cid}", "cs/${cid}/#", "+/#", "#", "+", "${cid}",
+    "${clientid}", "${node}", "${A}", "${UNSET}", "${", "}", "${}", "${${A}}", "$", "a${A", "[::1]:0",
+    "[::1]", "127.0.0.1:0", "::1:0", "/", "/ocpp", "ocpp/", "64KB", "1MB", "\x00", "\ud800", "é",
+    "schemas", "..", "/nonexistent", "a" * 300, "; comment", " # c", "=", ":", "[mqtt]", "\t",
+]  # fmt: skip
+FUZZ_ALPHABET = "[]=:;#${}\n\t \r\x00\x0b\x1cé\ud800abcAZ019_-./+%\\\"'"
+
+
+class FuzzTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.outcomes = {"loaded": 0, "refused": 0}
+
+    def check(self, text: str) -> None:
+        try:
+            config = config_from_string(text, base_dir=Path("/"), environ={"A": "a", "B": "${cid}"})
+        except ConfigError as e:
+            self.outcomes["refused"] += 1
+            self.assertTrue(e.problems, repr(text))
+            for line in e.problems:
+                self.assertIsInstance(line, str)
+                self.assertTrue(line.startswith("gw.ini: "), repr((text, line)))
+                self.assertNotIn("\n", line, repr((text, line)))
+        else:
+            self.outcomes["loaded"] += 1
+            self.assertIsInstance(config, GatewayConfig)
+            self.assertTrue(config.listeners)
+            self.assertTrue(config.gateway.node_name)
+
+    def test_structured_garbage(self) -> None:
+        """Random sections, keys, values and line shapes only ever raise ConfigError."""
+        rng = random.Random(1604)
+        for _ in range(2000):
+            lines = [LISTENER.strip()] if rng.random() < 0.5 else []
+            for _ in range(rng.randrange(10)):
+                kind = rng.random()
+                indent = rng.choice(["", "", "", "", "", " ", "\t"])
+                if kind < 0.25:
+                    lines.append(f"{indent}[{rng.choice(FUZZ_SECTIONS)}]")
+                elif kind < 0.9:
+                    delimiter = rng.choice([" = ", " = ", "=", ": ", " : ", " "])
+                    lines.append(f"{indent}{rng.choice(FUZZ_KEYS)}{delimiter}{rng.choice(FUZZ_VALUES)}")
+                else:
+                    lines.append(indent + rng.choice(FUZZ_VALUES))
+            self.check(rng.choice(["\n", "\r\n"]).join(lines) + rng.choice(["", "\n"]))
+        self.assertGreater(self.outcomes["loaded"], 20)
+        self.assertGreater(self.outcomes["refused"], 20)
+
+    def test_character_soup(self) -> None:
+        """Strings of INI punctuation and odd characters only ever raise ConfigError."""
+        rng = random.Random(33033)
+        for _ in range(1500):
+            soup = "".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randrange(80)))
+            self.check(soup)
+            self.check(LISTENER + soup)
+
+    def test_mutated_example(self) -> None:
+        """The example with its defaults set and lines deleted, repeated or cut only raises ConfigError."""
+        rng = random.Random(1883)
+        text = re.sub(r"(?m)^;(?=[a-z_]+ =)", "", EXAMPLE.read_text(encoding="utf-8"))
+        lines = text.splitlines()
+        for _ in range(300):
+            mutated = list(lines)
+            for _ in range(rng.randrange(1, 6)):
+                index = rng.randrange(len(mutated))
+                action = rng.randrange(4)
+                if action == 0:
+                    del mutated[index]
+                elif action == 1:
+                    mutated.insert(index, mutated[index])
+                elif action == 2:
+                    mutated[index] = mutated[index][: rng.randrange(len(mutated[index]) + 1)]
+                else:
+                    mutated[index] = " " + mutated[index]
+            self.check("\n".join(mutated))
+        self.assertGreater(self.outcomes["loaded"], 20)
+        self.assertGreater(self.outcomes["refused"], 20)

@@ -8,6 +8,7 @@ caller decides whether an answer is allowed at all.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,16 +95,62 @@ class EnvelopeError(Exception):
         self.unique_id = unique_id
 
 
+# Far deeper than any OCPP 1.6 message, far shallower than the interpreter's
+# recursion limit: a value that decodes must also encode further down the stack.
+MAX_DEPTH = 64
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def _loads(text: str | bytes) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+    value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    if isinstance(value, list | dict) and _may_nest_deeper(text):
+        _check_depth(value)
+    return value
+
+
+def _may_nest_deeper(text: str | bytes) -> bool:
+    """Cheap test: with at most MAX_DEPTH brackets, no value can nest deeper."""
+    if isinstance(text, str):
+        return text.count("[") + text.count("{") > MAX_DEPTH
+    return text.count(b"[") + text.count(b"{") > MAX_DEPTH
+
+
+def _check_depth(value: Any) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, list | dict))
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (from a "\ud800" escape) cannot be UTF-8: keep it escaped.
+            text = json.dumps(value, separators=(",", ":"))
+    return text
+
+
+def _claims_reply(type_id: Any) -> bool:
+    """A MessageTypeId that means CallResult or CallError, even when mistyped ("3", 4.0)."""
+    if isinstance(type_id, str):
+        return type_id.strip() in ("3", "4")
+    return isinstance(type_id, int | float) and not isinstance(type_id, bool) and type_id in (3, 4)
 
 
 def decode_frame(text: str) -> Message:
@@ -117,7 +164,12 @@ def decode_frame(text: str) -> Message:
     type_id = value[0]
     unique_id = value[1] if len(value) > 1 and isinstance(value[1], str) else None
     if type(type_id) is not int or type_id not in (CALL, CALLRESULT, CALLERROR):
-        raise FrameError(PROTOCOL_ERROR, f"Unknown MessageTypeId {_dumps(type_id)}", unique_id, True)
+        raise FrameError(
+            PROTOCOL_ERROR,
+            f"Unknown MessageTypeId {_dumps(type_id)[:40]}",
+            unique_id,
+            not _claims_reply(type_id),
+        )
     answerable = type_id == CALL
     if len(value) > 1 and unique_id is None:
         raise FrameError(TYPE_CONSTRAINT_VIOLATION, "UniqueId must be a string", None, False)
@@ -208,7 +260,7 @@ def decode_envelope(data: bytes) -> Message:
             return Call(unique_id, action, payload)
         return CallResult(unique_id, payload, action)
     code = body.get("ErrorCode")
-    if code not in ERROR_CODES:
+    if not isinstance(code, str) or code not in ERROR_CODES:
         raise EnvelopeError("ErrorCode must be an OCPP 1.6 error code", unique_id)
     description = body.get("ErrorDescription", "")
     if not isinstance(description, str):

@@ -103,6 +103,8 @@ class SchemaRegistry:
         for path in sorted(directory.glob("*.json")):
             try:
                 schema = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(schema, dict):
+                    raise ValueError(f"a schema must be a JSON object, not {type(schema).__name__}")
                 base = validators.validator_for(schema)
                 base.check_schema(schema)
             except (OSError, ValueError, SchemaError) as e:

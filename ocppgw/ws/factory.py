@@ -30,7 +30,7 @@ class OcppServerFactory(WebSocketServerFactory):
             closeHandshakeTimeout=5,
             autoPingInterval=settings.ping_interval,
             autoPingTimeout=settings.ping_timeout,
-            autoPingSize=4,
+            autoPingSize=12,
             failByDrop=True,
             echoCloseCodeReason=False,
         )

@@ -1,0 +1,1 @@
+"""MQTT side of the gateway: topic templates and the broker link."""

@@ -1,0 +1,687 @@
+"""The gateway's one connection to the MQTT broker.
+
+``PahoThreadLink`` runs paho-mqtt's network loop in paho's own thread, which
+also reconnects with back-off.  Everything paho reports (connects,
+disconnects, messages, acknowledgements) is appended to a thread-safe deque;
+at most one ``callFromThread`` is pending at any time and it drains the whole
+deque in the reactor thread, so a burst of messages costs one hand-off, not
+one per message.  Handlers and observers run only in the reactor thread.
+
+Publishing happens in the reactor thread: paho's ``publish`` only queues the
+packet and wakes its loop.  Accepted QoS 1/2 messages are kept by paho (its
+``_out_messages``) until the broker acknowledges them, across reconnects of
+the same client, and are re-sent in order after CONNACK.  While the reactor
+does not see a usable connection, new messages of every QoS are held here, in
+order, and handed to paho once it has re-sent what it kept (see ``_flush``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zope.interface
+from paho.mqtt import client as mqtt
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from ocppgw.config import MqttSection
+from ocppgw.metrics import Metrics
+
+Handler = Callable[[str, bytes], None]
+ConnectionObserver = Callable[[bool], None]
+
+
+class IMqttLink(zope.interface.Interface):
+    """A broker connection used from the reactor thread only."""
+
+    connected = zope.interface.Attribute(
+        "bool: whether the link is connected, as the reactor thread has been told so far"
+    )
+
+    def start() -> None:
+        """Begin connecting; never blocks, never raises when the broker is down."""
+
+    def stop(timeout: float) -> Deferred[None]:
+        """Wait (up to ``timeout`` seconds of reactor time) until every accepted QoS>0 publish is
+        acknowledged, then disconnect cleanly (DISCONNECT, so the will is not sent) and stop the
+        network thread; fires None."""
+
+    def publish(topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
+        """Queue a message; False only when the bounded buffer is full (the caller then refuses the
+        message). Never blocks. Raises ValueError for an invalid topic or QoS."""
+
+    def subscribe(topic_filter: str, qos: int, handler: Handler) -> None:
+        """Deliver messages matching ``topic_filter`` to ``handler(topic, payload)`` in the reactor
+        thread, now and after every reconnect; a second call for the same filter replaces the handler."""
+
+    def unsubscribe(topic_filter: str) -> None:
+        """Forget ``topic_filter`` and tell the broker if connected."""
+
+    def add_connection_observer(observer: ConnectionObserver) -> None:
+        """Call ``observer(True)`` on each connect and ``observer(False)`` on each disconnect, in the
+        reactor thread."""
+
+
+@dataclass(frozen=True)
+class Will:
+    """The last will the broker publishes if the link drops without DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True)
+class _Subscription:
+    qos: int
+    handler: Handler
+
+
+# Events handed from paho's thread to the reactor, as tuples led by one of these tags.
+_CONNECT = "connect"  # (tag, failed, reason)
+_CONNECT_FAIL = "connect_fail"  # (tag,)
+_DISCONNECT = "disconnect"  # (tag, reason)
+_MESSAGE = "message"  # (tag, topic or None when not UTF-8, payload)
+_ACK = "ack"  # (tag, mid)
+_SUBACK = "suback"  # (tag, mid, ((index, reason), ...) of the refused filters)
+
+# Outcomes of handing one message to paho.
+_SENT = "sent"
+_NO_CONNECTION = "no_connection"
+_REJECTED = "rejected"
+
+# paho numbers every PUBLISH and SUBSCRIBE with a 16-bit id and refuses an id still in use, so at
+# most this many messages may wait for an acknowledgement.
+_MID_SPACE_LIMIT = 60000
+
+
+def _reason(reason_code: Any) -> str:
+    """A paho reason code as ``"Name (value)"`` for logs."""
+    value = getattr(reason_code, "value", reason_code)
+    return f"{reason_code} ({value})"
+
+
+def _check_qos(qos: int) -> None:
+    if qos not in (0, 1, 2):
+        raise ValueError(f"QoS must be 0, 1 or 2, got {qos!r}")
+
+
+def _check_topic(topic: str) -> None:
+    if not topic:
+        raise ValueError("MQTT topic must not be empty")
+    if "+" in topic or "#" in topic:
+        raise ValueError(f"MQTT topic must not contain wildcards, got {topic!r}")
+    if len(topic.encode("utf-8")) > 65535:
+        raise ValueError("MQTT topic is longer than 65535 bytes")
+
+
+def _is_wildcard(topic_filter: str) -> bool:
+    return "+" in topic_filter or "#" in topic_filter
+
+
+def _check_filter(topic_filter: str) -> None:
+    if not topic_filter:
+        raise ValueError("MQTT topic filter must not be empty")
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if ("+" in level and level != "+") or ("#" in level and (level != "#" or index != len(levels) - 1)):
+            raise ValueError(
+                f"MQTT topic filter must use + as a whole level and # only as the whole last level, "
+                f"got {topic_filter!r}"
+            )
+
+
+def _default_client_factory(**kwargs: Any) -> Any:
+    return mqtt.Client(**kwargs)
+
+
+@zope.interface.implementer(IMqttLink)
+class PahoThreadLink:
+    """``IMqttLink`` over one paho-mqtt client whose network loop runs in paho's own thread.
+
+    Call every method from the reactor thread.  ``client_factory`` takes paho ``Client``'s
+    keyword arguments and returns a client; tests inject a fake.
+    """
+
+    _log = Logger()
+
+    max_inflight = 100
+    """QoS>0 messages paho keeps in flight at once; later ones wait in paho's own queue, in order."""
+
+    subscribe_chunk = 100
+    """Topic filters per SUBSCRIBE packet when re-subscribing after a reconnect."""
+
+    max_batch = 10000
+    """Events handled per reactor turn; a longer backlog continues in a later turn."""
+
+    flush_retry_interval = 0.01
+    flush_retry_limit = 200
+    """After CONNACK, how often and how many times to check that paho has re-sent what it kept."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: MqttSection,
+        metrics: Metrics,
+        will: Will | None = None,
+        client_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._config = config
+        self._metrics = metrics
+        self._will = will
+        self._client_factory = client_factory or _default_client_factory
+        self._client: Any = None
+        self._state = "new"  # -> "started" -> "stopping" -> "stopped"
+
+        self.connected = False
+        self._ever_connected = False
+        self._connect_failures = 0
+        self._observers: list[ConnectionObserver] = []
+
+        # paho thread -> reactor thread
+        self._events: deque[tuple[Any, ...]] = deque()
+        self._drain_lock = threading.Lock()
+        self._drain_scheduled = False
+
+        # outgoing
+        self._limit = min(config.max_buffered_messages, _MID_SPACE_LIMIT)
+        self._pending: deque[_Outgoing] = deque()  # accepted, not yet handed to paho
+        self._unacked: set[int] = set()  # mids of QoS>0 messages paho holds until PUBACK/PUBCOMP
+        self._ready = False  # connected and nothing older is waiting: publish may go straight to paho
+        self._flush_call: Any = None
+        self._flush_tries = 0
+        self._refused = 0  # refusals not yet reported in a summary line
+
+        # incoming
+        self._exact: dict[str, _Subscription] = {}
+        self._wildcards: dict[str, _Subscription] = {}
+        self._wildcard_items: tuple[tuple[str, _Subscription], ...] = ()
+        self._subscribe_mids: dict[int, list[str]] = {}
+
+        # stop
+        self._stop_timeout: float = 0.0
+        self._stop_call: Any = None
+        self._stop_waiters: list[Deferred[None]] = []
+
+        if config.max_buffered_messages > _MID_SPACE_LIMIT:
+            self._log.warn(
+                "[mqtt] max_buffered_messages = {configured} is more than paho's message ids allow; "
+                "using {limit}",
+                configured=config.max_buffered_messages,
+                limit=_MID_SPACE_LIMIT,
+            )
+        metrics.gauge(
+            "mqtt_connected", lambda: 1.0 if self.connected else 0.0, "1 while connected to the broker"
+        )
+        metrics.gauge(
+            "mqtt_outstanding",
+            lambda: float(self._outstanding()),
+            "accepted messages not yet acknowledged by the broker (QoS>0) or not yet sent",
+        )
+        metrics.gauge(
+            "mqtt_held", lambda: float(len(self._pending)), "accepted messages held while disconnected"
+        )
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        if self._state != "new":
+            if self._state == "started":
+                return
+            raise RuntimeError("a stopped MQTT link cannot be started again")
+        config = self._config
+        client = self._client_factory(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+        )
+        if config.username is not None:
+            client.username_pw_set(config.username, config.password)
+        if self._will is not None:
+            will = self._will
+            client.will_set(will.topic, will.payload, will.qos, will.retain)
+        client.reconnect_delay_set(config.reconnect_delay_min, config.reconnect_delay_max)
+        client.max_inflight_messages_set(self.max_inflight)
+        client.max_queued_messages_set(0)  # unlimited: our own bound applies
+        client.on_connect = self._paho_connect
+        client.on_connect_fail = self._paho_connect_fail
+        client.on_disconnect = self._paho_disconnect
+        client.on_message = self._paho_message
+        client.on_publish = self._paho_publish
+        client.on_subscribe = self._paho_subscribe
+        self._client = client
+        self._state = "started"
+        self._log.info(
+            "connecting to MQTT broker {host}:{port} as {client_id}{user}",
+            host=config.host,
+            port=config.port,
+            client_id=config.client_id,
+            user="" if config.username is None else f" (user {config.username})",
+        )
+        client.connect_async(config.host, config.port, config.keepalive)
+        client.loop_start()
+
+    def stop(self, timeout: float) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self._state in ("new", "stopped"):
+            self._state = "stopped"
+            d.callback(None)
+            return d
+        self._stop_waiters.append(d)
+        if self._state == "stopping":
+            return d
+        self._state = "stopping"
+        self._stop_timeout = timeout
+        if self._outstanding() == 0:
+            self._shutdown()
+        else:
+            self._log.info(
+                "MQTT link stopping: waiting up to {timeout}s for {count} messages to be acknowledged",
+                timeout=timeout,
+                count=self._outstanding(),
+            )
+            self._stop_call = self._reactor.callLater(timeout, self._shutdown)
+        return d
+
+    def _check_stop(self) -> None:
+        if self._state == "stopping" and self._stop_call is not None and self._outstanding() == 0:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Disconnect now, whether or not everything was acknowledged, and stop paho's thread."""
+        if self._stop_call is not None:
+            if self._stop_call.active():
+                self._stop_call.cancel()
+            self._stop_call = None
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush_call = None
+        lost = self._outstanding()
+        if lost:
+            self._metrics.inc("mqtt_lost_on_stop", lost)
+            self._log.warn(
+                "MQTT link stopping after {timeout}s: {unacked} messages not acknowledged by the broker "
+                "and {held} never sent; disconnecting anyway",
+                timeout=self._stop_timeout,
+                unacked=len(self._unacked),
+                held=len(self._pending),
+            )
+        self._state = "stopped"
+        self._ready = False
+        client = self._client
+        client.disconnect()
+        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), client.loop_stop)
+        d.addErrback(lambda f: self._log.failure("stopping the MQTT network thread failed", f))
+        d.addBoth(self._stopped)
+
+    def _stopped(self, _ignored: object) -> None:
+        self._drain()  # the last events: the DISCONNECT we sent, late acknowledgements
+        if self.connected:  # no on_disconnect arrived, for example the socket was already gone
+            self._set_disconnected("link stopped")
+        self._log.info("MQTT link stopped")
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    # -- paho's thread -----------------------------------------------------
+
+    def _post(self, event: tuple[Any, ...]) -> None:
+        """Hand an event to the reactor; called in paho's thread, never blocks."""
+        self._events.append(event)
+        with self._drain_lock:
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        self._reactor.callFromThread(self._drain)
+
+    def _paho_connect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        self._post((_CONNECT, bool(getattr(reason_code, "is_failure", False)), _reason(reason_code)))
+
+    def _paho_connect_fail(self, client: Any, userdata: Any) -> None:
+        self._post((_CONNECT_FAIL,))
+
+    def _paho_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        self._post((_DISCONNECT, _reason(reason_code)))
+
+    def _paho_message(self, client: Any, userdata: Any, message: Any) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = None
+        self._post((_MESSAGE, topic, message.payload))
+
+    def _paho_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        self._post((_ACK, mid))
+
+    def _paho_subscribe(
+        self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        refused = tuple(
+            (index, _reason(code))
+            for index, code in enumerate(reason_codes)
+            if getattr(code, "is_failure", False)
+        )
+        self._post((_SUBACK, mid, refused))
+
+    # -- reactor thread: events ------------------------------------------------
+
+    def _drain(self) -> None:
+        """Handle the events paho posted so far, in order."""
+        with self._drain_lock:
+            self._drain_scheduled = False
+        events = self._events
+        for _ in range(self.max_batch):
+            try:
+                event = events.popleft()
+            except IndexError:
+                break
+            try:
+                self._handle(event)
+            except Exception:
+                self._log.failure("handling MQTT event {event!r} failed", event=event[0])
+        else:
+            with self._drain_lock:
+                again = bool(events) and not self._drain_scheduled
+                if again:
+                    self._drain_scheduled = True
+            if again:
+                self._reactor.callFromThread(self._drain)  # let other work run first
+        self._check_stop()
+
+    def _handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == _MESSAGE:
+            self._dispatch(event[1], event[2])
+        elif kind == _ACK:
+            self._unacked.discard(event[1])
+        elif kind == _CONNECT:
+            self._on_connect(event[1], event[2])
+        elif kind == _DISCONNECT:
+            self._on_disconnect(event[1])
+        elif kind == _CONNECT_FAIL:
+            self._on_connect_fail()
+        elif kind == _SUBACK:
+            self._on_suback(event[1], event[2])
+
+    def _on_connect(self, failed: bool, reason: str) -> None:
+        config = self._config
+        if failed:
+            self._metrics.inc("mqtt_connect_refused")
+            self._log.error(
+                "MQTT broker {host}:{port} refused the connection of {client_id}: {reason}",
+                host=config.host,
+                port=config.port,
+                client_id=config.client_id,
+                reason=reason,
+            )
+            return
+        if self._state == "stopped":
+            return
+        if self._ever_connected:
+            self._metrics.inc("mqtt_reconnects")
+        self._ever_connected = True
+        self.connected = True
+        self._log.info(
+            "connected to MQTT broker {host}:{port} as {client_id} after {failures} failed attempts",
+            host=config.host,
+            port=config.port,
+            client_id=config.client_id,
+            failures=self._connect_failures,
+        )
+        self._connect_failures = 0
+        self._resubscribe()
+        self._flush_tries = 0
+        self._flush()
+        self._notify(True)
+
+    def _on_disconnect(self, reason: str) -> None:
+        self._ready = False
+        self._subscribe_mids.clear()  # no SUBACK comes for these any more
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush_call = None
+        if self.connected:
+            self._set_disconnected(reason)
+
+    def _set_disconnected(self, reason: str) -> None:
+        self.connected = False
+        config = self._config
+        if self._state == "stopped":
+            self._log.info(
+                "disconnected from MQTT broker {host}:{port}: {reason}",
+                host=config.host,
+                port=config.port,
+                reason=reason,
+            )
+        else:
+            self._log.warn(
+                "lost the MQTT broker {host}:{port}: {reason}; {unacked} messages wait for an "
+                "acknowledgement, reconnecting",
+                host=config.host,
+                port=config.port,
+                reason=reason,
+                unacked=len(self._unacked),
+            )
+        self._notify(False)
+
+    def _on_connect_fail(self) -> None:
+        self._connect_failures += 1
+        self._metrics.inc("mqtt_connect_failures")
+        if self._connect_failures == 1:
+            config = self._config
+            self._log.warn(
+                "cannot reach MQTT broker {host}:{port}; retrying every {low}s to {high}s",
+                host=config.host,
+                port=config.port,
+                low=config.reconnect_delay_min,
+                high=config.reconnect_delay_max,
+            )
+
+    def _notify(self, connected: bool) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(connected)
+            except Exception:
+                self._log.failure(
+                    "MQTT connection observer {observer!r} failed", observer=observer, connected=connected
+                )
+
+    # -- reactor thread: publishing ----------------------------------------
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
+        _check_topic(topic)
+        _check_qos(qos)
+        if self._state == "stopped":
+            self._refuse(topic, qos, "the link is stopped")
+            return False
+        direct = self._ready and self._client.is_connected()
+        if (qos > 0 or not direct) and self._outstanding() >= self._limit:
+            self._refuse(topic, qos, "the buffer is full")
+            return False
+        message = _Outgoing(topic, payload, qos, retain)
+        if direct:
+            outcome = self._send(message)
+            if outcome == _REJECTED:
+                self._refuse(topic, qos, "paho refused it")
+                return False
+            if outcome == _SENT:
+                return True
+            self._ready = False  # QoS 0 without a connection: hold it and everything after it
+        self._pending.append(message)
+        return True
+
+    def _outstanding(self) -> int:
+        return len(self._unacked) + len(self._pending)
+
+    def _send(self, message: _Outgoing) -> str:
+        """Hand one message to paho."""
+        info = self._client.publish(message.topic, message.payload, message.qos, message.retain)
+        rc = info.rc
+        if rc == mqtt.MQTT_ERR_SUCCESS or (rc == mqtt.MQTT_ERR_NO_CONN and message.qos > 0):
+            # Without a connection paho keeps a QoS>0 message and sends it after CONNACK.
+            if message.qos > 0:
+                self._unacked.add(info.mid)
+            self._metrics.inc("mqtt_published")
+            return _SENT
+        if rc == mqtt.MQTT_ERR_NO_CONN:
+            return _NO_CONNECTION  # paho drops QoS 0 without a connection
+        self._log.error(
+            "paho refused a message on {topic}: {error}", topic=message.topic, error=mqtt.error_string(rc)
+        )
+        return _REJECTED
+
+    def _refuse(self, topic: str, qos: int, why: str) -> None:
+        self._metrics.inc("mqtt_publish_refused")
+        self._refused += 1
+        if self._refused == 1:
+            self._log.warn(
+                "refusing MQTT messages ({why}): {outstanding} accepted messages outstanding, limit "
+                "{limit}; first refused on {topic} (QoS {qos})",
+                why=why,
+                outstanding=self._outstanding(),
+                limit=self._limit,
+                topic=topic,
+                qos=qos,
+            )
+
+    def _report_refusals(self) -> None:
+        if self._refused:
+            self._log.warn("refused {count} MQTT messages while the buffer was full", count=self._refused)
+            self._refused = 0
+
+    def _paho_resending(self) -> bool:
+        """Whether paho still has to re-send QoS>0 messages it kept from an earlier connection.
+
+        paho calls on_connect before it re-sends them, and a message given to it before that would
+        overtake them.
+        """
+        messages = getattr(self._client, "_out_messages", None)
+        mutex = getattr(self._client, "_out_message_mutex", None)
+        if messages is None or mutex is None:
+            return False
+        with mutex:
+            return any(m.qos > 0 and m.state == mqtt.mqtt_ms_publish for m in messages.values())
+
+    def _flush(self) -> None:
+        """Hand held messages to paho, in order, once paho has re-sent its own."""
+        self._flush_call = None
+        if not self.connected or self._state == "stopped":
+            return
+        if self._paho_resending():
+            self._flush_tries += 1
+            if self._flush_tries < self.flush_retry_limit:
+                self._flush_call = self._reactor.callLater(self.flush_retry_interval, self._flush)
+                return
+            self._log.warn("paho did not re-send its kept messages in time; sending held messages anyway")
+        pending = self._pending
+        while pending:
+            message = pending.popleft()
+            outcome = self._send(message)
+            if outcome == _NO_CONNECTION:
+                pending.appendleft(message)  # the next connect sends it
+                return
+            if outcome == _REJECTED:
+                self._metrics.inc("mqtt_publish_dropped")
+        self._ready = True
+        self._report_refusals()
+        self._check_stop()
+
+    # -- reactor thread: subscriptions ---------------------------------------
+
+    def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> None:
+        _check_filter(topic_filter)
+        _check_qos(qos)
+        table = self._wildcards if _is_wildcard(topic_filter) else self._exact
+        previous = table.get(topic_filter)
+        table[topic_filter] = _Subscription(qos, handler)
+        self._wildcard_items = tuple(self._wildcards.items())
+        if self.connected and (previous is None or previous.qos != qos):
+            self._send_subscribe([(topic_filter, qos)])
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        table = self._wildcards if _is_wildcard(topic_filter) else self._exact
+        if table.pop(topic_filter, None) is None:
+            return
+        self._wildcard_items = tuple(self._wildcards.items())
+        if self.connected:
+            self._client.unsubscribe(topic_filter)
+
+    def _resubscribe(self) -> None:
+        entries = [(f, s.qos) for f, s in self._exact.items()]
+        entries.extend((f, s.qos) for f, s in self._wildcards.items())
+        for start in range(0, len(entries), self.subscribe_chunk):
+            self._send_subscribe(entries[start : start + self.subscribe_chunk])
+
+    def _send_subscribe(self, entries: list[tuple[str, int]]) -> None:
+        rc, mid = self._client.subscribe(entries)
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            self._subscribe_mids[mid] = [f for f, _ in entries]
+        # otherwise the connection is gone: the next connect subscribes again
+
+    def _on_suback(self, mid: int, refused: tuple[tuple[int, str], ...]) -> None:
+        filters = self._subscribe_mids.pop(mid, None)
+        if filters is None:
+            return
+        for index, reason in refused:
+            topic_filter = filters[index] if index < len(filters) else "?"
+            self._metrics.inc("mqtt_subscribe_refused")
+            self._log.error(
+                "MQTT broker refused the subscription to {topic_filter}: {reason}",
+                topic_filter=topic_filter,
+                reason=reason,
+            )
+
+    def _dispatch(self, topic: str | None, payload: bytes) -> None:
+        self._metrics.inc("mqtt_received")
+        if topic is None:
+            self._metrics.inc("mqtt_unroutable")
+            self._log.warn("dropped an MQTT message whose topic is not UTF-8")
+            return
+        matched = False
+        subscription = self._exact.get(topic)
+        if subscription is not None:
+            matched = True
+            self._call(topic, topic, subscription, payload)
+        for topic_filter, subscription in self._wildcard_items:
+            if mqtt.topic_matches_sub(topic_filter, topic):
+                matched = True
+                self._call(topic_filter, topic, subscription, payload)
+        if not matched:
+            self._metrics.inc("mqtt_unroutable")
+            self._log.debug("dropped an MQTT message on {topic}: no subscription matches", topic=topic)
+
+    def _call(self, topic_filter: str, topic: str, subscription: _Subscription, payload: bytes) -> None:
+        try:
+            subscription.handler(topic, payload)
+        except Exception:
+            self._metrics.inc("mqtt_handler_errors")
+            self._log.failure(
+                "handler for {topic_filter} failed on a message on {topic}",
+                topic_filter=topic_filter,
+                topic=topic,
+            )
+
+    # -- observers -----------------------------------------------------------
+
+    def add_connection_observer(self, observer: ConnectionObserver) -> None:
+        self._observers.append(observer)

@@ -1,0 +1,222 @@
+"""A real gateway on loopback, a private Mosquitto, and real OCPP clients for integration tests.
+
+The `ocpp` package is asyncio code; it runs on its own event loop in a thread,
+and its results come back to the reactor as Deferreds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+import websockets
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint as OcppChargePoint
+from ocpp.v16 import call_result
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+
+from ocppgw.config import config_from_string
+from ocppgw.ocpp.schemas import SchemaRegistry, shipped_schema_dir
+from ocppgw.service import GatewayService
+from tests.support import MosquittoBroker, MqttRecorder, poll_until
+
+
+class AsyncioThread:
+    """An asyncio event loop in a daemon thread; ``run`` turns a coroutine into a Deferred."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="asyncio-clients")
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+        def done(f: Any) -> None:
+            error = f.exception()
+            if error is None:
+                reactor.callFromThread(d.callback, f.result())
+            else:
+                reactor.callFromThread(d.errback, error)
+
+        future.add_done_callback(done)
+        return d
+
+    def stop(self) -> None:
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+class ChargePoint(OcppChargePoint):
+    """The `ocpp` package's charge point, answering the commands the tests send."""
+
+    remote_start_reply = "Accepted"
+    answer_commands = True
+
+    @on("RemoteStartTransaction")
+    async def on_remote_start(self, id_tag: str, **kwargs: Any) -> Any:
+        if not self.answer_commands:
+            await asyncio.sleep(3600)
+        return call_result.RemoteStartTransaction(status=self.remote_start_reply)
+
+    @on("ClearCache")
+    async def on_clear_cache(self, **kwargs: Any) -> Any:
+        if not self.answer_commands:
+            await asyncio.sleep(3600)
+        return call_result.ClearCache(status="Accepted")
+
+
+class Client:
+    """One charge point connection run on the asyncio thread."""
+
+    def __init__(self, loop: AsyncioThread, websocket: Any, charge_point: ChargePoint | None) -> None:
+        self.loop = loop
+        self.websocket = websocket
+        self.charge_point = charge_point
+        self._task: Any = None
+        if charge_point is not None:
+            self._task = asyncio.run_coroutine_threadsafe(charge_point.start(), loop.loop)
+
+    def call(self, payload: Any, **kwargs: Any) -> Deferred[Any]:
+        assert self.charge_point is not None
+        return self.loop.run(self.charge_point.call(payload, **kwargs))
+
+    def send(self, text: str) -> Deferred[Any]:
+        return self.loop.run(self.websocket.send(text))
+
+    def recv(self, timeout: float = 10) -> Deferred[Any]:
+        return self.loop.run(asyncio.wait_for(self.websocket.recv(), timeout))
+
+    def close(self) -> Deferred[Any]:
+        return self.loop.run(self.websocket.close())
+
+    def wait_closed(self, timeout: float = 10) -> Deferred[Any]:
+        async def closed() -> Any:
+            await asyncio.wait_for(self.websocket.wait_closed(), timeout)
+            return self.websocket.close_code, self.websocket.close_reason
+
+        return self.loop.run(closed())
+
+
+class GatewayHarness:
+    """A private broker, a gateway listening on a free loopback port, an MQTT recorder and clients."""
+
+    def __init__(self, testcase: Any, extra_config: str = "", checking: str = "disable") -> None:
+        self.testcase = testcase
+        self.extra_config = extra_config
+        self.checking = checking
+        self.broker = MosquittoBroker(persistence=True)
+        self.loop = AsyncioThread()
+        self.clients: list[Client] = []
+        self.service: GatewayService | None = None
+        self.recorder: MqttRecorder | None = None
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        yield self.broker.start()
+        text = (
+            f"[gateway]\nmessage_format_checking = {self.checking}\nnode_name = testnode\n"
+            f"[mqtt]\nhost = 127.0.0.1\nport = {self.broker.port}\n"
+            "reconnect_delay_min = 50ms\nreconnect_delay_max = 500ms\n"
+            "[listeners.ws.default]\nbind = 127.0.0.1:0\n"
+        )
+        config = config_from_string(_merge(text, self.extra_config))
+        schemas = None
+        if self.checking != "disable":
+            schemas = SchemaRegistry.load(shipped_schema_dir(), config.gateway.json_schema_id_prefix)
+        self.recorder = MqttRecorder(
+            "127.0.0.1", self.broker.port, "#", client_id=f"recorder-{self.broker.port}", clean_session=False
+        )
+        yield self.recorder.start()
+        self.service = GatewayService(config, reactor, schemas=schemas)
+        self.service.startService()
+        self.testcase.addCleanup(self.stop)
+        yield poll_until(lambda: self.service.link.connected, timeout=10)
+
+    @property
+    def port(self) -> int:
+        assert self.service is not None
+        return self.service.ports["ws.default"].getHost().port
+
+    def url(self, cid: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/ocpp/{cid}"
+
+    def connect(self, cid: str, ocpp_client: bool = True, **kwargs: Any) -> Deferred[Client]:
+        """Open a WebSocket to the gateway (subprotocol ocpp1.6 unless told otherwise)."""
+        subprotocols = kwargs.pop("subprotocols", ["ocpp1.6"])
+        url = kwargs.pop("url", None) or self.url(cid)
+
+        async def open_() -> Client:
+            websocket = await websockets.connect(url, subprotocols=subprotocols, open_timeout=10, **kwargs)
+            charge_point = ChargePoint(cid, websocket, response_timeout=10) if ocpp_client else None
+            return Client(self.loop, websocket, charge_point)
+
+        d = self.loop.run(open_())
+        d.addCallback(self._track)
+        return d
+
+    def _track(self, client: Client) -> Client:
+        self.clients.append(client)
+        return client
+
+    def publish(self, cid: str, envelope: dict[str, Any] | bytes) -> None:
+        assert self.recorder is not None
+        data = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
+        self.recorder.publish(f"ocpp/cs/{cid}", data)
+
+    def messages(self, topic: str) -> list[dict[str, Any]]:
+        assert self.recorder is not None
+        return [json.loads(m[1]) for m in self.recorder.messages(topic)]
+
+    def wait_messages(self, topic: str, count: int, timeout: float = 10) -> Deferred[list[dict[str, Any]]]:
+        d = poll_until(lambda: len(self.messages(topic)) >= count, timeout=timeout)
+        d.addCallback(lambda _: self.messages(topic))
+        return d
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        for client in self.clients:
+            try:
+                yield client.close()
+            except Exception:
+                pass
+        if self.service is not None and self.service.running:
+            yield self.service.stopService()
+        if self.recorder is not None:
+            yield self.recorder.stop()
+        self.loop.stop()
+        yield self.broker.stop()
+
+
+def _merge(base: str, extra: str) -> str:
+    """Later sections override earlier keys: configparser would refuse duplicate sections, so merge them."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(base)
+    extra_parser = configparser.ConfigParser(interpolation=None)
+    extra_parser.optionxform = str  # type: ignore[assignment,method-assign]
+    extra_parser.read_string(extra)
+    for section in extra_parser.sections():
+        if not parser.has_section(section):
+            parser.add_section(section)
+        for key, value in extra_parser.items(section):
+            parser.set(section, key, value)
+    return "\n".join(
+        f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in parser.items(section))
+        for section in parser.sections()
+    )

@@ -1,0 +1,450 @@
+"""Helpers shared by the tests: polling with a deadline, a private Mosquitto, an MQTT recorder,
+and a memory reactor whose ``callFromThread`` queue the test drains by hand.
+
+Nothing here sleeps on wall-clock time in the reactor thread: waiting is polling with
+``reactor.callLater`` until a bounded deadline.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from paho.mqtt import client as mqtt
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.threads import deferToThread
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+class PollTimeout(Exception):
+    """A polled condition did not become true before its deadline."""
+
+
+def _describe(predicate: Callable[[], Any]) -> str:
+    name = getattr(predicate, "__qualname__", None) or repr(predicate)
+    code = getattr(predicate, "__code__", None)
+    if code is not None:
+        name = f"{name} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
+    return name
+
+
+def poll_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    reactor: Any = None,
+    description: str | None = None,
+) -> Deferred[Any]:
+    """A Deferred that fires with ``predicate()``'s first true value, checked now and then every
+    ``interval`` seconds of ``reactor`` time.
+
+    It errbacks with ``PollTimeout`` once ``timeout`` seconds have passed, and with the exception
+    if ``predicate`` raises.  Cancelling it stops the polling.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    what = description or _describe(predicate)
+    deadline = reactor.seconds() + timeout
+    pending: list[Any] = []
+
+    def cancel(_d: Deferred[Any]) -> None:
+        if pending and pending[0].active():
+            pending[0].cancel()
+
+    d: Deferred[Any] = Deferred(cancel)
+
+    def check() -> None:
+        pending.clear()
+        try:
+            value = predicate()
+        except BaseException as e:
+            d.errback(e)
+            return
+        if value:
+            d.callback(value)
+        elif reactor.seconds() >= deadline:
+            d.errback(PollTimeout(f"condition not met within {timeout}s: {what}"))
+        else:
+            pending.append(reactor.callLater(interval, check))
+
+    check()
+    return d
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a TCP connection to ``host:port`` succeeds now (loopback: answers at once)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
+# -- Mosquitto --------------------------------------------------------------
+
+_live_brokers: weakref.WeakSet[MosquittoBroker] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftover_brokers() -> None:
+    for broker in list(_live_brokers):
+        broker.kill()
+
+
+class MosquittoBroker:
+    """A private ``mosquitto`` on 127.0.0.1 and a free port, which stays the same across restarts.
+
+    ``persistence=True`` keeps sessions, subscriptions and queued QoS>0 messages across
+    ``restart()`` (mosquitto saves them on SIGTERM).  With ``testcase`` the broker is stopped in
+    its cleanup; the process is also killed when the interpreter exits.
+    """
+
+    def __init__(
+        self, testcase: Any = None, persistence: bool = False, port: int | None = None, reactor: Any = None
+    ) -> None:
+        self.port = port if port is not None else free_port()
+        self.persistence = persistence
+        self._reactor = reactor
+        self._process: subprocess.Popen[bytes] | None = None
+        self._directory: str | None = None
+        if testcase is not None:
+            testcase.addCleanup(self.stop)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def log_path(self) -> str | None:
+        return None if self._directory is None else os.path.join(self._directory, "mosquitto.log")
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines mosquitto wrote, for error messages."""
+        path = self.log_path
+        if path is None or not os.path.exists(path):
+            return ""
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+
+    def start(self, timeout: float = 10.0) -> Deferred[None]:
+        """Start mosquitto; fires once the port accepts connections."""
+        if self.running:
+            return succeed(None)
+        if self._directory is None:
+            self._directory = tempfile.mkdtemp(prefix="ocppgw-mosquitto-")
+        conf = os.path.join(self._directory, "mosquitto.conf")
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"persistence {'true' if self.persistence else 'false'}",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+        ]
+        if self.persistence:
+            lines.append(f"persistence_location {self._directory}{os.sep}")
+        with open(conf, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        assert self.log_path is not None
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                [MOSQUITTO, "-c", conf],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C in the terminal is not meant for it
+            )
+        _live_brokers.add(self)
+        process = self._process
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"mosquitto exited with status {process.returncode} on port {self.port}:\n"
+                    + self.log_tail()
+                )
+            return port_accepts(self.port)
+
+        return poll_until(
+            up, timeout=timeout, reactor=self._reactor, description=f"mosquitto listening on {self.port}"
+        ).addCallback(lambda _: None)
+
+    def _terminate(self, timeout: float) -> Deferred[None]:
+        """SIGTERM (mosquitto saves its state), then SIGKILL if it lingers; fires once the port refuses."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return succeed(None)
+        process.send_signal(signal.SIGTERM)
+        d = poll_until(
+            lambda: process.poll() is not None,
+            timeout=timeout,
+            reactor=self._reactor,
+            description=f"mosquitto on port {self.port} to exit",
+        )
+
+        def kill(failure: Any) -> None:
+            process.kill()
+            process.wait()
+            failure.raiseException()
+
+        d.addErrback(kill)
+        d.addCallback(
+            lambda _: poll_until(
+                lambda: not port_accepts(self.port),
+                timeout=timeout,
+                reactor=self._reactor,
+                description=f"port {self.port} to refuse connections",
+            )
+        )
+        d.addCallback(lambda _: None)
+        return d
+
+    def stop(self, timeout: float = 10.0) -> Deferred[None]:
+        """Stop mosquitto and remove its files; ``start()`` may be called again (a fresh broker)."""
+        d = self._terminate(timeout)
+
+        def clean(result: Any) -> Any:
+            _live_brokers.discard(self)
+            if self._directory is not None:
+                shutil.rmtree(self._directory, ignore_errors=True)
+                self._directory = None
+            return result
+
+        return d.addBoth(clean)
+
+    def restart(self, timeout: float = 10.0) -> Deferred[None]:
+        """Stop and start again on the same port, keeping persisted state."""
+        d = self._terminate(timeout)
+        d.addCallback(lambda _: self.start(timeout))
+        return d
+
+    def kill(self) -> None:
+        """Kill the process at once (no clean shutdown); for the last-resort exit hook."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+
+# -- an MQTT client that records what it receives -----------------------------
+
+
+class Received(NamedTuple):
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class MqttRecorder:
+    """A paho client in its own thread, subscribed to ``topic_filter``, recording what arrives.
+
+    ``clean_session=False`` with a fixed ``client_id`` keeps its subscription and the QoS>0
+    messages queued for it in the broker while it is away (and across a persistent broker's
+    restart).  It reconnects by itself; without a session on the broker it subscribes again.
+    """
+
+    _instances = 0
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topic_filter: str,
+        qos: int = 1,
+        client_id: str | None = None,
+        clean_session: bool = True,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        MqttRecorder._instances += 1
+        self.host = host
+        self.port = port
+        self.topic_filter = topic_filter
+        self.qos = qos
+        self.client_id = client_id or f"recorder-{os.getpid()}-{MqttRecorder._instances}"
+        self._reactor = reactor
+        self._lock = threading.Lock()
+        self._received: list[Received] = []
+        self._subscribed = threading.Event()
+        self._acks: dict[int, Deferred[None]] = {}
+        self._started = False
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=clean_session,
+            protocol=mqtt.MQTTv311,
+        )
+        client.reconnect_delay_set(0.05, 0.5)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        self._client = client
+
+    # paho's thread
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if not reason_code.is_failure and not flags.session_present:
+            client.subscribe(self.topic_filter, self.qos)
+        elif not reason_code.is_failure:
+            self._subscribed.set()  # the broker kept the subscription
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: Any, properties: Any) -> None:
+        if codes and not codes[0].is_failure:
+            self._subscribed.set()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self._lock:
+            self._received.append(Received(message.topic, bytes(message.payload), bool(message.retain)))
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        self._reactor.callFromThread(self._acked, mid)
+
+    # reactor thread
+
+    def _acked(self, mid: int) -> None:
+        d = self._acks.pop(mid, None)
+        if d is not None:
+            d.callback(None)
+
+    def start(self, timeout: float = 10.0) -> Deferred[None]:
+        """Connect and subscribe; fires after SUBACK."""
+        if not self._started:
+            self._started = True
+            self._client.connect_async(self.host, self.port, keepalive=30)
+            self._client.loop_start()
+        return poll_until(
+            self._subscribed.is_set,
+            timeout=timeout,
+            reactor=self._reactor,
+            description=f"recorder {self.client_id} subscribed to {self.topic_filter}",
+        ).addCallback(lambda _: None)
+
+    def messages(self, topic: str | None = None) -> list[Received]:
+        """What arrived so far, in order; only on ``topic`` when given."""
+        with self._lock:
+            received = list(self._received)
+        if topic is None:
+            return received
+        return [m for m in received if m.topic == topic]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._received.clear()
+
+    def wait_for(
+        self, predicate: Callable[[list[Received]], Any], timeout: float = 10.0
+    ) -> Deferred[list[Received]]:
+        """Fires with ``messages()`` once ``predicate(messages())`` is true."""
+        d = poll_until(
+            lambda: predicate(self.messages()),
+            timeout=timeout,
+            reactor=self._reactor,
+            description=f"recorder {self.client_id}: {_describe(predicate)}",
+        )
+        return d.addCallback(lambda _: self.messages())
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Deferred[None]:
+        """Publish through this client; fires once the broker acknowledged it (or it was written, QoS 0)."""
+        info = self._client.publish(topic, payload, qos, retain)
+        d: Deferred[None] = Deferred()
+        self._acks[info.mid] = d
+        return d
+
+    def stop(self) -> Deferred[None]:
+        """Disconnect and join paho's thread (in a worker thread, so the reactor does not block)."""
+        if not self._started:
+            return succeed(None)
+        self._started = False
+        self._client.disconnect()
+        self._acks.clear()
+        return deferToThread(self._client.loop_stop).addCallback(lambda _: None)
+
+
+# -- a reactor for code that receives callFromThread --------------------------
+
+
+class _SynchronousThreadPool:
+    """Runs 'thread' work at once in the caller; results come back through callFromThread."""
+
+    def callInThreadWithCallback(self, on_result: Callable[..., Any], f: Callable[..., Any], *a: Any, **kw: Any) -> None:
+        try:
+            result = f(*a, **kw)
+        except BaseException:
+            from twisted.python.failure import Failure
+
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+    def callInThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
+        f(*a, **kw)
+
+
+class ThreadedMemoryReactorClock(MemoryReactorClock):
+    """A ``MemoryReactorClock`` whose ``callFromThread`` only queues (from any thread).
+
+    Queued calls run in ``pump()`` and at the start of ``advance()``; ``getThreadPool()`` runs
+    work synchronously, so ``deferToThreadPool`` results arrive on the next pump.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._from_thread: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+        self._from_thread_lock = threading.Lock()
+        self._pool = _SynchronousThreadPool()
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        with self._from_thread_lock:
+            self._from_thread.append((f, args, kwargs))
+
+    @property
+    def pending_from_thread(self) -> int:
+        """How many callFromThread calls wait for the next pump."""
+        with self._from_thread_lock:
+            return len(self._from_thread)
+
+    def pump(self) -> int:
+        """Run queued callFromThread calls, including those they queue; returns how many ran."""
+        ran = 0
+        while True:
+            with self._from_thread_lock:
+                queued, self._from_thread = self._from_thread, []
+            if not queued:
+                return ran
+            for f, args, kwargs in queued:
+                f(*args, **kwargs)
+                ran += 1
+
+    def advance(self, amount: float) -> None:
+        self.pump()
+        super().advance(amount)
+        self.pump()
+
+    def getThreadPool(self) -> _SynchronousThreadPool:
+        return self._pool
+
+    def callInThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._pool.callInThread(f, *args, **kwargs)

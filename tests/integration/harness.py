@@ -114,8 +114,11 @@ class Client:
 class GatewayHarness:
     """A private broker, a gateway listening on a free loopback port, an MQTT recorder and clients."""
 
-    def __init__(self, testcase: Any, extra_config: str = "", checking: str = "disable") -> None:
+    def __init__(
+        self, testcase: Any, extra_config: str = "", checking: str = "disable", authenticator: Any = None
+    ) -> None:
         self.testcase = testcase
+        self.authenticator = authenticator
         self.extra_config = extra_config
         self.checking = checking
         self.broker = MosquittoBroker(persistence=True)
@@ -141,7 +144,7 @@ class GatewayHarness:
             "127.0.0.1", self.broker.port, "#", client_id=f"recorder-{self.broker.port}", clean_session=False
         )
         yield self.recorder.start()
-        self.service = GatewayService(config, reactor, schemas=schemas)
+        self.service = GatewayService(config, reactor, schemas=schemas, authenticator=self.authenticator)
         self.service.startService()
         self.testcase.addCleanup(self.stop)
         yield poll_until(lambda: self.service.link.connected, timeout=10)

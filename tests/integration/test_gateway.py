@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 from ocpp.v16 import call
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from websockets.exceptions import InvalidStatus
+from zope.interface import implementer
 
+from ocppgw.auth import Credentials, Decision, IAuthenticator
 from tests.integration.harness import GatewayHarness
 from tests.support import poll_until
 
@@ -19,10 +26,11 @@ BOOT = call.BootNotification(charge_point_model="model1", charge_point_vendor="v
 class _GatewayTestCase(TestCase):
     extra_config = ""
     checking = "disable"
+    authenticator: Any = None
 
     @inlineCallbacks
     def setUp(self) -> Any:
-        self.gw = GatewayHarness(self, self.extra_config, self.checking)
+        self.gw = GatewayHarness(self, self.extra_config, self.checking, self.authenticator)
         yield self.gw.start()
 
     @inlineCallbacks
@@ -215,6 +223,70 @@ class BadInputTests(_GatewayTestCase):
         yield client.send(json.dumps([2, "u4", "Heartbeat", {}]))
         (heartbeat,) = yield self.gw.wait_messages("ocpp/cp/B1", 1)
         self.assertEqual(heartbeat["UniqueId"], "u4")
+
+
+@implementer(IAuthenticator)
+class _LaterAuthenticator:
+    """Answers on the next reactor turn, like a database would; remembers what it was shown."""
+
+    def __init__(self) -> None:
+        self.seen: list[Credentials] = []
+
+    def authenticate(self, credentials: Credentials) -> Deferred[Decision]:
+        self.seen.append(credentials)
+        allowed = credentials.username == credentials.cid and credentials.password == b"s3cr\xffet"
+        return deferLater(reactor, 0, Decision, allowed, "" if allowed else "bad password")
+
+
+class AuthenticationTests(_GatewayTestCase):
+    def setUp(self) -> Any:
+        self.authenticator = _LaterAuthenticator()
+        return super().setUp()
+
+    @inlineCallbacks
+    def test_credentials_reach_authenticator(self) -> Any:
+        """Basic-auth username and byte password reach the authenticator; a good pair connects."""
+        token = base64.b64encode(b"A1:s3cr\xffet").decode()
+        client = yield self.gw.connect(
+            "A1", ocpp_client=False, additional_headers={"Authorization": f"Basic {token}"}
+        )
+        yield client.send(json.dumps([2, "h", "Heartbeat", {}]))
+        yield self.gw.wait_messages("ocpp/cp/A1", 1)
+        (seen,) = self.authenticator.seen
+        self.assertEqual((seen.cid, seen.username, seen.password), ("A1", "A1", b"s3cr\xffet"))
+        self.assertTrue(seen.peer.startswith("127.0.0.1:"))
+        self.assertEqual(seen.listener, "ws:default")
+
+    @inlineCallbacks
+    def test_denied_gets_401(self) -> Any:
+        """A deny answers HTTP 401 and nothing is published."""
+        token = base64.b64encode(b"A2:wrong").decode()
+        try:
+            yield self.gw.connect(
+                "A2", ocpp_client=False, additional_headers={"Authorization": f"Basic {token}"}
+            )
+        except InvalidStatus as e:
+            self.assertEqual(e.response.status_code, 401)
+        else:
+            self.fail("a denied charge point connected")
+        self.assertEqual(self.gw.messages("ocpp/cp/A2/Presence"), [])
+
+
+class HandshakeTimeoutTests(_GatewayTestCase):
+    extra_config = "[gateway]\nidle_timeout = 300ms\n"
+
+    @inlineCallbacks
+    def test_silent_tcp_connection_closed(self) -> Any:
+        """A TCP connection that never completes its WebSocket handshake is closed after idle_timeout."""
+        lost: Deferred[None] = Deferred()
+
+        class Silent(Protocol):
+            def connectionLost(self, reason: Any = None) -> None:
+                lost.callback(None)
+
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.gw.port)
+        yield connectProtocol(endpoint, Silent())
+        yield poll_until(lambda: lost.called, timeout=5)
 
 
 class LivenessTests(_GatewayTestCase):

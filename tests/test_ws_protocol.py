@@ -1,0 +1,148 @@
+"""OcppServerProtocol over a StringTransport: handshake answers, framing, activity, closing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import struct
+from typing import Any
+
+import txaio
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from txaio.testutil import replace_loop
+
+from ocppgw.auth import AllowAll
+from ocppgw.bridge import Gateway
+from ocppgw.config import config_from_string
+from ocppgw.metrics import Metrics
+from ocppgw.ws.factory import OcppServerFactory
+from tests.fakes import FakeMqttLink
+
+txaio.use_twisted()
+
+
+def client_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """A masked, final client frame, as RFC 6455 requires from clients."""
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+    else:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + masked
+
+
+class _Transport(StringTransport):
+    """A StringTransport that, like a real TCP transport, lets Autobahn unregister a producer it never set."""
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
+def upgrade_request(path: str, protocols: str | None = "ocpp1.6", extra: str = "") -> bytes:
+    lines = [
+        f"GET {path} HTTP/1.1",
+        "Host: 127.0.0.1:33033",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version: 13",
+    ]
+    if protocols is not None:
+        lines.append(f"Sec-WebSocket-Protocol: {protocols}")
+    if extra:
+        lines.append(extra)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class ProtocolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.link = FakeMqttLink(connected=True)
+        config = config_from_string(
+            "[gateway]\ndefault_heartbeat_interval = 60s\nping_interval = 0\n"
+            "[listeners.ws.default]\nbind = 33033\n"
+        )
+        self.metrics = Metrics()
+        self.gateway = Gateway(config, self.link, self.clock, self.metrics, AllowAll())
+        with replace_loop(self.clock):
+            self.factory = OcppServerFactory(self.gateway, config.listeners[0], config.gateway, self.metrics)
+        self.factory.reactor = self.clock
+
+    def connect(self, request: bytes, byte_by_byte: bool = False) -> tuple[Any, _Transport]:
+        with replace_loop(self.clock):
+            protocol = self.factory.buildProtocol(IPv4Address("TCP", "10.1.2.3", 5555))
+            transport = _Transport(peerAddress=IPv4Address("TCP", "10.1.2.3", 5555))
+            protocol.makeConnection(transport)
+            chunks = [request[i : i + 1] for i in range(len(request))] if byte_by_byte else [request]
+            for chunk in chunks:
+                protocol.dataReceived(chunk)
+        return protocol, transport
+
+    def tearDown(self) -> None:
+        for call in self.clock.getDelayedCalls():
+            call.cancel()
+
+    def test_handshake_accepts_ocpp16(self) -> None:
+        """The 101 answer names ocpp1.6; the charge point is attached with its peer address."""
+        protocol, transport = self.connect(upgrade_request("/ocpp/CP%201"))
+        response = transport.value().decode("latin-1")
+        self.assertTrue(response.startswith("HTTP/1.1 101"), response)
+        self.assertIn("Sec-WebSocket-Protocol: ocpp1.6", response)
+        self.assertEqual(self.gateway.connected(), ["CP 1"])
+        self.assertEqual(protocol.peer_address, "10.1.2.3:5555")
+        self.assertEqual(self.link.subscriptions["ocpp/cs/CP 1"][0], 1)
+
+    def test_handshake_refusals(self) -> None:
+        """Bad ids and subprotocols get their HTTP status and nothing is attached."""
+        cases = [
+            (upgrade_request("/ocpp/a%2Fb"), "400"),
+            (upgrade_request("/ocpp/"), "400"),
+            (upgrade_request("/ocpp/ok", protocols="ocpp2.0.1"), "400"),
+            (upgrade_request("/ocpp/ok", protocols=None), "400"),
+            (upgrade_request("/elsewhere/ok"), "404"),
+        ]
+        for request, status in cases:
+            _, transport = self.connect(request)
+            self.assertTrue(
+                transport.value().startswith(f"HTTP/1.1 {status}".encode()), transport.value()[:60]
+            )
+        self.assertEqual(self.gateway.connected(), [])
+        self.assertEqual(self.link.published, [])
+
+    def test_frame_fed_byte_by_byte(self) -> None:
+        """A Call split into single bytes is reassembled and published once."""
+        frame = client_frame(json.dumps([2, "u1", "Heartbeat", {}]).encode())
+        self.connect(upgrade_request("/ocpp/CP2") + frame, byte_by_byte=True)
+        (published,) = self.link.published_to("ocpp/cp/CP2")
+        self.assertEqual(
+            published.json(), {"MessageTypeId": 2, "UniqueId": "u1", "Action": "Heartbeat", "Payload": {}}
+        )
+
+    def test_pong_counts_as_activity(self) -> None:
+        """A pong moves the liveness deadline: no close at the original deadline."""
+        protocol, transport = self.connect(upgrade_request("/ocpp/CP3"))
+        self.clock.advance(50)
+        with replace_loop(self.clock):
+            protocol.dataReceived(client_frame(b"ping", opcode=0xA))
+        self.clock.advance(15)
+        self.assertEqual(self.gateway.connected(), ["CP3"])
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(50)
+        self.assertEqual(self.metrics.value("liveness_closes"), 1)
+
+    def test_binary_frame_closes(self) -> None:
+        """A binary frame is not OCPP-J: the connection is closed with 1003."""
+        protocol, transport = self.connect(upgrade_request("/ocpp/CP4"))
+        transport.clear()
+        with replace_loop(self.clock):
+            protocol.dataReceived(client_frame(b"\x00\x01", opcode=2))
+        sent = transport.value()
+        self.assertEqual(sent[0], 0x88)
+        self.assertEqual(struct.unpack("!H", sent[2:4])[0], 1003)
+        self.assertEqual(self.link.published_to("ocpp/cp/CP4"), [])

@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,15 +76,12 @@ class SchemaLoadError(Exception):
 
 
 def shipped_schema_dir() -> Path:
-    """The schemas shipped in the wheel, or the checkout's ``schemas/`` when run from source."""
-    try:
-        shipped = resources.files("ocppgw.schemas")
-        path = Path(str(shipped))
-        if path.is_dir() and any(path.glob("*.json")):
-            return path
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent.parent / "schemas"
+    """The schemas shipped in the wheel (``ocppgw/schemas``), or the checkout's ``schemas/`` from source."""
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "schemas"
+    if installed.is_dir() and any(installed.glob("*.json")):
+        return installed
+    return package.parent / "schemas"
 
 
 class SchemaRegistry:

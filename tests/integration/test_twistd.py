@@ -1,0 +1,200 @@
+"""``twistd -n ocppgw --config gw.ini`` as a real process: start, one charge point, SIGTERM, exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import websockets
+from twisted.internet import protocol, reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.integration.harness import AsyncioThread
+from tests.support import MOSQUITTO, MosquittoBroker, MqttRecorder, free_port, poll_until, port_accepts
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+# What the twistd console script does, with this interpreter; ``-m twisted.scripts.twistd`` runs nothing.
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+CID = "E2E1"
+BOOT_FRAME = [2, "e2e-boot-1", "BootNotification", {"chargePointVendor": "ocppgw", "chargePointModel": "E2E"}]
+
+
+class _Twistd(protocol.ProcessProtocol):
+    """Collects a child's output and how it ended: ``exit_code``, or ``signal`` when a signal ended it."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.err = bytearray()
+        self.exit_code: int | None = None
+        self.signal: int | None = None
+        self.done = False
+        self.ended: Deferred[int | None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.done = True
+        self.exit_code = getattr(reason.value, "exitCode", None)
+        self.signal = getattr(reason.value, "signal", None)
+        self.ended.callback(self.exit_code)
+
+    def output(self) -> str:
+        return (
+            f"--- twistd stdout\n{self.out.decode('utf-8', 'replace')[-4000:]}\n"
+            f"--- twistd stderr\n{self.err.decode('utf-8', 'replace')[-4000:]}"
+        )
+
+
+def _spawn(testcase: TestCase, config: Path) -> tuple[_Twistd, Any]:
+    """Run ``twistd -n --pidfile= ocppgw --config <config>`` on this checkout; killed at cleanup if alive."""
+    child = _Twistd()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    args = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "ocppgw", "--config", str(config)]
+    transport = reactor.spawnProcess(child, sys.executable, args, env=env, path=str(config.parent))
+
+    def kill() -> Any:
+        if child.done:
+            return None
+        transport.signalProcess("KILL")
+        return child.ended
+
+    testcase.addCleanup(kill)
+    return child, transport
+
+
+def _write(testcase: TestCase, text: str) -> Path:
+    directory = Path(testcase.mktemp()).absolute()
+    directory.mkdir(parents=True)
+    path = directory / "gw.ini"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class TwistdTests(TestCase):
+    """The gateway run exactly as README tells an operator to run it."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def broker_port(self) -> Any:
+        """A private Mosquitto when the binary exists, else a broker already on 127.0.0.1:1883."""
+        if os.access(MOSQUITTO, os.X_OK):
+            broker = MosquittoBroker(self)
+            yield broker.start()
+            return broker.port
+        if port_accepts(1883):
+            return 1883
+        raise SkipTest(f"no MQTT broker: {MOSQUITTO} is missing and nothing listens on 127.0.0.1:1883")
+
+    @inlineCallbacks
+    def test_boot_then_sigterm(self) -> Any:
+        """A charge point's BootNotification reaches MQTT; on SIGTERM it is closed with 1001, its presence
+        turns 'disconnected', the node goes offline and twistd shuts down cleanly."""
+        mqtt_port = yield self.broker_port()
+        ws_port = free_port()
+        prefix = f"e2e-{os.getpid()}-{ws_port}/"  # own topics, in case the broker is shared
+        node = f"e2e{ws_port}"
+        config = _write(
+            self,
+            f"[gateway]\nmountpoint = {prefix}\nnode_name = {node}\n\n"
+            f"[mqtt]\nport = {mqtt_port}\nreconnect_delay_min = 100ms\nreconnect_delay_max = 1s\n\n"
+            f"[listeners.ws.default]\nbind = 127.0.0.1:{ws_port}\n",
+        )
+        recorder = MqttRecorder("127.0.0.1", mqtt_port, prefix + "#")
+        yield recorder.start()
+        self.addCleanup(recorder.stop)
+        presence_topic = f"{prefix}cp/{CID}/Presence"
+        node_topic = f"{prefix}gateway/{node}/Presence"
+        if mqtt_port == 1883:  # leave no retained messages behind on a shared broker
+            self.addCleanup(recorder.publish, node_topic, b"", 1, True)
+            self.addCleanup(recorder.publish, presence_topic, b"", 1, True)
+
+        child, transport = _spawn(self, config)
+
+        def listening() -> bool:
+            if child.done:
+                raise AssertionError(
+                    f"twistd exited with {child.exit_code} before listening\n{child.output()}"
+                )
+            return port_accepts(ws_port)
+
+        yield poll_until(listening, timeout=30, description=f"twistd listening on {ws_port}")
+
+        def statuses(topic: str) -> list[str]:
+            return [json.loads(m.payload)["status"] for m in recorder.messages(topic) if m.payload]
+
+        yield poll_until(lambda: "online" in statuses(node_topic), timeout=15, description="node online")
+
+        loop = AsyncioThread()
+        self.addCleanup(loop.stop)
+
+        async def connect() -> Any:
+            url = f"ws://127.0.0.1:{ws_port}/ocpp/{CID}"
+            return await websockets.connect(url, subprotocols=["ocpp1.6"], open_timeout=10)
+
+        connection = yield loop.run(connect())
+        self.assertEqual(connection.subprotocol, "ocpp1.6")
+        yield loop.run(connection.send(json.dumps(BOOT_FRAME)))
+
+        call_topic = f"{prefix}cp/{CID}"
+        yield poll_until(lambda: recorder.messages(call_topic), timeout=10, description="boot on MQTT")
+        (boot,) = [json.loads(m.payload) for m in recorder.messages(call_topic)]
+        self.assertEqual(
+            boot,
+            {
+                "MessageTypeId": 2,
+                "UniqueId": "e2e-boot-1",
+                "Action": "BootNotification",
+                "Payload": BOOT_FRAME[3],
+            },
+        )
+        self.assertIn("connected", statuses(presence_topic))
+
+        transport.signalProcess("TERM")
+
+        async def closed() -> Any:
+            await connection.wait_closed()
+            return connection.close_code
+
+        close_code = yield loop.run(closed())
+        self.assertEqual(close_code, 1001)
+        yield poll_until(lambda: child.done, timeout=30, description="twistd to exit")
+        # A clean stop: twistd stops the service, logs its last line, then ends itself with the
+        # signal it received (Twisted's documented behaviour; systemd counts SIGTERM as success).
+        self.assertIn((child.exit_code, child.signal), [(0, None), (None, signal.SIGTERM)], child.output())
+        self.assertIn("Server Shut Down.", child.out.decode("utf-8", "replace"), child.output())
+        yield poll_until(
+            lambda: (
+                statuses(presence_topic)[-1:] == ["disconnected"] and statuses(node_topic)[-1:] == ["offline"]
+            ),
+            timeout=10,
+            description="presence disconnected and node offline",
+        )
+        last = json.loads(recorder.messages(presence_topic)[-1].payload)
+        self.assertEqual((last["clientid"], last["node"]), (CID, node))
+        self.assertTrue(last.get("reason"), last)
+        self.assertNotIn("Traceback", child.output())
+
+    @inlineCallbacks
+    def test_bad_config(self) -> Any:
+        """A bad gw.ini makes twistd exit non-zero with one line per problem on stderr and no traceback."""
+        config = _write(self, "[gateway]\nbogus = 1\n\n[listeners.ws.default]\nbind = 127.0.0.1:0\n")
+        child, _transport = _spawn(self, config)
+        exit_code = yield poll_until(
+            lambda: child.done, timeout=30, description="twistd to exit"
+        ).addCallback(lambda _: child.exit_code)
+        self.assertNotEqual(exit_code, 0, child.output())
+        lines = child.err.decode("utf-8", "replace").splitlines()
+        self.assertEqual(lines, [f"{config}: [gateway] bogus: unknown option"], child.output())
+        self.assertNotIn("Traceback", child.output())

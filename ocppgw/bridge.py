@@ -38,13 +38,16 @@ class Connection(Protocol):
 class _Attached:
     """One live charge point: its connection, session and topics."""
 
-    __slots__ = ("connection", "gateway", "peer", "session", "topics")
+    __slots__ = ("connection", "gateway", "peer", "session", "since", "topics")
 
-    def __init__(self, gateway: Gateway, connection: Connection, topics: TopicPlan, peer: str) -> None:
+    def __init__(
+        self, gateway: Gateway, connection: Connection, topics: TopicPlan, peer: str, since: float
+    ) -> None:
         self.gateway = gateway
         self.connection = connection
         self.topics = topics
         self.peer = peer
+        self.since = since  # when the handshake completed: what "connected" presence reports
         self.session: ChargePointSession
 
     def send_text(self, text: str) -> None:
@@ -135,7 +138,7 @@ class Gateway:
             )
             previous.session.end("replaced by a newer connection")
             previous.connection.close(1000, "replaced by a newer connection")
-        attached = _Attached(self, connection, topics, peer)
+        attached = _Attached(self, connection, topics, peer, self._clock.seconds())
         attached.session = ChargePointSession(
             cid, self._settings, attached, self._clock, self._metrics, self._schemas
         )
@@ -222,7 +225,7 @@ class Gateway:
             "status": status,
             "node": self._node,
             "peer": attached.peer,
-            "at": _timestamp(self._clock.seconds()),
+            "at": _timestamp(attached.since if status == "connected" else self._clock.seconds()),
         }
         if reason:
             body["reason"] = reason

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import atexit
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -23,6 +23,7 @@ from paho.mqtt import client as mqtt
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 
@@ -100,7 +101,7 @@ def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
 
 # -- Mosquitto --------------------------------------------------------------
 
-_live_brokers: weakref.WeakSet[MosquittoBroker] = weakref.WeakSet()
+_live_brokers: set[MosquittoBroker] = set()  # running, or holding files
 
 
 @atexit.register
@@ -112,9 +113,10 @@ def _kill_leftover_brokers() -> None:
 class MosquittoBroker:
     """A private ``mosquitto`` on 127.0.0.1 and a free port, which stays the same across restarts.
 
-    ``persistence=True`` keeps sessions, subscriptions and queued QoS>0 messages across
-    ``restart()`` (mosquitto saves them on SIGTERM).  With ``testcase`` the broker is stopped in
-    its cleanup; the process is also killed when the interpreter exits.
+    ``persistence=True`` keeps sessions, subscriptions, retained and queued QoS>0 messages across
+    ``stop()``/``start()`` and ``restart()`` (mosquitto saves them on SIGTERM).  With ``testcase``
+    the broker is closed in its cleanup; a broker still running when the interpreter exits is
+    killed.
     """
 
     def __init__(
@@ -126,7 +128,7 @@ class MosquittoBroker:
         self._process: subprocess.Popen[bytes] | None = None
         self._directory: str | None = None
         if testcase is not None:
-            testcase.addCleanup(self.stop)
+            testcase.addCleanup(self.close)
 
     @property
     def running(self) -> bool:
@@ -155,6 +157,8 @@ class MosquittoBroker:
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             f"persistence {'true' if self.persistence else 'false'}",
+            # as root mosquitto would switch to the user "mosquitto", who cannot write our temp dir
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -189,12 +193,15 @@ class MosquittoBroker:
             up, timeout=timeout, reactor=self._reactor, description=f"mosquitto listening on {self.port}"
         ).addCallback(lambda _: None)
 
-    def _terminate(self, timeout: float) -> Deferred[None]:
-        """SIGTERM (mosquitto saves its state), then SIGKILL if it lingers; fires once the port refuses."""
+    def _terminate(self, timeout: float, signum: int = signal.SIGTERM) -> Deferred[None]:
+        """Send ``signum`` (SIGTERM: mosquitto saves its state and exits), SIGKILL if it lingers;
+        fires once the process is gone and the port refuses connections."""
         process = self._process
         if process is None or process.poll() is not None:
             return succeed(None)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
+        if signum != signal.SIGKILL:
+            process.send_signal(signal.SIGCONT)  # a frozen broker must run to handle it
         d = poll_until(
             lambda: process.poll() is not None,
             timeout=timeout,
@@ -202,10 +209,10 @@ class MosquittoBroker:
             description=f"mosquitto on port {self.port} to exit",
         )
 
-        def kill(failure: Any) -> None:
+        def kill(failure: Any) -> Any:
             process.kill()
             process.wait()
-            failure.raiseException()
+            return failure
 
         d.addErrback(kill)
         d.addCallback(
@@ -219,30 +226,86 @@ class MosquittoBroker:
         d.addCallback(lambda _: None)
         return d
 
+    def _db_stamp(self) -> tuple[int, int] | None:
+        assert self._directory is not None
+        try:
+            st = os.stat(os.path.join(self._directory, "mosquitto.db"))
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def save(self, timeout: float = 10.0) -> Deferred[None]:
+        """Have mosquitto write its persistence file now (SIGUSR1); fires once the new file is in place."""
+        if not self.persistence:
+            raise RuntimeError("save() needs MosquittoBroker(persistence=True)")
+        assert self._process is not None
+        before = self._db_stamp()
+        self._process.send_signal(signal.SIGUSR1)
+        return poll_until(
+            lambda: self._db_stamp() not in (None, before),
+            timeout=timeout,
+            reactor=self._reactor,
+            description=f"mosquitto on port {self.port} to write its persistence file",
+        ).addCallback(lambda _: None)
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open but nothing is read, answered or acknowledged."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze()``."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
+    def crash(self, timeout: float = 10.0) -> Deferred[None]:
+        """SIGKILL: no clean shutdown, nothing saved, whatever it had not read is gone; files stay
+        for the next ``start()`` (the state of the last ``save()``)."""
+        return self._terminate(timeout, signal.SIGKILL)
+
     def stop(self, timeout: float = 10.0) -> Deferred[None]:
-        """Stop mosquitto and remove its files; ``start()`` may be called again (a fresh broker)."""
+        """Stop mosquitto; fires once the port refuses connections.  ``start()`` may follow.
+
+        Without persistence its files go too; with it they stay for the next ``start()`` until
+        ``close()``.
+        """
         d = self._terminate(timeout)
+        if self.persistence:
+            d.addCallback(self._check_saved)
+        else:
+            d.addBoth(self._remove_files)
+        return d
 
-        def clean(result: Any) -> Any:
-            _live_brokers.discard(self)
-            if self._directory is not None:
-                shutil.rmtree(self._directory, ignore_errors=True)
-                self._directory = None
-            return result
+    def _check_saved(self, result: Any) -> Any:
+        if self._db_stamp() is None:
+            raise RuntimeError(f"mosquitto on port {self.port} saved no persistence file:\n{self.log_tail()}")
+        return result
 
-        return d.addBoth(clean)
+    def close(self, timeout: float = 10.0) -> Deferred[None]:
+        """Stop mosquitto and remove all its files, persisted state included."""
+        return self._terminate(timeout).addBoth(self._remove_files)
+
+    def _remove_files(self, result: Any = None) -> Any:
+        _live_brokers.discard(self)
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+        return result
 
     def restart(self, timeout: float = 10.0) -> Deferred[None]:
         """Stop and start again on the same port, keeping persisted state."""
         d = self._terminate(timeout)
+        if self.persistence:
+            d.addCallback(self._check_saved)
         d.addCallback(lambda _: self.start(timeout))
         return d
 
     def kill(self) -> None:
-        """Kill the process at once (no clean shutdown); for the last-resort exit hook."""
+        """Kill the process at once (no clean shutdown) and remove its files; the exit hook's last resort."""
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+        self._remove_files()
 
 
 # -- an MQTT client that records what it receives -----------------------------
@@ -290,6 +353,8 @@ class MqttRecorder:
         self._subscribed = threading.Event()
         self._acks: dict[int, Deferred[None]] = {}
         self._started = False
+        self.sessions_present: list[bool] = []
+        """For each successful connect, whether the broker still had this client's session."""
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -306,6 +371,8 @@ class MqttRecorder:
     # paho's thread
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if not reason_code.is_failure:
+            self.sessions_present.append(bool(flags.session_present))
         if not reason_code.is_failure and not flags.session_present:
             client.subscribe(self.topic_filter, self.qos)
         elif not reason_code.is_failure:
@@ -389,12 +456,12 @@ class MqttRecorder:
 class _SynchronousThreadPool:
     """Runs 'thread' work at once in the caller; results come back through callFromThread."""
 
-    def callInThreadWithCallback(self, on_result: Callable[..., Any], f: Callable[..., Any], *a: Any, **kw: Any) -> None:
+    def callInThreadWithCallback(
+        self, on_result: Callable[..., Any], f: Callable[..., Any], *a: Any, **kw: Any
+    ) -> None:
         try:
             result = f(*a, **kw)
         except BaseException:
-            from twisted.python.failure import Failure
-
             on_result(False, Failure())
         else:
             on_result(True, result)

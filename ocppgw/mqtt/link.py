@@ -186,7 +186,9 @@ class PahoThreadLink:
         self._will = will
         self._client_factory = client_factory or _default_client_factory
         self._client: Any = None
-        self._state = "new"  # -> "started" -> "stopping" -> "stopped"
+        # "new" -> "started" -> "stopping" (waiting for acks) -> "disconnecting" (DISCONNECT sent,
+        # paho's thread ending) -> "stopped"
+        self._state = "new"
 
         self.connected = False
         self._ever_connected = False
@@ -284,7 +286,7 @@ class PahoThreadLink:
             d.callback(None)
             return d
         self._stop_waiters.append(d)
-        if self._state == "stopping":
+        if self._state in ("stopping", "disconnecting"):
             return d
         self._state = "stopping"
         self._stop_timeout = timeout
@@ -322,7 +324,7 @@ class PahoThreadLink:
                 unacked=len(self._unacked),
                 held=len(self._pending),
             )
-        self._state = "stopped"
+        self._state = "disconnecting"
         self._ready = False
         client = self._client
         client.disconnect()
@@ -334,6 +336,7 @@ class PahoThreadLink:
         self._drain()  # the last events: the DISCONNECT we sent, late acknowledgements
         if self.connected:  # no on_disconnect arrived, for example the socket was already gone
             self._set_disconnected("link stopped")
+        self._state = "stopped"
         self._log.info("MQTT link stopped")
         waiters, self._stop_waiters = self._stop_waiters, []
         for d in waiters:
@@ -406,6 +409,7 @@ class PahoThreadLink:
                     self._drain_scheduled = True
             if again:
                 self._reactor.callFromThread(self._drain)  # let other work run first
+        self._report_refusals()
         self._check_stop()
 
     def _handle(self, event: tuple[Any, ...]) -> None:
@@ -435,18 +439,18 @@ class PahoThreadLink:
                 reason=reason,
             )
             return
-        if self._state == "stopped":
+        if self._state in ("disconnecting", "stopped"):
             return
         if self._ever_connected:
             self._metrics.inc("mqtt_reconnects")
         self._ever_connected = True
         self.connected = True
         self._log.info(
-            "connected to MQTT broker {host}:{port} as {client_id} after {failures} failed attempts",
+            "connected to MQTT broker {host}:{port} as {client_id}",
             host=config.host,
             port=config.port,
             client_id=config.client_id,
-            failures=self._connect_failures,
+            failed_attempts=self._connect_failures,
         )
         self._connect_failures = 0
         self._resubscribe()
@@ -466,7 +470,7 @@ class PahoThreadLink:
     def _set_disconnected(self, reason: str) -> None:
         self.connected = False
         config = self._config
-        if self._state == "stopped":
+        if self._state in ("disconnecting", "stopped"):
             self._log.info(
                 "disconnected from MQTT broker {host}:{port}: {reason}",
                 host=config.host,
@@ -475,8 +479,8 @@ class PahoThreadLink:
             )
         else:
             self._log.warn(
-                "lost the MQTT broker {host}:{port}: {reason}; {unacked} messages wait for an "
-                "acknowledgement, reconnecting",
+                "connection to MQTT broker {host}:{port} lost: {reason}; reconnecting "
+                "({unacked} messages await acknowledgement)",
                 host=config.host,
                 port=config.port,
                 reason=reason,
@@ -511,10 +515,10 @@ class PahoThreadLink:
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
         _check_topic(topic)
         _check_qos(qos)
-        if self._state == "stopped":
+        if self._state in ("disconnecting", "stopped"):
             self._refuse(topic, qos, "the link is stopped")
             return False
-        direct = self._ready and self._client.is_connected()
+        direct = self._ready and not self._pending and self._client.is_connected()
         if (qos > 0 or not direct) and self._outstanding() >= self._limit:
             self._refuse(topic, qos, "the buffer is full")
             return False
@@ -565,7 +569,8 @@ class PahoThreadLink:
             )
 
     def _report_refusals(self) -> None:
-        if self._refused:
+        """Once there is room again, say how many messages were refused while there was none."""
+        if self._refused and self._outstanding() < self._limit:
             self._log.warn("refused {count} MQTT messages while the buffer was full", count=self._refused)
             self._refused = 0
 
@@ -585,7 +590,7 @@ class PahoThreadLink:
     def _flush(self) -> None:
         """Hand held messages to paho, in order, once paho has re-sent its own."""
         self._flush_call = None
-        if not self.connected or self._state == "stopped":
+        if not self.connected or self._state in ("disconnecting", "stopped"):
             return
         if self._paho_resending():
             self._flush_tries += 1

@@ -1,0 +1,206 @@
+"""PahoThreadLink against a private Mosquitto through real sockets."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from ocppgw.config import MqttSection
+from ocppgw.metrics import Metrics
+from ocppgw.mqtt.link import PahoThreadLink, Will
+from tests.support import MosquittoBroker, MqttRecorder, poll_until
+
+_ids = itertools.count()
+
+WILL = Will("gw/test/Presence", b"offline", 1, True)
+
+
+class PahoThreadLinkBrokerTests(TestCase):
+    """Cleanups run in reverse order: the link stops before the recorder, the recorder before the broker."""
+
+    def broker(self, persistence: bool = False) -> MosquittoBroker:
+        return MosquittoBroker(self, persistence=persistence)
+
+    @inlineCallbacks
+    def recorder(self, broker: MosquittoBroker, topic_filter: str, **kwargs: Any) -> Any:
+        recorder = MqttRecorder("127.0.0.1", broker.port, topic_filter, **kwargs)
+        self.addCleanup(recorder.stop)
+        yield recorder.start()
+        return recorder
+
+    def link(self, broker: MosquittoBroker) -> PahoThreadLink:
+        self.metrics = Metrics()
+        config = MqttSection(
+            host="127.0.0.1",
+            port=broker.port,
+            client_id=f"ocppgw-link-test-{next(_ids)}",
+            keepalive=10,
+            reconnect_delay_min=0.05,
+            reconnect_delay_max=0.5,
+            max_buffered_messages=1000,
+        )
+        link = PahoThreadLink(reactor, config, self.metrics, will=WILL)
+        self.addCleanup(link.stop, 5)
+        return link
+
+    @inlineCallbacks
+    def test_publish_reaches_subscriber(self) -> Any:
+        """QoS 0, 1 and 2 messages published through the link reach another client, flags intact."""
+        broker = self.broker()
+        yield broker.start()
+        recorder = yield self.recorder(broker, "up/#")
+        link = self.link(broker)
+        link.start()
+        yield poll_until(lambda: link.connected)
+        self.assertTrue(link.publish("up/a", b"zero", 0))
+        self.assertTrue(link.publish("up/b", b"one", 1))
+        self.assertTrue(link.publish("up/c", b"two", 2, retain=True))
+        messages = yield recorder.wait_for(lambda ms: len(ms) >= 3)
+        self.assertEqual(
+            [tuple(m) for m in messages],
+            [("up/a", b"zero", False), ("up/b", b"one", False), ("up/c", b"two", False)],
+        )
+        yield poll_until(lambda: link._outstanding() == 0)
+
+    @inlineCallbacks
+    def test_subscription_delivers_in_reactor_thread(self) -> Any:
+        """A subscribed handler receives messages from the broker, in the reactor thread."""
+        broker = self.broker()
+        yield broker.start()
+        recorder = yield self.recorder(broker, "unused")
+        link = self.link(broker)
+        got: list[tuple[str, bytes, threading.Thread]] = []
+        link.subscribe("down/+", 1, lambda t, p: got.append((t, p, threading.current_thread())))
+        link.start()
+        yield poll_until(lambda: link.connected)
+        # retained, so it arrives whether the SUBACK came before or after this publish
+        yield recorder.publish("down/CP1", b"first", retain=True)
+        yield poll_until(lambda: len(got) >= 1)
+        yield recorder.publish("down/CP2", b"second")
+        yield poll_until(lambda: len(got) >= 2)
+        self.assertEqual([(t, p) for t, p, _ in got], [("down/CP1", b"first"), ("down/CP2", b"second")])
+        self.assertEqual({thread for _, _, thread in got}, {threading.current_thread()})
+
+    @inlineCallbacks
+    def test_broker_restart_loses_nothing_and_resubscribes(self) -> Any:
+        """50 QoS 1 messages accepted around and during an outage arrive once each, in order, after the
+        broker returns; the link subscribes again on its own."""
+        broker = self.broker(persistence=True)
+        yield broker.start()
+        # A persistent session (subscription and queued messages survive the restart), so the
+        # recorder misses nothing whether it reconnects before or after the link.
+        recorder = yield self.recorder(broker, "up/#", client_id="recorder-restart", clean_session=False)
+        link = self.link(broker)
+        got: list[bytes] = []
+        link.subscribe("down/cmd", 1, lambda t, p: got.append(p))
+        states: list[bool] = []
+        link.add_connection_observer(states.append)
+        link.start()
+        yield poll_until(lambda: link.connected)
+        yield recorder.publish("down/cmd", b"before", retain=True)
+        yield poll_until(lambda: b"before" in got)
+
+        yield broker.stop()
+        for n in range(25):  # the link may not have noticed yet: these go to paho, which keeps them
+            self.assertTrue(link.publish("up/seq", b"%d" % n, 1))
+        yield poll_until(lambda: not link.connected)
+        for n in range(25, 50):  # noticed: held by the link
+            self.assertTrue(link.publish("up/seq", b"%d" % n, 1))
+        self.assertEqual(link._outstanding(), 50)
+
+        yield broker.start()
+        yield poll_until(lambda: link.connected)
+        messages = yield recorder.wait_for(lambda ms: len([m for m in ms if m.topic == "up/seq"]) >= 50)
+        yield poll_until(lambda: link._outstanding() == 0)
+        self.assertEqual([m.payload for m in messages if m.topic == "up/seq"], [b"%d" % n for n in range(50)])
+
+        # The broker forgot the link's clean session: only a new SUBSCRIBE brings "after".
+        yield recorder.publish("down/cmd", b"after", retain=True)
+        yield poll_until(lambda: b"after" in got)
+        self.assertEqual(states, [True, False, True])
+        self.assertEqual(self.metrics.value("mqtt_reconnects"), 1)
+        self.assertEqual(recorder.sessions_present, [False, True])  # the broker kept its session
+
+    @inlineCallbacks
+    def test_broker_crash_with_messages_in_flight(self) -> Any:
+        """Messages written to a broker that dies before acknowledging them are sent again after it
+        returns: none lost, none doubled, in order."""
+        broker = self.broker(persistence=True)
+        yield broker.start()
+        recorder = yield self.recorder(broker, "up/#", client_id="recorder-crash", clean_session=False)
+        link = self.link(broker)
+        link.start()
+        yield poll_until(lambda: link.connected)
+        for n in range(10):
+            link.publish("up/seq", b"%d" % n, 1)
+        yield recorder.wait_for(lambda ms: len(ms) >= 10)
+        yield poll_until(lambda: link._outstanding() == 0)
+        # One round trip on the recorder's connection: the broker has its acks for 0..9 before the save.
+        yield recorder.publish("sync", b"")
+        yield broker.save()
+
+        broker.freeze()  # reads nothing from now on: 10..29 are written but never acknowledged
+        for n in range(10, 30):
+            self.assertTrue(link.publish("up/seq", b"%d" % n, 1))
+        yield broker.crash()
+        yield poll_until(lambda: not link.connected)
+        self.assertEqual(link._outstanding(), 20)
+        for n in range(30, 50):
+            self.assertTrue(link.publish("up/seq", b"%d" % n, 1))
+
+        yield broker.start()
+        yield recorder.wait_for(lambda ms: len(ms) >= 50)
+        yield poll_until(lambda: link._outstanding() == 0)
+        self.assertEqual([m.payload for m in recorder.messages()], [b"%d" % n for n in range(50)])
+        self.assertEqual(recorder.sessions_present, [False, True])
+        self.assertEqual(self.metrics.value("mqtt_reconnects"), 1)
+
+    @inlineCallbacks
+    def test_start_while_broker_down(self) -> Any:
+        """start() with no broker does not fail; the link keeps trying and connects once it is up."""
+        broker = self.broker()
+        link = self.link(broker)
+        link.start()
+        yield poll_until(lambda: self.metrics.value("mqtt_connect_failures") >= 2)
+        self.assertFalse(link.connected)
+        # retained, so the recorder (which cannot connect earlier) gets it whenever it subscribes
+        self.assertTrue(link.publish("up/early", b"held", 1, retain=True))
+        yield broker.start()
+        recorder = yield self.recorder(broker, "up/#")
+        yield poll_until(lambda: link.connected)
+        yield recorder.wait_for(lambda ms: any(m.payload == b"held" for m in ms))
+        self.assertTrue(link.publish("up/late", b"live", 1))
+        messages = yield recorder.wait_for(lambda ms: any(m.payload == b"live" for m in ms))
+        self.assertEqual([m.payload for m in messages], [b"held", b"live"])
+
+    @inlineCallbacks
+    def test_stop_is_clean(self) -> Any:
+        """stop() flushes, sends DISCONNECT (no will), and leaves no thread or delayed call of the link."""
+        broker = self.broker()
+        yield broker.start()
+        recorder = yield self.recorder(broker, "#")
+        link = self.link(broker)
+        states: list[bool] = []
+        link.add_connection_observer(states.append)
+        link.start()
+        yield poll_until(lambda: link.connected)
+        for n in range(100):
+            link.publish("up/stop", b"%d" % n, 1)
+        yield link.stop(5)
+        self.assertEqual(self.metrics.value("mqtt_lost_on_stop"), 0)
+        self.assertFalse(link.connected)
+        self.assertEqual(states, [True, False])
+        threads = [t.name for t in threading.enumerate() if link._config.client_id in t.name]
+        self.assertEqual(threads, [])
+        ours = [c for c in reactor.getDelayedCalls() if getattr(c.func, "__self__", None) is link]
+        self.assertEqual(ours, [])
+        # a marker sent after the stop comes back; a will would have been published before it
+        yield recorder.publish("marker", b"m")
+        messages = yield recorder.wait_for(lambda ms: any(m.topic == "marker" for m in ms))
+        self.assertEqual(len([m for m in messages if m.topic == "up/stop"]), 100)
+        self.assertNotIn(WILL.topic, [m.topic for m in messages])

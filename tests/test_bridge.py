@@ -1,0 +1,617 @@
+"""Gateway: routing between charge point sessions and MQTT, takeover, presence, shutdown."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from ocppgw.auth import AllowAll, Credentials, Decision
+from ocppgw.bridge import Gateway, node_will
+from ocppgw.config import GatewayConfig, config_from_string
+from ocppgw.metrics import Metrics
+from ocppgw.mqtt.link import IMqttLink, Will
+from ocppgw.ocpp.messages import Call, CallError, decode_envelope
+from ocppgw.ocpp.schemas import SchemaRegistry, shipped_schema_dir
+from tests.fakes import FakeConnection, FakeMqttLink, Published, topic_matches
+
+BASE = "[listeners.ws.default]\nbind = 33033\n"
+BOOT = {"chargePointVendor": "VendorX", "chargePointModel": "ModelY"}
+T0 = 1_700_000_000.5
+T0_TEXT = "2023-11-14T22:13:20.500Z"
+
+
+def make_config(gateway: str = "", extra: str = "") -> GatewayConfig:
+    """The brief's minimal gw.ini plus a fixed node name and the given sections."""
+    return config_from_string(BASE + "[gateway]\nnode_name = gw1\n" + gateway + extra, environ={})
+
+
+def frame(*parts: Any) -> str:
+    return json.dumps(list(parts), separators=(",", ":"))
+
+
+def dn_call(unique_id: str, action: str = "Reset", payload: dict | None = None) -> bytes:
+    body = {
+        "MessageTypeId": 2,
+        "UniqueId": unique_id,
+        "Action": action,
+        "Payload": payload or {"type": "Soft"},
+    }
+    return json.dumps(body).encode()
+
+
+class FakeMqttLinkTests(SynchronousTestCase):
+    """The fake link itself behaves like the interface says."""
+
+    def test_provides_interface(self) -> None:
+        """FakeMqttLink provides IMqttLink."""
+        self.assertTrue(verifyObject(IMqttLink, FakeMqttLink()))
+
+    def test_publish_records_and_refuses(self) -> None:
+        """Publishes are recorded; with refuse_publishes set they answer False."""
+        link = FakeMqttLink()
+        self.assertTrue(link.publish("a/b", b"x", 1))
+        link.refuse_publishes = True
+        self.assertFalse(link.publish("a/c", b"y", 0, retain=True))
+        self.assertEqual(link.published, [Published("a/b", b"x", 1, False)])
+        self.assertEqual(link.refused, [Published("a/c", b"y", 0, True)])
+        self.assertRaises(ValueError, link.publish, "a/+", b"", 0)
+        self.assertRaises(ValueError, link.publish, "a", b"", 3)
+        self.assertRaises(TypeError, link.publish, "a", "text", 0)
+
+    def test_deliver_matches_filters(self) -> None:
+        """deliver() runs every handler whose filter matches."""
+        link = FakeMqttLink()
+        got: list[tuple[str, str, bytes]] = []
+        link.subscribe("cs/+", 1, lambda t, p: got.append(("plus", t, p)))
+        link.subscribe("cs/#", 1, lambda t, p: got.append(("hash", t, p)))
+        self.assertEqual(link.deliver("cs/CP1", b"m"), 2)
+        self.assertEqual(link.deliver("cs/CP1/x", b"n"), 1)
+        self.assertEqual(link.deliver("other", b"o"), 0)
+        self.assertEqual(
+            got, [("plus", "cs/CP1", b"m"), ("hash", "cs/CP1", b"m"), ("hash", "cs/CP1/x", b"n")]
+        )
+        self.assertTrue(topic_matches("a/#", "a"))
+        self.assertFalse(topic_matches("a/b", "a/b/c"))
+
+    def test_connection_observers(self) -> None:
+        """set_connected() tells the observers; a disconnect while disconnected tells nobody."""
+        link = FakeMqttLink()
+        seen: list[bool] = []
+        link.add_connection_observer(seen.append)
+        link.set_connected(False)
+        link.set_connected(True)
+        link.set_connected(True)
+        link.set_connected(False)
+        self.assertEqual(seen, [True, True, False])
+        self.assertFalse(link.connected)
+
+    def test_stop(self) -> None:
+        """stop() records the timeout and fires at once."""
+        link = FakeMqttLink(connected=True)
+        self.assertIsNone(self.successResultOf(link.stop(5.0)))
+        self.assertEqual((link.stop_timeouts, link.connected), ([5.0], False))
+
+
+class GatewayTestCase(SynchronousTestCase):
+    """A Gateway over a FakeMqttLink and a Clock; cleanup checks no timer is left."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.link = FakeMqttLink()
+        self.metrics = Metrics()
+        self.addCleanup(self._no_timers_left)
+
+    def _no_timers_left(self) -> None:
+        if hasattr(self, "gateway"):
+            self.gateway.shutdown("test over")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def make(self, config: GatewayConfig | None = None, schemas: SchemaRegistry | None = None) -> Gateway:
+        self.config = config or make_config()
+        self.gateway = Gateway(self.config, self.link, self.clock, self.metrics, AllowAll(), schemas)
+        return self.gateway
+
+    def attach(self, cid: str = "CP1", listener: int = 0, peer: str = "10.0.0.1:5555") -> FakeConnection:
+        connection = FakeConnection(f"{cid}@{peer}")
+        self.gateway.attach(cid, connection, self.config.listeners[listener], peer)
+        return connection
+
+    def envelopes(self, topic: str) -> list[Any]:
+        return [decode_envelope(m.payload) for m in self.link.published_to(topic)]
+
+
+class TopicTests(GatewayTestCase):
+    """Where each message goes, with the default and custom topics."""
+
+    def test_default_topics(self) -> None:
+        """Calls to ocpp/cp/<cid>, replies and errors to ocpp/cp/<cid>/Reply, commands from ocpp/cs/<cid>."""
+        self.make()
+        connection = self.attach()
+        session = self.gateway.session("CP1")
+        self.assertEqual(self.link.subscribe_calls, [("ocpp/cs/CP1", 1)])
+        self.link.clear()
+        session.frame_received(frame(2, "b1", "BootNotification", BOOT))
+        self.link.deliver("ocpp/cs/CP1", dn_call("c1"))
+        self.link.deliver("ocpp/cs/CP1", dn_call("c2"))
+        session.frame_received(frame(3, "c1", {"status": "Accepted"}))
+        session.frame_received(frame(4, "c2", "InternalError", "x", {}))
+        self.assertEqual(
+            [(m.topic, m.qos, m.retain) for m in self.link.published],
+            [("ocpp/cp/CP1", 1, False), ("ocpp/cp/CP1/Reply", 1, False), ("ocpp/cp/CP1/Reply", 1, False)],
+        )
+        self.assertEqual(
+            self.link.published[0].json(),
+            {"MessageTypeId": 2, "UniqueId": "b1", "Action": "BootNotification", "Payload": BOOT},
+        )
+        self.assertEqual(
+            self.link.published[1].json(),
+            {"MessageTypeId": 3, "UniqueId": "c1", "Action": "Reset", "Payload": {"status": "Accepted"}},
+        )
+        self.assertEqual(self.link.published[2].json()["ErrorCode"], "InternalError")
+        self.assertEqual(
+            connection.sent,
+            [frame(2, "c1", "Reset", {"type": "Soft"}), frame(2, "c2", "Reset", {"type": "Soft"})],
+        )
+        self.assertEqual(self.metrics.value("published", kind="Call"), 1)
+        self.assertEqual(self.metrics.value("published", kind="CallResult"), 1)
+        self.assertEqual(self.metrics.value("published", kind="CallError"), 1)
+
+    def test_custom_topics_and_qos(self) -> None:
+        """Mountpoint, topics and QoS from the config; errors go to their own topic."""
+        self.make(
+            make_config(
+                "mountpoint = site/\n",
+                "[upstream]\ntopic = up/${cid}/call\nreply_topic = up/${clientid}/res\n"
+                "error_topic = up/${cid}/err\nqos = 2\n"
+                "[dnstream]\ntopic = down/${cid}\nqos = 0\n",
+            )
+        )
+        self.attach()
+        session = self.gateway.session("CP1")
+        self.assertEqual(self.link.subscribe_calls, [("site/down/CP1", 0)])
+        self.link.clear()
+        session.frame_received(frame(2, "h1", "Heartbeat", {}))
+        self.link.deliver("site/down/CP1", dn_call("c1"))
+        self.link.deliver("site/down/CP1", dn_call("c2"))
+        session.frame_received(frame(3, "c1", {"status": "Accepted"}))
+        session.frame_received(frame(4, "c2", "NotSupported", "", {}))
+        self.assertEqual(
+            [(m.topic, m.qos) for m in self.link.published],
+            [("site/up/CP1/call", 2), ("site/up/CP1/res", 2), ("site/up/CP1/err", 2)],
+        )
+
+    def test_topic_override_mapping(self) -> None:
+        """A Call whose Action is overridden goes to the override topic under the mountpoint."""
+        self.make(make_config(extra="[upstream.topic_override_mapping]\nBootNotification = cp/${cid}/Boot\n"))
+        self.attach()
+        session = self.gateway.session("CP1")
+        self.link.clear()
+        session.frame_received(frame(2, "b1", "BootNotification", BOOT))
+        session.frame_received(frame(2, "h1", "Heartbeat", {}))
+        self.assertEqual([m.topic for m in self.link.published], ["ocpp/cp/CP1/Boot", "ocpp/cp/CP1"])
+
+    def test_listener_mountpoint_override(self) -> None:
+        """A listener's mountpoint replaces the gateway's for every topic of its charge points."""
+        self.make(make_config(extra="[listeners.ws.other]\nbind = 33034\nmountpoint = other/\n"))
+        self.assertEqual(self.config.listeners[1].mountpoint, "other/")
+        self.attach("CP1", listener=0)
+        self.attach("CP2", listener=1)
+        self.assertEqual(self.link.subscribe_calls, [("ocpp/cs/CP1", 1), ("other/cs/CP2", 1)])
+        self.assertEqual(
+            [m.topic for m in self.link.published], ["ocpp/cp/CP1/Presence", "other/cp/CP2/Presence"]
+        )
+        self.link.clear()
+        self.gateway.session("CP2").frame_received(frame(2, "h1", "Heartbeat", {}))
+        self.assertEqual([m.topic for m in self.link.published], ["other/cp/CP2"])
+
+    def test_empty_listener_mountpoint(self) -> None:
+        """An empty listener mountpoint overrides the gateway's with nothing."""
+        self.make(make_config(extra="[listeners.ws.bare]\nbind = 33035\nmountpoint =\n"))
+        self.attach("CP1", listener=1)
+        self.assertEqual(self.link.subscribe_calls, [("cs/CP1", 1)])
+
+    def test_mountpoint_with_cid(self) -> None:
+        """A mountpoint may hold ${cid}."""
+        self.make(make_config("mountpoint = tenant/${cid}/\n"))
+        self.attach("CP1")
+        self.assertEqual(self.link.subscribe_calls, [("tenant/CP1/cs/CP1", 1)])
+
+    def test_wildcard_dnstream_filter(self) -> None:
+        """A downstream filter with a wildcard routes every matching topic to the charge point."""
+        self.make(make_config(extra="[dnstream]\ntopic = cs/${cid}/#\n"))
+        connection = self.attach("CP1")
+        self.assertEqual(self.link.subscribe_calls, [("ocpp/cs/CP1/#", 1)])
+        self.link.deliver("ocpp/cs/CP1/Reset", dn_call("c1"))
+        self.assertEqual(connection.sent, [frame(2, "c1", "Reset", {"type": "Soft"})])
+
+    def test_unicode_cid(self) -> None:
+        """A non-ASCII charge point id appears as it is in the topics."""
+        self.make()
+        self.attach("Säule-Ω")
+        self.assertEqual(self.link.subscribe_calls, [("ocpp/cs/Säule-Ω", 1)])
+
+
+class AttachDetachTests(GatewayTestCase):
+    """Subscriptions and presence follow the charge point's connection."""
+
+    def test_subscribe_on_attach_unsubscribe_on_detach(self) -> None:
+        """Attaching subscribes the downstream topic; detaching unsubscribes it."""
+        self.make()
+        connection = self.attach()
+        self.assertEqual(list(self.link.subscriptions), ["ocpp/cs/CP1"])
+        self.assertEqual(self.gateway.connected(), ["CP1"])
+        self.gateway.detach("CP1", connection, "closed by charge point (1000)")
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+        self.assertEqual(self.link.subscriptions, {})
+        self.assertEqual(self.gateway.connected(), [])
+        self.assertIsNone(self.gateway.session("CP1"))
+        self.assertEqual((self.metrics.total("connects"), self.metrics.total("disconnects")), (1, 1))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_detach_answers_pending_calls(self) -> None:
+        """Detaching answers the Call in flight and the queued ones with GenericError envelopes."""
+        self.make()
+        connection = self.attach()
+        self.link.deliver("ocpp/cs/CP1", dn_call("c1"))
+        self.link.deliver("ocpp/cs/CP1", dn_call("c2", "ClearCache", {}))
+        self.gateway.detach("CP1", connection, "connection lost")
+        self.assertEqual(
+            self.envelopes("ocpp/cp/CP1/Reply"),
+            [
+                CallError(
+                    "c1",
+                    "GenericError",
+                    "charge point disconnected (connection lost) before replying",
+                    {},
+                    "Reset",
+                ),
+                CallError(
+                    "c2",
+                    "GenericError",
+                    "not delivered: charge point disconnected (connection lost)",
+                    {},
+                    "ClearCache",
+                ),
+            ],
+        )
+
+    def test_detach_unknown_or_stale(self) -> None:
+        """Detaching a cid that is not attached, or with another connection, changes nothing."""
+        self.make()
+        self.attach()
+        self.link.clear()
+        self.gateway.detach("CP9", FakeConnection(), "x")
+        self.gateway.detach("CP1", FakeConnection(), "x")
+        self.assertEqual(self.link.unsubscribe_calls, [])
+        self.assertEqual(self.link.published, [])
+        self.assertEqual(self.gateway.connected(), ["CP1"])
+
+    def test_detach_twice(self) -> None:
+        """A second detach of the same connection does nothing."""
+        self.make()
+        connection = self.attach()
+        self.gateway.detach("CP1", connection, "a")
+        self.gateway.detach("CP1", connection, "b")
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+        self.assertEqual(self.metrics.total("disconnects"), 1)
+
+    def test_reattach_after_detach(self) -> None:
+        """A charge point that left and came back is subscribed again."""
+        self.make()
+        connection = self.attach()
+        self.gateway.detach("CP1", connection, "bye")
+        second = self.attach()
+        self.assertEqual(self.link.subscribe_calls, [("ocpp/cs/CP1", 1), ("ocpp/cs/CP1", 1)])
+        self.link.deliver("ocpp/cs/CP1", dn_call("c1"))
+        self.assertEqual(len(second.sent), 1)
+        self.assertEqual(connection.sent, [])
+
+    def test_delivery_to_unknown_cid(self) -> None:
+        """A message arriving for a charge point that has gone is counted and dropped."""
+        self.make()
+        connection = self.attach()
+        _, handler = self.link.subscriptions["ocpp/cs/CP1"]
+        self.gateway.detach("CP1", connection, "bye")
+        self.link.clear()
+        handler("ocpp/cs/CP1", dn_call("late"))
+        self.assertEqual(self.metrics.total("envelopes_unroutable"), 1)
+        self.assertEqual(connection.sent, [])
+        self.assertEqual(self.link.published, [])
+
+    def test_separate_charge_points(self) -> None:
+        """Each charge point gets only its own downstream messages."""
+        self.make()
+        one = self.attach("CP1")
+        two = self.attach("CP2")
+        self.link.deliver("ocpp/cs/CP2", dn_call("c2"))
+        self.assertEqual((one.sent, len(two.sent)), ([], 1))
+        self.assertEqual(sorted(self.gateway.connected()), ["CP1", "CP2"])
+        self.assertIn("ocppgw_connected_charge_points 2\n", self.metrics.render())
+
+    def test_authenticate_delegates(self) -> None:
+        """authenticate() asks the configured authenticator."""
+        self.make()
+        credentials = Credentials(cid="CP1", peer="p", listener="ws:default", username="CP1", password=b"pw")
+        self.assertEqual(self.successResultOf(self.gateway.authenticate(credentials)), Decision(True))
+
+    def test_settings_from_config(self) -> None:
+        """Heartbeat interval, reply timeout and queue length come from the config."""
+        self.make(
+            make_config(
+                "default_heartbeat_interval = 10s\nheartbeat_checking_times_backoff = 3\n",
+                "[dnstream]\nreply_timeout = 5s\nmax_mqueue_len = 1\n",
+            )
+        )
+        connection = self.attach()
+        for uid in ("c1", "c2", "c3"):
+            self.link.deliver("ocpp/cs/CP1", dn_call(uid))
+        self.assertEqual(
+            [(e.unique_id, e.description) for e in self.envelopes("ocpp/cp/CP1/Reply")],
+            [("c3", "Not sent: downstream queue full (1 calls waiting)")],
+        )
+        self.clock.advance(5)
+        self.assertEqual(self.envelopes("ocpp/cp/CP1/Reply")[-1].unique_id, "c1")
+        self.assertIn("timed out", self.envelopes("ocpp/cp/CP1/Reply")[-1].description)
+        self.clock.advance(24.9)
+        self.assertEqual(connection.closes, [])
+        self.clock.advance(0.1)
+        self.assertEqual(connection.closes, [(1000, "no data for 30s")])
+        self.gateway.detach("CP1", connection, "no data for 30s")
+
+    def test_schema_checks(self) -> None:
+        """message_format_checking = all with schemas rejects invalid Calls both ways."""
+        registry = SchemaRegistry.load(shipped_schema_dir(), "urn:OCPP:1.6:2019:12:")
+        self.make(make_config("message_format_checking = all\n"), registry)
+        connection = self.attach()
+        self.link.clear()
+        self.gateway.session("CP1").frame_received(frame(2, "b1", "BootNotification", {}))
+        self.link.deliver("ocpp/cs/CP1", dn_call("c1", "Reset", {"type": "Medium"}))
+        self.assertEqual(len(connection.sent), 1)
+        self.assertEqual(json.loads(connection.sent[0])[:3], [4, "b1", "OccurenceConstraintViolation"])
+        self.assertEqual([m.topic for m in self.link.published], ["ocpp/cp/CP1/Reply"])
+        self.assertEqual(self.link.published[0].json()["ErrorCode"], "PropertyConstraintViolation")
+
+    def test_checking_needs_schemas(self) -> None:
+        """Without a registry nothing is checked, whatever message_format_checking says."""
+        self.make(make_config("message_format_checking = all\n"))
+        self.attach()
+        self.link.clear()
+        self.gateway.session("CP1").frame_received(frame(2, "b1", "BootNotification", {}))
+        self.assertEqual(self.envelopes("ocpp/cp/CP1"), [Call("b1", "BootNotification", {})])
+
+    def test_refused_publish(self) -> None:
+        """A full buffer refuses the Call (InternalError to the charge point) and counts the lost presence."""
+        self.make()
+        self.link.refuse_publishes = True
+        connection = self.attach()
+        self.assertEqual(self.metrics.total("presence_dropped"), 1)
+        self.gateway.session("CP1").frame_received(frame(2, "h1", "Heartbeat", {}))
+        self.assertEqual(
+            connection.sent,
+            [frame(4, "h1", "InternalError", "Central system unreachable, try again later", {})],
+        )
+        self.assertEqual(self.metrics.total("published"), 0)
+
+
+class TakeoverTests(GatewayTestCase):
+    """A second connection with the same cid replaces the first."""
+
+    def test_takeover(self) -> None:
+        """The older connection is closed with a reason; its queue is answered; the subscription stays."""
+        self.make()
+        old = self.attach("CP1", peer="10.0.0.1:1111")
+        self.link.deliver("ocpp/cs/CP1", dn_call("c1"))
+        self.link.deliver("ocpp/cs/CP1", dn_call("c2"))
+        self.link.clear()
+        new = self.attach("CP1", peer="10.0.0.2:2222")
+        self.assertEqual(old.closes, [(1000, "replaced by a newer connection")])
+        self.assertEqual(new.closes, [])
+        self.assertEqual(
+            [(e.unique_id, e.code, e.action) for e in self.envelopes("ocpp/cp/CP1/Reply")],
+            [("c1", "GenericError", "Reset"), ("c2", "GenericError", "Reset")],
+        )
+        self.assertIn("replaced by a newer connection", self.envelopes("ocpp/cp/CP1/Reply")[0].description)
+        self.assertEqual(self.link.subscribe_calls, [("ocpp/cs/CP1", 1)])
+        self.assertEqual(self.link.unsubscribe_calls, [])
+        self.assertEqual(list(self.link.subscriptions), ["ocpp/cs/CP1"])
+        self.assertEqual(self.gateway.connected(), ["CP1"])
+        self.assertEqual(self.metrics.total("takeovers"), 1)
+
+    def test_new_connection_gets_messages(self) -> None:
+        """After the takeover downstream messages reach only the new connection."""
+        self.make()
+        old = self.attach("CP1")
+        new = self.attach("CP1")
+        self.link.deliver("ocpp/cs/CP1", dn_call("c3"))
+        self.assertEqual((old.sent, new.sent), ([], [frame(2, "c3", "Reset", {"type": "Soft"})]))
+
+    def test_old_close_does_not_leak_or_flap(self) -> None:
+        """When the old connection finally closes, nothing is unsubscribed and presence stays connected."""
+        self.make()
+        old = self.attach("CP1", peer="10.0.0.1:1111")
+        new = self.attach("CP1", peer="10.0.0.2:2222")
+        self.gateway.detach("CP1", old, "replaced by a newer connection")
+        presence = [m.json() for m in self.link.published_to("ocpp/cp/CP1/Presence")]
+        self.assertEqual([p["status"] for p in presence], ["connected", "connected"])
+        self.assertEqual(presence[-1]["peer"], "10.0.0.2:2222")
+        self.assertEqual(self.link.unsubscribe_calls, [])
+        self.assertEqual(self.gateway.connected(), ["CP1"])
+        self.assertEqual(self.metrics.total("disconnects"), 0)
+        self.gateway.detach("CP1", new, "bye")
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+        self.assertEqual(self.link.subscriptions, {})
+
+    def test_old_session_timers_cancelled(self) -> None:
+        """The replaced session's timers are gone; only the new session's liveness timer is pending."""
+        self.make()
+        self.attach("CP1")
+        self.link.deliver("ocpp/cs/CP1", dn_call("c1"))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        self.attach("CP1")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_takeover_across_listeners(self) -> None:
+        """A takeover through a listener with another mountpoint moves the one subscription."""
+        self.make(make_config(extra="[listeners.ws.other]\nbind = 33034\nmountpoint = other/\n"))
+        self.attach("CP1", listener=0)
+        new = self.attach("CP1", listener=1)
+        self.assertEqual(self.link.subscribe_calls, [("ocpp/cs/CP1", 1), ("other/cs/CP1", 1)])
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+        self.assertEqual(list(self.link.subscriptions), ["other/cs/CP1"])
+        self.link.deliver("other/cs/CP1", dn_call("c1"))
+        self.assertEqual(len(new.sent), 1)
+        self.gateway.detach("CP1", new, "bye")
+        self.assertEqual(self.link.subscriptions, {})
+
+    def test_many_takeovers(self) -> None:
+        """Fifty reconnects leave one session, one subscription and one timer."""
+        self.make()
+        connections = [self.attach("CP1", peer=f"10.0.0.1:{n}") for n in range(50)]
+        for old in connections[:-1]:
+            self.gateway.detach("CP1", old, "replaced by a newer connection")
+        self.assertEqual(self.gateway.connected(), ["CP1"])
+        self.assertEqual(len(self.link.subscriptions), 1)
+        self.assertEqual(self.link.unsubscribe_calls, [])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertTrue(all(c.closes == [(1000, "replaced by a newer connection")] for c in connections[:-1]))
+        self.assertEqual(self.metrics.total("takeovers"), 49)
+
+
+class PresenceTests(GatewayTestCase):
+    """Retained presence per charge point and per node."""
+
+    def test_connected_presence(self) -> None:
+        """Attaching publishes a retained 'connected' message with peer, node and time."""
+        self.make()
+        self.attach("CP1", peer="10.0.0.1:5555")
+        self.assertEqual(len(self.link.published), 1)
+        message = self.link.published[0]
+        self.assertEqual((message.topic, message.qos, message.retain), ("ocpp/cp/CP1/Presence", 1, True))
+        self.assertEqual(
+            message.json(),
+            {"clientid": "CP1", "status": "connected", "node": "gw1", "peer": "10.0.0.1:5555", "at": T0_TEXT},
+        )
+
+    def test_disconnected_presence(self) -> None:
+        """Detaching publishes a retained 'disconnected' message with the reason."""
+        self.make()
+        connection = self.attach("CP1", peer="[::1]:5555")
+        self.clock.advance(2.25)
+        self.gateway.detach("CP1", connection, "closed by charge point (1000)")
+        message = self.link.published_to("ocpp/cp/CP1/Presence")[-1]
+        self.assertTrue(message.retain)
+        self.assertEqual(
+            message.json(),
+            {
+                "clientid": "CP1",
+                "status": "disconnected",
+                "node": "gw1",
+                "peer": "[::1]:5555",
+                "at": "2023-11-14T22:13:22.750Z",
+                "reason": "closed by charge point (1000)",
+            },
+        )
+
+    def test_custom_presence_topic(self) -> None:
+        """The presence topic and QoS are configurable."""
+        self.make(make_config(extra="[presence]\ntopic = online/${cid}\nqos = 0\n"))
+        self.attach("CP1")
+        self.assertEqual(
+            [(m.topic, m.qos, m.retain) for m in self.link.published], [("ocpp/online/CP1", 0, True)]
+        )
+
+    def test_presence_disabled(self) -> None:
+        """With presence disabled nothing retained is published and there is no will."""
+        self.make(make_config(extra="[presence]\nenable = false\n"))
+        connection = self.attach("CP1")
+        self.gateway.detach("CP1", connection, "bye")
+        self.link.set_connected(True)
+        self.gateway.shutdown()
+        self.assertEqual(self.link.published, [])
+        self.assertIsNone(self.gateway.node_will)
+
+    def test_node_will(self) -> None:
+        """The node's last will is a retained 'offline' message on the node topic."""
+        self.make()
+        self.assertEqual(
+            self.gateway.node_will,
+            Will("ocpp/gateway/gw1/Presence", b'{"node":"gw1","status":"offline"}', 1, True),
+        )
+        self.assertEqual(node_will(self.config, "online").payload, b'{"node":"gw1","status":"online"}')
+
+    def test_online_on_link_connect(self) -> None:
+        """Each link connect publishes the node online and republishes presence with the connect time."""
+        self.make()
+        self.attach("CP1", peer="10.0.0.1:1")
+        self.attach("CP2", peer="10.0.0.2:2")
+        self.link.clear()
+        self.clock.advance(1)
+        self.link.set_connected(True)
+        self.assertEqual(
+            [(m.topic, m.retain) for m in self.link.published],
+            [
+                ("ocpp/gateway/gw1/Presence", True),
+                ("ocpp/cp/CP1/Presence", True),
+                ("ocpp/cp/CP2/Presence", True),
+            ],
+        )
+        self.assertEqual(self.link.published[0].json(), {"node": "gw1", "status": "online"})
+        self.assertEqual(
+            self.link.published[2].json(),
+            {
+                "clientid": "CP2",
+                "status": "connected",
+                "node": "gw1",
+                "peer": "10.0.0.2:2",
+                "at": T0_TEXT,
+            },
+        )
+        self.link.clear()
+        self.link.set_connected(False)
+        self.assertEqual(self.link.published, [])
+        self.link.set_connected(True)
+        self.assertEqual(len(self.link.published), 3)
+
+    def test_shutdown(self) -> None:
+        """Shutdown closes every charge point with 1001, answers their calls, publishes the node offline."""
+        self.make()
+        one = self.attach("CP1")
+        two = self.attach("CP2")
+        self.link.deliver("ocpp/cs/CP1", dn_call("c1"))
+        self.link.clear()
+        self.gateway.shutdown()
+        self.assertEqual(one.closes, [(1001, "gateway shutting down")])
+        self.assertEqual(two.closes, [(1001, "gateway shutting down")])
+        self.assertEqual(self.gateway.connected(), [])
+        self.assertEqual(self.link.subscriptions, {})
+        self.assertEqual(sorted(self.link.unsubscribe_calls), ["ocpp/cs/CP1", "ocpp/cs/CP2"])
+        self.assertEqual(
+            [(e.unique_id, e.code) for e in self.envelopes("ocpp/cp/CP1/Reply")], [("c1", "GenericError")]
+        )
+        for cid in ("CP1", "CP2"):
+            presence = self.link.published_to(f"ocpp/cp/{cid}/Presence")
+            self.assertEqual(
+                [(p.json()["status"], p.json()["reason"]) for p in presence],
+                [("disconnected", "gateway shutting down")],
+            )
+        last = self.link.published[-1]
+        self.assertEqual(
+            (last.topic, last.json(), last.retain),
+            ("ocpp/gateway/gw1/Presence", {"node": "gw1", "status": "offline"}, True),
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_shutdown_close_then_detach(self) -> None:
+        """The detach a closed connection reports during shutdown changes nothing more."""
+        self.make()
+        connection = self.attach("CP1")
+        self.gateway.shutdown("stopping")
+        count = len(self.link.published)
+        self.gateway.detach("CP1", connection, "closed")
+        self.assertEqual(len(self.link.published), count)
+        self.assertEqual(connection.closes, [(1001, "stopping")])

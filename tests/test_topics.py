@@ -1,0 +1,128 @@
+"""Topic templates and the charge point ids that may name MQTT topics."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ocppgw.mqtt.topics import MAX_CID_BYTES, TopicPlan, cid_problem, render
+
+
+class RenderTests(SynchronousTestCase):
+    """render() fills ``${cid}``, ``${clientid}`` and ``${node}``."""
+
+    def test_cid(self) -> None:
+        """``${cid}`` becomes the charge point id."""
+        self.assertEqual(render("cp/${cid}", "CP1"), "cp/CP1")
+
+    def test_clientid_alias(self) -> None:
+        """``${clientid}`` is an alias of ``${cid}``."""
+        self.assertEqual(render("cp/${clientid}/Reply", "CP1"), "cp/CP1/Reply")
+
+    def test_node(self) -> None:
+        """``${node}`` becomes the node name."""
+        self.assertEqual(render("gateway/${node}/Presence", node="gw-1"), "gateway/gw-1/Presence")
+
+    def test_every_occurrence(self) -> None:
+        """Every occurrence is replaced, mixed variables included."""
+        self.assertEqual(render("${node}/${cid}/${clientid}/${cid}", "CP1", "n1"), "n1/CP1/CP1/CP1")
+
+    def test_no_variables(self) -> None:
+        """A template without variables is returned unchanged."""
+        self.assertEqual(render("cs/fixed", "CP1"), "cs/fixed")
+        self.assertEqual(render("", "CP1"), "")
+
+    def test_unknown_and_malformed_variables_kept(self) -> None:
+        """Unknown variables and lookalikes are left as written."""
+        self.assertEqual(render("${user}/$cid/${CID}/${cid/{cid}", "CP1"), "${user}/$cid/${CID}/${cid/{cid}")
+
+    def test_substitution_is_not_recursive(self) -> None:
+        """A cid that looks like a variable is inserted literally, and backslashes are not escapes."""
+        self.assertEqual(render("a/${cid}/${node}", "${node}", "n"), "a/${node}/n")
+        self.assertEqual(render("a/${cid}", r"x\1\g<0>"), r"a/x\1\g<0>")
+
+    def test_unicode(self) -> None:
+        """Non-ASCII ids are inserted as they are."""
+        self.assertEqual(render("cp/${cid}", "Säule-Ω-😀"), "cp/Säule-Ω-😀")
+
+    def test_empty_values(self) -> None:
+        """Missing values render as empty text."""
+        self.assertEqual(render("x/${cid}/${node}/y"), "x///y")
+
+
+class CidProblemTests(SynchronousTestCase):
+    """cid_problem() names why an id cannot be used in topics, or gives None."""
+
+    def test_valid(self) -> None:
+        """Ordinary, unicode and spaced ids are fine."""
+        for cid in (
+            "CP1",
+            "cp-001_a.b",
+            "Säule-Ω-😀",
+            "a b",
+            "x" * MAX_CID_BYTES,
+            "é" * 128,
+            "😀" * 64,
+            "~!$%&*",
+        ):
+            self.assertIsNone(cid_problem(cid), cid)
+
+    def test_empty(self) -> None:
+        """An empty id is refused."""
+        self.assertEqual(cid_problem(""), "clientid_cannot_be_empty")
+
+    def test_topic_characters(self) -> None:
+        """``/``, ``+`` and ``#`` anywhere are refused."""
+        for cid in ("/", "+", "#", "a/b", "a+", "#a", "/leading", "trailing/", "a//b"):
+            self.assertEqual(cid_problem(cid), "unsupported_clientid", cid)
+
+    def test_nul_and_control_characters(self) -> None:
+        """NUL, C0 and C1 control characters and DEL are refused."""
+        for char in ("\x00", "\x01", "\t", "\n", "\r", "\x1b", "\x1f", "\x7f", "\x80", "\x85", "\x9f"):
+            self.assertEqual(cid_problem(f"CP{char}1"), "unsupported_clientid", repr(char))
+
+    def test_lone_surrogate(self) -> None:
+        """A lone surrogate cannot be UTF-8 and is refused."""
+        self.assertEqual(cid_problem("CP\ud800"), "unsupported_clientid")
+
+    def test_length_in_bytes(self) -> None:
+        """The limit is 256 UTF-8 bytes, not characters."""
+        self.assertEqual(MAX_CID_BYTES, 256)
+        self.assertIsNone(cid_problem("a" * 256))
+        self.assertEqual(cid_problem("a" * 257), "clientid_too_long")
+        self.assertEqual(cid_problem("é" * 129), "clientid_too_long")
+        self.assertEqual(cid_problem("😀" * 65), "clientid_too_long")
+        self.assertEqual(cid_problem("a" * 255 + "é"), "clientid_too_long")
+
+    def test_too_long_reported_first(self) -> None:
+        """An id both too long and holding ``/`` is reported as too long."""
+        self.assertEqual(cid_problem("/" * 300), "clientid_too_long")
+
+
+class TopicPlanTests(SynchronousTestCase):
+    """TopicPlan holds one charge point's rendered topics."""
+
+    def plan(self) -> TopicPlan:
+        return TopicPlan(
+            call="ocpp/cp/CP1",
+            reply="ocpp/cp/CP1/Reply",
+            error="ocpp/cp/CP1/Error",
+            dnstream="ocpp/cs/CP1",
+            presence="ocpp/cp/CP1/Presence",
+            overrides={"BootNotification": "ocpp/cp/CP1/Boot"},
+        )
+
+    def test_override(self) -> None:
+        """A Call whose Action has an override goes to the override topic."""
+        self.assertEqual(self.plan().for_call("BootNotification"), "ocpp/cp/CP1/Boot")
+
+    def test_default(self) -> None:
+        """Other Calls go to the call topic; Action names are case-sensitive."""
+        self.assertEqual(self.plan().for_call("Heartbeat"), "ocpp/cp/CP1")
+        self.assertEqual(self.plan().for_call("bootnotification"), "ocpp/cp/CP1")
+
+    def test_frozen(self) -> None:
+        """A plan cannot be changed once rendered."""
+        plan = self.plan()
+        self.assertRaises(dataclasses.FrozenInstanceError, setattr, plan, "call", "x")

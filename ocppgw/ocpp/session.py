@@ -151,7 +151,7 @@ class ChargePointSession:
             return
         self._log.info("heartbeat interval of {cid} now {interval}s", cid=self.cid, interval=interval)
         self.heartbeat_interval = interval
-        self._last_activity = self._clock.seconds()  # a full new interval, as the reference gateway restarts it
+        self._last_activity = self._clock.seconds()  # a full new interval, as the reference restarts it
         self._arm_liveness()
 
     # -- upstream: frames from the charge point --------------------------

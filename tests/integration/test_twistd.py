@@ -13,10 +13,10 @@ import websockets
 from twisted.internet import protocol, reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.integration.harness import AsyncioThread
-from tests.support import MOSQUITTO, MosquittoBroker, MqttRecorder, free_port, poll_until, port_accepts
+from tests.support import MosquittoBroker, MqttRecorder, free_port, poll_until, port_accepts
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 # What the twistd console script does, with this interpreter; ``-m twisted.scripts.twistd`` runs nothing.
@@ -88,14 +88,10 @@ class TwistdTests(TestCase):
 
     @inlineCallbacks
     def broker_port(self) -> Any:
-        """A private Mosquitto when the binary exists, else a broker already on 127.0.0.1:1883."""
-        if os.access(MOSQUITTO, os.X_OK):
-            broker = MosquittoBroker(self)
-            yield broker.start()
-            return broker.port
-        if port_accepts(1883):
-            return 1883
-        raise SkipTest(f"no MQTT broker: {MOSQUITTO} is missing and nothing listens on 127.0.0.1:1883")
+        """A private Mosquitto (scripts/test installs it where it is missing)."""
+        broker = MosquittoBroker(self)
+        yield broker.start()
+        return broker.port
 
     @inlineCallbacks
     def test_boot_then_sigterm(self) -> Any:
@@ -116,9 +112,6 @@ class TwistdTests(TestCase):
         self.addCleanup(recorder.stop)
         presence_topic = f"{prefix}cp/{CID}/Presence"
         node_topic = f"{prefix}gateway/{node}/Presence"
-        if mqtt_port == 1883:  # leave no retained messages behind on a shared broker
-            self.addCleanup(recorder.publish, node_topic, b"", 1, True)
-            self.addCleanup(recorder.publish, presence_topic, b"", 1, True)
 
         child, transport = _spawn(self, config)
 
@@ -185,6 +178,32 @@ class TwistdTests(TestCase):
         self.assertEqual((last["clientid"], last["node"]), (CID, node))
         self.assertTrue(last.get("reason"), last)
         self.assertNotIn("Traceback", child.output())
+
+    @inlineCallbacks
+    def test_node_last_will(self) -> Any:
+        """A gateway killed outright is marked offline by its MQTT last will."""
+        mqtt_port = yield self.broker_port()
+        ws_port = free_port()
+        config = _write(
+            self,
+            f"[gateway]\nnode_name = willnode\n[mqtt]\nport = {mqtt_port}\n"
+            f"[listeners.ws.default]\nbind = 127.0.0.1:{ws_port}\n",
+        )
+        recorder = MqttRecorder("127.0.0.1", mqtt_port, "ocpp/gateway/#")
+        yield recorder.start()
+        self.addCleanup(recorder.stop)
+        _child, transport = _spawn(self, config)
+
+        def statuses() -> list[str]:
+            return [
+                json.loads(m.payload)["status"] for m in recorder.messages("ocpp/gateway/willnode/Presence")
+            ]
+
+        yield poll_until(lambda: statuses() == ["online"], timeout=30, description="node online")
+        transport.signalProcess("KILL")
+        yield poll_until(
+            lambda: statuses() == ["online", "offline"], timeout=15, description="will published"
+        )
 
     @inlineCallbacks
     def test_bad_config(self) -> Any:

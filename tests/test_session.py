@@ -28,6 +28,22 @@ def _schemas() -> SchemaRegistry:
     return _SCHEMAS[0]
 
 
+class _SpinGuardClock(Clock):
+    """A Clock that fails, rather than hangs, when a call keeps rescheduling itself at the same instant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._same_instant = (None, 0)
+
+    def callLater(self, delay: float, callable: Any, *args: Any, **kw: Any) -> Any:
+        when, count = self._same_instant
+        count = count + 1 if when == self.seconds() else 1
+        self._same_instant = (self.seconds(), count)
+        if count > 50:
+            raise AssertionError(f"50 calls scheduled at t={self.seconds()!r} without time passing")
+        return super().callLater(delay, callable, *args, **kw)
+
+
 class RecordingOutput:
     """A SessionOutput that records frames, publishes and closes; ``accept`` says what publish answers."""
 
@@ -834,6 +850,33 @@ class LivenessTests(SessionTestCase):
             session.envelope_received(dn_result(f"b{n}", {**BOOT_ACCEPTED, "interval": interval}))
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         self.assertEqual(session.heartbeat_interval, 400.0)
+
+    def test_fractional_times_never_spin(self) -> None:
+        """Activity at fractional times never re-arms the liveness timer with no time passing.
+
+        Comparing ``now - last`` with the limit once disagreed by an ulp with the deadline
+        ``last + limit`` the timer was armed for (activity at 4.1s, interval 60s): the timer
+        re-armed itself with a zero delay forever and Clock.advance never returned.
+        """
+        for interval in (60.0, 30.0, 10.1, 0.7):
+            for tenths in range(1, int(interval * 10)):
+                activity_at = tenths / 10
+                clock = _SpinGuardClock()
+                output = RecordingOutput()
+                session = ChargePointSession(
+                    "CP", SessionSettings(heartbeat_interval=interval), output, clock, self.metrics
+                )
+                session.start()
+                clock.advance(activity_at)
+                session.activity()
+                clock.advance(interval - activity_at)
+                self.assertEqual(output.closed, [])
+                clock.advance(activity_at)
+                clock.advance(1e-6)
+                self.assertEqual(
+                    output.closed, [(1000, f"no data for {interval:g}s")], (interval, activity_at)
+                )
+                self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_not_started_no_timer(self) -> None:
         """A session arms no timer before start()."""

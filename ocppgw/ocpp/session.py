@@ -133,8 +133,11 @@ class ChargePointSession:
     def _check_liveness(self) -> None:
         self._liveness_timer = None
         limit = self._liveness_limit()
-        silent = self._clock.seconds() - self._last_activity
-        if silent >= limit:
+        now = self._clock.seconds()
+        silent = now - self._last_activity
+        # The same float expression as the deadline _arm_liveness aims at: comparing ``silent``
+        # with ``limit`` instead can disagree by an ulp and re-arm with a zero delay forever.
+        if now >= self._last_activity + limit:
             self._metrics.inc("liveness_closes")
             self._log.info(
                 "charge point {cid} silent for {silent:.0f}s (limit {limit:.0f}s): closing",
@@ -273,6 +276,8 @@ class ChargePointSession:
 
     def envelope_received(self, data: bytes) -> None:
         """Handle one MQTT message published to this charge point's downstream topic."""
+        if self._ended:
+            return
         try:
             message = messages.decode_envelope(data)
         except EnvelopeError as e:

@@ -7,6 +7,10 @@ answers the common commands a central system sends with plausible replies.
 
     .venv/bin/python examples/charge_point.py --url ws://127.0.0.1:33033/ocpp --id CP001
 
+Over wss, trust the server's CA with ``--cafile``; present a client certificate (security
+profile 3) with ``--certfile``/``--keyfile``; send Basic auth (profiles 1 and 2) with
+``--password``, the username being the charge point id.
+
 Needs the ``ocpp`` and ``websockets`` packages (``pip install -e '.[test]'``).
 """
 
@@ -14,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import logging
+import ssl
 from datetime import UTC, datetime
 from typing import Any
 
@@ -189,10 +195,16 @@ class ChargePoint(OcppChargePoint):
         return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
 
 
-async def main(url: str, cid: str) -> None:
+async def main(url: str, cid: str, tls: ssl.SSLContext | None = None, password: str | None = None) -> None:
     address = f"{url.rstrip('/')}/{cid}"
     log.info("connecting to %s", address)
-    async with websockets.connect(address, subprotocols=["ocpp1.6"]) as connection:
+    headers = {}
+    if password is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{cid}:{password}".encode()).decode()
+    options: dict[str, Any] = {"additional_headers": headers}
+    if tls is not None:
+        options["ssl"] = tls
+    async with websockets.connect(address, subprotocols=["ocpp1.6"], **options) as connection:
         log.info("connected as %s", cid)
         charge_point = ChargePoint(cid, connection)
         listener = asyncio.ensure_future(charge_point.start())
@@ -213,13 +225,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--url", default="ws://127.0.0.1:33033/ocpp", help="listener URL without the id (%(default)s)"
     )
     parser.add_argument("--id", default="CP001", help="charge point id, appended to the URL (%(default)s)")
+    parser.add_argument("--cafile", help="wss: CA certificate(s) to trust instead of the system's")
+    parser.add_argument("--certfile", help="wss: client certificate (chain) to present")
+    parser.add_argument("--keyfile", help="wss: the client certificate's private key")
+    parser.add_argument("--password", help="Basic auth password; the username is the charge point id")
     return parser.parse_args(argv)
+
+
+def tls_context(arguments: argparse.Namespace) -> ssl.SSLContext | None:
+    """A client TLS context for a wss URL, from --cafile, --certfile and --keyfile."""
+    if not arguments.url.startswith("wss:"):
+        return None
+    context = ssl.create_default_context(cafile=arguments.cafile)
+    if arguments.certfile:
+        context.load_cert_chain(arguments.certfile, arguments.keyfile)
+    return context
 
 
 if __name__ == "__main__":
     arguments = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        asyncio.run(main(arguments.url, arguments.id))
+        asyncio.run(main(arguments.url, arguments.id, tls_context(arguments), arguments.password))
     except KeyboardInterrupt:
         pass

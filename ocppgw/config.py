@@ -99,9 +99,38 @@ class PresenceSection:
     qos: int = 1
 
 
+TLS_VERSIONS = ("tlsv1.3", "tlsv1.2", "tlsv1.1", "tlsv1")  # newest first
+VERIFY_MODES = ("verify_none", "verify_peer")
+CLIENT_CERT_IDENTITIES = ("none", "cn")
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    """The TLS keys of a ``[listeners.wss.<name>]`` section; ``password`` stays out of ``repr``.
+
+    Paths are absolute (resolved against the INI's directory); the files are read by
+    ``ocppgw.tls`` at start-up.
+    """
+
+    certfile: Path
+    keyfile: Path
+    password: str | None = field(default=None, repr=False)
+    cacertfile: Path | None = None
+    verify: str = "verify_none"
+    fail_if_no_peer_cert: bool = False
+    depth: int = 10
+    versions: tuple[str, ...] = ("tlsv1.3", "tlsv1.2")
+    ciphers: str | None = None
+    handshake_timeout: float = 15.0
+    client_cert_identity: str = "none"
+
+
 @dataclass(frozen=True)
 class ListenerSection:
-    """``[listeners.ws.<name>]``: one WebSocket listener."""
+    """``[listeners.ws.<name>]`` or ``[listeners.wss.<name>]``: one WebSocket listener.
+
+    ``tls`` is set for ``kind == "wss"`` only.
+    """
 
     kind: str
     name: str
@@ -109,6 +138,7 @@ class ListenerSection:
     port: int
     path: str = "/ocpp"
     mountpoint: str | None = None
+    tls: TlsSection | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +222,7 @@ _BOOLEANS = {
     "false": False, "no": False, "off": False, "0": False,
 }  # fmt: skip
 _ACTION = re.compile(r"[A-Za-z][A-Za-z0-9]*")
-_LISTENER = re.compile(r"listeners\.ws\.(?P<name>[A-Za-z0-9_-]+)")
+_LISTENER = re.compile(r"listeners\.(?P<kind>wss?)\.(?P<name>[A-Za-z0-9_-]+)")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _CID_VARIABLES = frozenset({"cid", "clientid"})  # topic template variables, filled in per charge point
 _NODE_VARIABLES = frozenset({"node"})  # the one variable of [presence] node_topic
@@ -412,6 +442,39 @@ def _bind(value: str) -> tuple[str, int]:
         raise _Invalid(str(e)) from None
 
 
+def _verify_mode(value: str) -> str:
+    if value.lower() not in VERIFY_MODES:
+        raise _Invalid(f"expected one of {', '.join(VERIFY_MODES)}, {_got(value)}")
+    return value.lower()
+
+
+def _client_cert_identity(value: str) -> str:
+    if value.lower() not in CLIENT_CERT_IDENTITIES:
+        raise _Invalid(f"expected one of {', '.join(CLIENT_CERT_IDENTITIES)}, {_got(value)}")
+    return value.lower()
+
+
+def _tls_versions(value: str) -> tuple[str, ...]:
+    """A comma-separated list of consecutive TLS versions, newest first in the result."""
+    names = [part.strip().lower() for part in value.split(",") if part.strip()]
+    if not names:
+        raise _Invalid(f"expected a list such as tlsv1.3,tlsv1.2, {_got(value)}")
+    unknown = [name for name in names if name not in TLS_VERSIONS]
+    if unknown:
+        raise _Invalid(f"expected versions among {', '.join(TLS_VERSIONS)}, {_got(value)}")
+    indexes = sorted({TLS_VERSIONS.index(name) for name in names})
+    missing = [TLS_VERSIONS[i] for i in range(indexes[0], indexes[-1] + 1) if i not in indexes]
+    if missing:
+        raise _Invalid(f"expected consecutive versions, {', '.join(missing)} missing, {_got(value)}")
+    return tuple(TLS_VERSIONS[i] for i in indexes)
+
+
+def _ciphers(value: str) -> str | None:
+    if any(char.isspace() for char in value.strip()) or "\x00" in value:
+        raise _Invalid(f"expected an OpenSSL cipher string without spaces, {_got(value)}")
+    return value.strip() or None
+
+
 def _url_path(value: str) -> str:
     if not value.startswith("/"):
         raise _Invalid(f"must start with /, {_got(value)}")
@@ -492,6 +555,21 @@ _LISTENER_OPTIONS: dict[str, _Option] = {
     "path": _Option(_url_path),
     "mountpoint": _MOUNTPOINT,
 }
+_TLS_PATHS = ("certfile", "keyfile", "cacertfile")  # converted by _Reader, which knows base_dir
+_TLS_OPTIONS: dict[str, _Option] = {
+    "certfile": _Option(_text),
+    "keyfile": _Option(_text),
+    "password": _Option(_optional_text, secret=True),
+    "cacertfile": _Option(_text),
+    "verify": _Option(_verify_mode),
+    "fail_if_no_peer_cert": _Option(_boolean),
+    "depth": _Option(_int_range(0, 100)),
+    "versions": _Option(_tls_versions),
+    "ciphers": _Option(_ciphers),
+    "handshake_timeout": _Option(_duration_positive),
+    "client_cert_identity": _Option(_client_cert_identity),
+}
+_WSS_LISTENER_OPTIONS: dict[str, _Option] = {**_LISTENER_OPTIONS, **_TLS_OPTIONS}
 
 
 def _seconds(value: float) -> str:
@@ -624,6 +702,8 @@ class _Reader:
             try:
                 if section == "gateway" and key == _JSON_SCHEMA_DIR:
                     values[key] = self.schema_dir(value)
+                elif section.startswith("listeners.wss.") and key in _TLS_PATHS:
+                    values[key] = self.file_path(value)
                 else:
                     values[key] = option.convert(value)
             except _Invalid as e:
@@ -643,12 +723,20 @@ class _Reader:
             raise _Invalid(f"expected an existing directory, {_got(value)}{shown}")
         return path
 
+    def file_path(self, value: str) -> Path | None:
+        """``value`` taken from ``base_dir``; the file itself is read later, by ``ocppgw.tls``."""
+        if not value:
+            return None
+        if "\x00" in value:
+            raise _Invalid("must not contain a NUL character")
+        return self.base_dir / value
+
     # -- the whole file -----------------------------------------------------
 
     def read(self, text: str) -> GatewayConfig | None:
         parser = self.parse(text)
         found: dict[str, dict[str, Any]] = {}
-        listeners: list[tuple[str, dict[str, Any]]] = []
+        listeners: list[tuple[str, str, dict[str, Any]]] = []
         overrides: dict[str, str] = {}
         listener_sections = 0
         for section in parser.sections():
@@ -660,10 +748,13 @@ class _Reader:
                 overrides = self.read_overrides(parser)
             elif (match := _LISTENER.fullmatch(section)) is not None:
                 listener_sections += 1
-                values = self.read_section(parser, section, _LISTENER_OPTIONS)
+                kind = match["kind"]
+                values = self.read_section(
+                    parser, section, _WSS_LISTENER_OPTIONS if kind == "wss" else _LISTENER_OPTIONS
+                )
                 if "bind" not in values and not parser.has_option(section, "bind"):
                     self.problem(section, "bind", "missing, expected PORT, HOST:PORT or [IPv6]:PORT")
-                listeners.append((match["name"], values))
+                listeners.append((kind, match["name"], values))
             else:
                 self.problem(section, None, "unknown section")
         if listener_sections == 0:
@@ -676,7 +767,7 @@ class _Reader:
         if not mqtt_values.get("client_id"):
             mqtt_values["client_id"] = f"ocppgw-{gateway_values['node_name']}"
         self.check_reconnect_delays(parser, mqtt_values)
-        built = self.build_listeners(listeners)
+        built = self.build_listeners(parser, listeners)
         if self.problems:
             return None
         return GatewayConfig(
@@ -723,21 +814,63 @@ class _Reader:
                 + (_got(given) if given is not None else f"got the default {_seconds(high)}"),
             )
 
-    def build_listeners(self, listeners: list[tuple[str, dict[str, Any]]]) -> tuple[ListenerSection, ...]:
+    def build_tls(self, parser: configparser.ConfigParser, section: str, values: dict[str, Any]) -> Any:
+        """The ``TlsSection`` of a wss section's TLS keys, taken out of ``values``; None after a problem."""
+        tls = {key: values.pop(key) for key in list(values) if key in _TLS_OPTIONS}
+        ok = True
+        for key in ("certfile", "keyfile"):
+            if tls.get(key) is None:
+                ok = False
+                if not parser.has_option(section, key) or not self.texts.get((section, key), "x"):
+                    self.problem(section, key, "missing, expected the path of a PEM file")
+        if any(parser.has_option(section, key) and key not in tls for key in _TLS_OPTIONS):
+            ok = False  # already reported
+        verify = tls.get("verify", TlsSection.verify)
+        if verify == "verify_peer" and tls.get("cacertfile") is None:
+            ok = False
+            self.problem(
+                section, "cacertfile", "missing, verify_peer needs the CA file that signs client certificates"
+            )
+        if (
+            tls.get("client_cert_identity", TlsSection.client_cert_identity) != "none"
+            and verify != "verify_peer"
+        ):
+            ok = False
+            self.problem(
+                section, "client_cert_identity", f"needs verify = verify_peer, got verify = {verify}"
+            )
+        if tls.get("fail_if_no_peer_cert") and verify != "verify_peer":
+            ok = False
+            self.problem(
+                section, "fail_if_no_peer_cert", f"needs verify = verify_peer, got verify = {verify}"
+            )
+        if not ok:
+            return None
+        if tls.get("cacertfile") is None:
+            tls.pop("cacertfile", None)
+        return TlsSection(**tls)
+
+    def build_listeners(
+        self, parser: configparser.ConfigParser, listeners: list[tuple[str, str, dict[str, Any]]]
+    ) -> tuple[ListenerSection, ...]:
         built: list[ListenerSection] = []
         taken: dict[tuple[str, int], str] = {}
-        for name, values in listeners:
+        for kind, name, values in listeners:
+            section = f"listeners.{kind}.{name}"
+            if kind == "wss":
+                values["tls"] = self.build_tls(parser, section, values)
+                if values["tls"] is None:
+                    continue
             if "bind" not in values:
                 continue
             host, port = values.pop("bind")
-            section = f"listeners.ws.{name}"
             if port != 0:
                 address = (_normal_host(host), port)
                 if address in taken:
                     self.problem(section, "bind", f"{host}:{port} is already used by [{taken[address]}]")
                     continue
                 taken[address] = section
-            built.append(ListenerSection(kind="ws", name=name, host=host, port=port, **values))
+            built.append(ListenerSection(kind=kind, name=name, host=host, port=port, **values))
         return tuple(built)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
@@ -17,6 +17,7 @@ from ocppgw.config import GatewayConfig, ListenerSection
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.link import IMqttLink, PahoThreadLink
 from ocppgw.ocpp.schemas import SchemaRegistry
+from ocppgw.tls import listener_options
 from ocppgw.ws.factory import OcppServerFactory
 
 
@@ -32,10 +33,14 @@ class GatewayService(MultiService):
         schemas: SchemaRegistry | None = None,
         link: IMqttLink | None = None,
         authenticator: IAuthenticator | None = None,
+        tls_options: dict[str, Any] | None = None,
     ) -> None:
+        """``tls_options`` holds ``CertificateOptions`` per wss listener (``wss.<name>``), as
+        ``ocppgw.tls.listener_options`` makes them; they are made here when not given."""
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.tls_options = tls_options if tls_options is not None else listener_options(config)
         self.metrics = Metrics()
         self.link = (
             link
@@ -53,7 +58,7 @@ class GatewayService(MultiService):
         """Bind every listener now, so a port in use stops start-up with one line per listener."""
         problems = []
         for listener, factory in self.factories.items():
-            d = _endpoint(self.reactor, listener).listen(factory)
+            d = _endpoint(self.reactor, listener, self.tls_options).listen(factory)
             results: list[Any] = []
             d.addBoth(results.append)
             outcome = results[0] if results else None
@@ -93,7 +98,10 @@ class GatewayService(MultiService):
         yield self.link.stop(self.config.gateway.shutdown_timeout)
 
 
-def _endpoint(reactor: Any, listener: ListenerSection) -> Any:
+def _endpoint(reactor: Any, listener: ListenerSection, tls_options: dict[str, Any]) -> Any:
+    if listener.tls is not None:  # listenSSL takes IPv4 and IPv6 interfaces alike
+        options = tls_options[f"{listener.kind}.{listener.name}"]
+        return SSL4ServerEndpoint(reactor, listener.port, options, interface=listener.host)
     if ":" in listener.host:
         return TCP6ServerEndpoint(reactor, listener.port, interface=listener.host)
     return TCP4ServerEndpoint(reactor, listener.port, interface=listener.host)

@@ -10,6 +10,7 @@ from twisted.python import usage
 from ocppgw.config import ConfigError, load_config
 from ocppgw.ocpp.schemas import SchemaLoadError, SchemaRegistry, shipped_schema_dir
 from ocppgw.service import GatewayService
+from ocppgw.tls import listener_options
 
 
 class Options(usage.Options):
@@ -21,6 +22,10 @@ class Options(usage.Options):
             raise usage.UsageError("--config is required")
         try:
             self.gateway_config = load_config(self["config"])
+        except ConfigError as e:
+            _fail(e.problems)
+        try:
+            self.tls_options = listener_options(self.gateway_config)
         except ConfigError as e:
             _fail(e.problems)
         gateway = self.gateway_config.gateway
@@ -46,4 +51,6 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    return GatewayService(options.gateway_config, reactor, schemas=options.schemas)
+    return GatewayService(
+        options.gateway_config, reactor, schemas=options.schemas, tls_options=options.tls_options
+    )

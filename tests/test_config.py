@@ -381,7 +381,7 @@ BAD_VALUES = [
     ("[nope]\n", "gw.ini: [nope]: unknown section"),
     ("[DEFAULT]\nhost = x\n", "gw.ini: [DEFAULT]: unknown section"),
     ("[Gateway]\n", "gw.ini: [Gateway]: unknown section"),
-    ("[listeners.wss.a]\nbind = 1\n", "gw.ini: [listeners.wss.a]: unknown section"),
+    ("[listeners.tcp.a]\nbind = 1\n", "gw.ini: [listeners.tcp.a]: unknown section"),
     ("[listeners.ws.a.b]\nbind = 1\n", "gw.ini: [listeners.ws.a.b]: unknown section"),
     ("[listeners.ws.]\nbind = 1\n", "gw.ini: [listeners.ws.]: unknown section"),
     ("[listeners.ws.x]\nbind = 1\nhots = 2\n", "gw.ini: [listeners.ws.x] hots: unknown option"),

@@ -8,7 +8,7 @@ from ocppgw.bridge import Gateway
 from ocppgw.config import GatewaySection, ListenerSection
 from ocppgw.metrics import Metrics
 from ocppgw.ws.handshake import SUBPROTOCOL
-from ocppgw.ws.protocol import OcppServerProtocol
+from ocppgw.ws.protocol import OcppServerProtocol, OcppTlsServerProtocol
 
 
 class OcppServerFactory(WebSocketServerFactory):
@@ -20,6 +20,8 @@ class OcppServerFactory(WebSocketServerFactory):
         self, gateway: Gateway, listener: ListenerSection, settings: GatewaySection, metrics: Metrics
     ) -> None:
         super().__init__(protocols=[SUBPROTOCOL], server="ocppgw")
+        if listener.tls is not None:
+            self.protocol = OcppTlsServerProtocol
         self.gateway = gateway
         self.listener = listener
         self.metrics = metrics

@@ -11,10 +11,15 @@ from typing import TYPE_CHECKING, Any
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ocppgw.auth import Credentials, Decision
 from ocppgw.ocpp.session import ChargePointSession
+from ocppgw.tls import identity_refusal, peer_identity
 from ocppgw.ws.handshake import Refusal, basic_credentials, cid_from_path, pick_subprotocol
 
 if TYPE_CHECKING:
@@ -54,6 +59,28 @@ class OcppServerProtocol(WebSocketServerProtocol):
                 reason=refusal.reason,
             )
             raise ConnectionDeny(refusal.status, refusal.reason) from None
+        identity = peer_identity(self.transport) if listener.tls is not None else None
+        mismatch = identity_refusal(listener.tls, cid, identity)
+        if mismatch is not None:
+            self.factory.metrics.inc(
+                "handshakes_refused", status="403", reason="certificate_identity_mismatch"
+            )
+            self._log.info(
+                "refused charge point {cid} from {peer}: 403 {reason} (certificate DN {dn!r})",
+                cid=cid,
+                peer=self.peer_address,
+                reason=mismatch,
+                dn=identity.dn if identity is not None else None,
+            )
+            raise ConnectionDeny(403, "certificate_identity_mismatch")
+        if identity is not None:
+            self._log.info(
+                "charge point {cid} from {peer} presented certificate CN={cn!r} DN={dn!r}",
+                cid=cid,
+                peer=self.peer_address,
+                cn=identity.cn,
+                dn=identity.dn,
+            )
         username, password = basic_credentials(request.headers.get("authorization"), cid)
         credentials = Credentials(
             cid=cid,
@@ -61,6 +88,8 @@ class OcppServerProtocol(WebSocketServerProtocol):
             listener=f"{listener.kind}:{listener.name}",
             username=username,
             password=password,
+            certificate_cn=identity.cn if identity is not None else None,
+            certificate_dn=identity.dn if identity is not None else None,
         )
         d = gateway.authenticate(credentials)
 
@@ -142,6 +171,39 @@ class OcppServerProtocol(WebSocketServerProtocol):
             # sendClose refuses the RFC 6455 codes a server also owes its peers
             # (1001 going away, 1003 unsupported data, 1011 internal error).
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+
+
+@implementer(IHandshakeListener)
+class OcppTlsServerProtocol(OcppServerProtocol):
+    """A wss charge point: the TLS handshake must finish within the listener's handshake_timeout."""
+
+    _tls_timer: Any = None
+
+    def connectionMade(self) -> None:
+        tls = self.factory.listener.tls
+        if tls is not None:
+            self._tls_timer = self.factory.reactor.callLater(tls.handshake_timeout, self._tls_timed_out)
+        super().connectionMade()
+
+    def handshakeCompleted(self) -> None:
+        """Called by the TLS layer once the TLS handshake is done."""
+        self._cancel_tls_timer()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel_tls_timer()
+        super().connectionLost(reason)
+
+    def _cancel_tls_timer(self) -> None:
+        timer, self._tls_timer = self._tls_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _tls_timed_out(self) -> None:
+        self._tls_timer = None
+        self.factory.metrics.inc("handshakes_refused", status="tls", reason="tls_handshake_timeout")
+        self._log.info("TLS handshake from {peer} timed out", peer=_peer_address(self.transport))
+        if self.transport is not None:
+            self.transport.abortConnection()
 
 
 def _peer_address(transport: Any) -> str:

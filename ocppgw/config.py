@@ -87,6 +87,14 @@ class MqttSection:
     reconnect_delay_min: float = 1.0
     reconnect_delay_max: float = 30.0
     max_buffered_messages: int = 10000
+    # TLS to the broker (``ocppgw.mqtt.tls``); paths are absolute, the files read at start-up
+    tls: bool = False
+    cacertfile: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    keyfile_password: str | None = field(default=None, repr=False)
+    verify_hostname: bool = True
+    tls_server_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,19 @@ class ListenerSection:
     path: str = "/ocpp"
     mountpoint: str | None = None
     tls: TlsSection | None = None
+    # limits and TCP options (``ocppgw.ws.limits``); None means infinity
+    max_connections: int | None = 1024000
+    max_conn_rate: float | None = 1000.0
+    nodelay: bool = True
+    reuseaddr: bool = True
+    recbuf: int | None = None
+    sndbuf: int | None = None
+    send_timeout: float = 15.0
+    send_timeout_close: bool = True
+    # PROXY protocol v1/v2 header in front of each connection (``ocppgw.ws.proxy``)
+    proxy_protocol: bool = False
+    proxy_protocol_timeout: float = 3.0
+    ignored_options: tuple[str, ...] = ()  # accepted for compatibility, meaning nothing in Twisted
 
 
 @dataclass(frozen=True)
@@ -485,6 +506,50 @@ def _url_path(value: str) -> str:
     return value
 
 
+def _count_or_infinity(value: str) -> int | None:
+    """A positive integer, or ``infinity`` (None): no limit."""
+    if value.lower() == "infinity":
+        return None
+    return _integer(value, 1)
+
+
+def _rate_or_infinity(value: str) -> float | None:
+    """Arrivals per second (``1000`` or ``1000/s``), or ``infinity`` (None)."""
+    text = value.lower().strip()
+    if text == "infinity":
+        return None
+    text = text.removesuffix("/s").strip()
+    try:
+        rate = float(text) if re.fullmatch(r"[0-9]+(\.[0-9]*)?", text) else math.nan
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate) or rate <= 0:
+        raise _Invalid(f"expected a number of connections per second > 0 or infinity, {_got(value)}")
+    return rate
+
+
+def _ignored(value: str) -> str:
+    return value
+
+
+# max_connections ... sndbuf: ocppgw.ws.limits; the last four mean nothing in Twisted (README)
+_LIMIT_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "max_connections": _count_or_infinity,
+    "max_conn_rate": _rate_or_infinity,
+    "nodelay": _boolean,
+    "reuseaddr": _boolean,
+    "recbuf": _size,
+    "sndbuf": _size,
+    "send_timeout": _duration_positive,
+    "send_timeout_close": _boolean,
+    "acceptors": _ignored,
+    "active_n": _ignored,
+    "buffer": _ignored,
+    "high_watermark": _ignored,
+}
+IGNORED_LISTENER_OPTIONS = ("acceptors", "active_n", "buffer", "high_watermark")
+
+
 # -- the whitelist ----------------------------------------------------------
 
 
@@ -540,6 +605,13 @@ _SECTIONS: dict[str, dict[str, _Option]] = {
         "reconnect_delay_min": _Option(_duration_positive),
         "reconnect_delay_max": _Option(_duration_positive),
         "max_buffered_messages": _Option(_int_min(1)),
+        "tls": _Option(_boolean),
+        "cacertfile": _Option(_text),  # the three paths: converted by _Reader, which knows base_dir
+        "certfile": _Option(_text),
+        "keyfile": _Option(_text),
+        "keyfile_password": _Option(_optional_text, secret=True),
+        "verify_hostname": _Option(_boolean),
+        "tls_server_name": _Option(_optional_text),
     },
     "presence": {
         "enable": _Option(_boolean),
@@ -554,6 +626,9 @@ _LISTENER_OPTIONS: dict[str, _Option] = {
     "bind": _Option(_bind),
     "path": _Option(_url_path),
     "mountpoint": _MOUNTPOINT,
+    **{key: _Option(convert) for key, convert in _LIMIT_OPTIONS.items()},
+    "proxy_protocol": _Option(_boolean),
+    "proxy_protocol_timeout": _Option(_duration_positive),
 }
 _TLS_PATHS = ("certfile", "keyfile", "cacertfile")  # converted by _Reader, which knows base_dir
 _TLS_OPTIONS: dict[str, _Option] = {
@@ -702,7 +777,7 @@ class _Reader:
             try:
                 if section == "gateway" and key == _JSON_SCHEMA_DIR:
                     values[key] = self.schema_dir(value)
-                elif section.startswith("listeners.wss.") and key in _TLS_PATHS:
+                elif (section.startswith("listeners.wss.") or section == "mqtt") and key in _TLS_PATHS:
                     values[key] = self.file_path(value)
                 else:
                     values[key] = option.convert(value)
@@ -767,6 +842,7 @@ class _Reader:
         if not mqtt_values.get("client_id"):
             mqtt_values["client_id"] = f"ocppgw-{gateway_values['node_name']}"
         self.check_reconnect_delays(parser, mqtt_values)
+        self.check_mqtt_tls(parser, mqtt_values)
         built = self.build_listeners(parser, listeners)
         if self.problems:
             return None
@@ -798,6 +874,16 @@ class _Reader:
             except _Invalid as e:
                 self.problem(_OVERRIDE_SECTION, key, str(e))
         return overrides
+
+    def check_mqtt_tls(self, parser: configparser.ConfigParser, values: dict[str, Any]) -> None:
+        """``[mqtt]`` certfile and keyfile come together."""
+        for key, other in (("certfile", "keyfile"), ("keyfile", "certfile")):
+            if (
+                values.get(key) is not None
+                and values.get(other) is None
+                and not parser.has_option("mqtt", other)
+            ):
+                self.problem("mqtt", other, f"missing, expected the path of a PEM file (set with {key})")
 
     def check_reconnect_delays(self, parser: configparser.ConfigParser, values: dict[str, Any]) -> None:
         low = values.get("reconnect_delay_min", MqttSection.reconnect_delay_min)
@@ -864,6 +950,9 @@ class _Reader:
             if "bind" not in values:
                 continue
             host, port = values.pop("bind")
+            ignored = tuple(key for key in IGNORED_LISTENER_OPTIONS if values.pop(key, None) is not None)
+            if ignored:
+                values["ignored_options"] = ignored
             if port != 0:
                 address = (_normal_host(host), port)
                 if address in taken:

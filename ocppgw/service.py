@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
@@ -17,8 +18,10 @@ from ocppgw.config import GatewayConfig, ListenerSection
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.link import IMqttLink, PahoThreadLink
 from ocppgw.ocpp.schemas import SchemaRegistry
-from ocppgw.tls import listener_options
+from ocppgw.tls import ReloadableContextFactory, listener_options, reload_listener_options
 from ocppgw.ws.factory import OcppServerFactory
+from ocppgw.ws.limits import ListenerLimits, limited
+from ocppgw.ws.proxy import with_proxy_protocol
 
 
 class GatewayService(MultiService):
@@ -34,13 +37,18 @@ class GatewayService(MultiService):
         link: IMqttLink | None = None,
         authenticator: IAuthenticator | None = None,
         tls_options: dict[str, Any] | None = None,
+        sighup: bool = False,
     ) -> None:
         """``tls_options`` holds ``CertificateOptions`` per wss listener (``wss.<name>``), as
-        ``ocppgw.tls.listener_options`` makes them; they are made here when not given."""
+        ``ocppgw.tls.listener_options`` makes them; they are made here when not given.
+        ``sighup``: reload certificates on SIGHUP (twistd; see ``reload_certificates``)."""
         super().__init__()
         self.config = config
         self.reactor = reactor
         self.tls_options = tls_options if tls_options is not None else listener_options(config)
+        self.tls_contexts = {name: ReloadableContextFactory(o) for name, o in self.tls_options.items()}
+        self.sighup = sighup
+        self._previous_sighup: Any = None
         self.metrics = Metrics()
         self.link = (
             link
@@ -52,13 +60,20 @@ class GatewayService(MultiService):
             listener: OcppServerFactory(self.gateway, listener, config.gateway, self.metrics)
             for listener in config.listeners
         }
+        self.limits: dict[ListenerSection, ListenerLimits] = {}  # wss: TLS under the limits
+        for listener, factory in self.factories.items():
+            tls = self.tls_contexts[f"wss.{listener.name}"] if listener.tls is not None else None
+            self.limits[listener] = limited(factory, listener, reactor, self.metrics, tls)
+        for listener, limits in self.limits.items():
+            if listener.proxy_protocol:  # TCP -> limits -> PROXY header -> TLS (wss) -> WebSocket
+                with_proxy_protocol(limits, listener, reactor)
         self.ports: dict[str, IListeningPort] = {}
 
     def privilegedStartService(self) -> None:
         """Bind every listener now, so a port in use stops start-up with one line per listener."""
         problems = []
-        for listener, factory in self.factories.items():
-            d = _endpoint(self.reactor, listener, self.tls_options).listen(factory)
+        for listener, factory in self.limits.items():
+            d = _endpoint(self.reactor, listener, self.tls_contexts).listen(factory)
             results: list[Any] = []
             d.addBoth(results.append)
             outcome = results[0] if results else None
@@ -81,6 +96,8 @@ class GatewayService(MultiService):
         if not self.ports:
             self.privilegedStartService()
         super().startService()
+        if self.sighup:
+            self._install_sighup()
         self.link.start()
         for name, port in self.ports.items():
             address = port.getHost()
@@ -92,16 +109,52 @@ class GatewayService(MultiService):
     def stopService(self) -> Deferred[None]:
         """Stop accepting, close charge points with 1001, flush what MQTT accepted, then disconnect."""
         yield maybeDeferred(super().stopService)
+        self._restore_sighup()
         yield DeferredList([maybeDeferred(port.stopListening) for port in self.ports.values()])
         self.ports.clear()
+        for limits in self.limits.values():
+            limits.stop()
         self.gateway.shutdown()
         yield self.link.stop(self.config.gateway.shutdown_timeout)
 
+    def reload_certificates(self) -> list[str]:
+        """Re-read every wss listener's certfile, keyfile and cacertfile; new connections get the new ones.
+
+        Live connections are not touched. A listener whose files fail keeps the old ones and logs one
+        line naming the file; returns those lines.
+        """
+        problems = reload_listener_options(self.config, self.tls_contexts)
+        for line in problems:
+            self._log.error("certificate reload failed: {problem}", problem=line)
+        if self.tls_contexts and not problems:
+            self._log.info("certificates reloaded for {names}", names=", ".join(sorted(self.tls_contexts)))
+        return problems
+
+    def _install_sighup(self) -> None:
+        """SIGHUP reloads certificates, then calls the handler it replaced (twistd's log rotation)."""
+        previous = signal.getsignal(signal.SIGHUP)
+
+        def on_sighup(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(self.reload_certificates)
+            if callable(previous):
+                previous(signum, frame)
+
+        try:
+            signal.signal(signal.SIGHUP, on_sighup)
+        except ValueError:  # not the main thread: no signals here
+            self._log.warn("SIGHUP certificate reload not installed: not in the main thread")
+            return
+        self._previous_sighup = (previous,)
+
+    def _restore_sighup(self) -> None:
+        if self._previous_sighup is not None:
+            (previous,) = self._previous_sighup
+            signal.signal(signal.SIGHUP, previous if previous is not None else signal.SIG_DFL)
+            self._previous_sighup = None
+
 
 def _endpoint(reactor: Any, listener: ListenerSection, tls_options: dict[str, Any]) -> Any:
-    if listener.tls is not None:  # listenSSL takes IPv4 and IPv6 interfaces alike
-        options = tls_options[f"{listener.kind}.{listener.name}"]
-        return SSL4ServerEndpoint(reactor, listener.port, options, interface=listener.host)
+    # wss: TLS is layered under the connection limits by ocppgw.ws.limits.limited, as listenSSL would
     if ":" in listener.host:
         return TCP6ServerEndpoint(reactor, listener.port, interface=listener.host)
     return TCP4ServerEndpoint(reactor, listener.port, interface=listener.host)

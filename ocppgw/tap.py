@@ -8,6 +8,7 @@ from typing import Any
 from twisted.python import usage
 
 from ocppgw.config import ConfigError, load_config
+from ocppgw.mqtt.tls import check_mqtt_tls
 from ocppgw.ocpp.schemas import SchemaLoadError, SchemaRegistry, shipped_schema_dir
 from ocppgw.service import GatewayService
 from ocppgw.tls import listener_options
@@ -26,6 +27,10 @@ class Options(usage.Options):
             _fail(e.problems)
         try:
             self.tls_options = listener_options(self.gateway_config)
+        except ConfigError as e:
+            _fail(e.problems)
+        try:
+            check_mqtt_tls(self.gateway_config)
         except ConfigError as e:
             _fail(e.problems)
         gateway = self.gateway_config.gateway
@@ -52,5 +57,9 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
 
         reactor = default_reactor
     return GatewayService(
-        options.gateway_config, reactor, schemas=options.schemas, tls_options=options.tls_options
+        options.gateway_config,
+        reactor,
+        schemas=options.schemas,
+        tls_options=options.tls_options,
+        sighup=True,
     )

@@ -3,6 +3,8 @@
 Files are read once, at start-up (``Options.postOptions`` calls ``check_listeners``), so a
 wrong key password, an unreadable file or a key that does not match its certificate stops
 twistd with one line naming the file.  The key password never appears in a message.
+On SIGHUP they are read again (``reload_listener_options``) and swapped in the listener's
+``ReloadableContextFactory`` for new connections.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
+from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.internet.ssl import (
     AcceptableCiphers,
     Certificate,
@@ -22,6 +25,7 @@ from twisted.internet.ssl import (
     TLSVersion,
     trustRootFromCertificates,
 )
+from zope.interface import implementer
 
 from ocppgw.config import ConfigError, GatewayConfig, ListenerSection, TlsSection
 
@@ -199,3 +203,42 @@ def identity_refusal(tls: TlsSection | None, cid: str, identity: PeerIdentity | 
     if identity.cn != cid:
         return f"certificate CN {identity.cn!r} is not the charge point id"
     return None
+
+
+@implementer(IOpenSSLContextFactory)
+class ReloadableContextFactory:
+    """What a wss port is given instead of its ``CertificateOptions``: a holder that can be swapped.
+
+    ``TLSMemoryBIOFactory`` asks for a context per new connection (``getContext``), so replacing
+    ``options`` changes what new connections get; established ones keep the ``SSL.Connection``
+    they were made with.
+    """
+
+    def __init__(self, options: CertificateOptions) -> None:
+        self.options = options
+
+    def getContext(self) -> Any:
+        return self.options.getContext()
+
+
+def reload_listener_options(
+    config: GatewayConfig, factories: dict[str, ReloadableContextFactory]
+) -> list[str]:
+    """Read every wss listener's files again and swap those that load; one line per listener that did not.
+
+    A listener whose files fail keeps its current options.
+    """
+    problems: list[str] = []
+    for listener in config.listeners:
+        name = f"{listener.kind}.{listener.name}"
+        if listener.tls is None or name not in factories:
+            continue
+        try:
+            options = certificate_options(listener.tls)
+        except TlsConfigError as e:
+            problems.append(
+                f"{config.source}: [{_section(listener)}] {e.key}: {e.reason}; kept the previous certificate"
+            )
+            continue
+        factories[name].options = options
+    return problems

@@ -117,12 +117,22 @@ class MosquittoBroker:
     ``stop()``/``start()`` and ``restart()`` (mosquitto saves them on SIGTERM).  With ``testcase``
     the broker is closed in its cleanup; a broker still running when the interpreter exits is
     killed.
+
+    ``tls`` adds a TLS listener on ``tls_port``: mosquitto's ``cafile``, ``certfile``, ``keyfile``
+    and optionally ``require_certificate`` (``"true"``), as a dict of those keys.
     """
 
     def __init__(
-        self, testcase: Any = None, persistence: bool = False, port: int | None = None, reactor: Any = None
+        self,
+        testcase: Any = None,
+        persistence: bool = False,
+        port: int | None = None,
+        reactor: Any = None,
+        tls: dict[str, Any] | None = None,
     ) -> None:
         self.port = port if port is not None else free_port()
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else None
         self.persistence = persistence
         self._reactor = reactor
         self._process: subprocess.Popen[bytes] | None = None
@@ -167,6 +177,9 @@ class MosquittoBroker:
         ]
         if self.persistence:
             lines.append(f"persistence_location {self._directory}{os.sep}")
+        if self.tls is not None:
+            lines.append(f"listener {self.tls_port} 127.0.0.1")
+            lines.extend(f"{key} {value}" for key, value in self.tls.items())
         with open(conf, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
         assert self.log_path is not None
@@ -187,7 +200,7 @@ class MosquittoBroker:
                     f"mosquitto exited with status {process.returncode} on port {self.port}:\n"
                     + self.log_tail()
                 )
-            return port_accepts(self.port)
+            return port_accepts(self.port) and (self.tls_port is None or port_accepts(self.tls_port))
 
         return poll_until(
             up, timeout=timeout, reactor=self._reactor, description=f"mosquitto listening on {self.port}"

@@ -781,6 +781,10 @@ class ExampleTests(SynchronousTestCase):
             "presence": {f.name for f in dataclasses.fields(PresenceSection)},
             "listeners.ws.default": {"bind", "path"},
         }
+        expected["listeners.ws.default"] |= {"proxy_protocol", "proxy_protocol_timeout"}
+        expected["listeners.ws.default"] |= {
+            "max_connections", "max_conn_rate", "nodelay", "reuseaddr", "send_timeout", "send_timeout_close"
+        }  # fmt: skip
         self.assertEqual(documented, expected)
         text = "\n".join(lines)
         self.assertIn("[upstream.topic_override_mapping]", text)

@@ -244,7 +244,7 @@ class GatewayServiceWiringTests(SynchronousTestCase):
         """privilegedStartService listens on each listener's host and port with its factory."""
         self.service.privilegedStartService()
         bound = [(port, factory, interface) for port, factory, _backlog, interface in self.reactor.tcpServers]
-        factories = self.service.factories
+        factories = self.service.limits  # each listener's factory behind its limits
         a, b = self.config.listeners
         self.assertEqual(bound, [(0, factories[a], "127.0.0.1"), (33099, factories[b], "0.0.0.0")])
         self.assertEqual(sorted(self.service.ports), ["ws.a", "ws.b"])

@@ -13,6 +13,7 @@ from cryptography import x509
 from OpenSSL import SSL
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.config import ConfigError, ListenerSection, TlsSection, config_from_string
@@ -471,10 +472,15 @@ class ExampleTests(_PkiTestCase):
 
 
 class _RefusingSSLReactor(MemoryReactorClock):
-    """A memory reactor on which every listenSSL fails as if the port were taken."""
+    """A memory reactor on which listening on the wss port (33034) fails as if the port were taken.
 
-    def listenSSL(self, port: int, *args: Any, interface: str = "", **kwargs: Any) -> Any:
-        raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+    wss listeners listen through listenTCP, TLS being layered under the limits (ocppgw.ws.limits).
+    """
+
+    def listenTCP(self, port: int, *args: Any, interface: str = "", **kwargs: Any) -> Any:
+        if port == 33034:
+            raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+        return super().listenTCP(port, *args, interface=interface, **kwargs)
 
 
 class ServiceTests(_PkiTestCase):
@@ -483,14 +489,20 @@ class ServiceTests(_PkiTestCase):
         return config_from_string(text, base_dir=self.base)
 
     def test_wss_listener_bound_with_its_options(self) -> None:
-        """A wss listener listens through listenSSL with the listener's CertificateOptions."""
+        """A wss listener listens on TCP with the limits, then TLS with its CertificateOptions (as
+        listenSSL would layer it, under the limits)."""
         reactor = MemoryReactorClock()
         service = GatewayService(self.config(), reactor, link=FakeLink())
         service.privilegedStartService()
-        ((port, factory, options, _backlog, interface),) = reactor.sslServers
+        ((port, limits, _backlog, interface),) = [s for s in reactor.tcpServers if s[0] == 33034]
         wss_listener = self.config().listeners[1]
         self.assertEqual((port, interface), (33034, "127.0.0.1"))
-        self.assertIs(options, service.tls_options["wss.x"])
+        self.assertIs(limits, service.limits[wss_listener])
+        options = limits.tls_context
+        self.assertIs(options, service.tls_contexts["wss.x"])
+        self.assertIs(options.options, service.tls_options["wss.x"])
+        self.assertIsInstance(limits.wrappedFactory, TLSMemoryBIOFactory)
+        factory = limits.wrappedFactory.wrappedFactory
         self.assertIs(factory, service.factories[wss_listener])
         self.assertIs(factory.protocol, OcppTlsServerProtocol)
         self.assertEqual(sorted(service.ports), ["ws.a", "wss.x"])

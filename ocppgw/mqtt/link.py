@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from ocppgw.config import MqttSection
 from ocppgw.metrics import Metrics
+from ocppgw.mqtt.tls import broker_context
 
 Handler = Callable[[str, bytes], None]
 ConnectionObserver = Callable[[bool], None]
@@ -98,6 +99,7 @@ _DISCONNECT = "disconnect"  # (tag, reason)
 _MESSAGE = "message"  # (tag, topic or None when not UTF-8, payload)
 _ACK = "ack"  # (tag, mid)
 _SUBACK = "suback"  # (tag, mid, ((index, reason), ...) of the refused filters)
+_TLS_REFUSED = "tls_refused"  # (tag, reason): handshake or hostname check failed, before CONNECT
 
 # Outcomes of handing one message to paho.
 _SENT = "sent"
@@ -193,6 +195,7 @@ class PahoThreadLink:
         self.connected = False
         self._ever_connected = False
         self._connect_failures = 0
+        self._tls_refusals = 0  # in a row, since the last connect
         self._observers: list[ConnectionObserver] = []
 
         # paho thread -> reactor thread
@@ -258,6 +261,10 @@ class PahoThreadLink:
         if self._will is not None:
             will = self._will
             client.will_set(will.topic, will.payload, will.qos, will.retain)
+        context = broker_context(config, lambda reason: self._post((_TLS_REFUSED, reason)))
+        if context is not None:
+            client.tls_set_context(context)
+            client.tls_insecure_set(True)  # the hostname is checked by broker_context's sockets instead
         client.reconnect_delay_set(config.reconnect_delay_min, config.reconnect_delay_max)
         client.max_inflight_messages_set(self.max_inflight)
         client.max_queued_messages_set(0)  # unlimited: our own bound applies
@@ -426,6 +433,8 @@ class PahoThreadLink:
             self._on_connect_fail()
         elif kind == _SUBACK:
             self._on_suback(event[1], event[2])
+        elif kind == _TLS_REFUSED:
+            self._on_tls_refused(event[1])
 
     def _on_connect(self, failed: bool, reason: str) -> None:
         config = self._config
@@ -453,6 +462,7 @@ class PahoThreadLink:
             failed_attempts=self._connect_failures,
         )
         self._connect_failures = 0
+        self._tls_refusals = 0
         self._resubscribe()
         self._flush_tries = 0
         self._flush()
@@ -488,10 +498,23 @@ class PahoThreadLink:
             )
         self._notify(False)
 
+    def _on_tls_refused(self, reason: str) -> None:
+        """One line for the first refusal in a row (paho retries with back-off); every one counted."""
+        self._tls_refusals += 1
+        self._metrics.inc("mqtt_tls_refused")
+        if self._tls_refusals == 1:
+            config = self._config
+            self._log.error(
+                "TLS to MQTT broker {host}:{port} refused: {reason}; retrying",
+                host=config.host,
+                port=config.port,
+                reason=reason,
+            )
+
     def _on_connect_fail(self) -> None:
         self._connect_failures += 1
         self._metrics.inc("mqtt_connect_failures")
-        if self._connect_failures == 1:
+        if self._connect_failures == 1 and not self._tls_refusals:
             config = self._config
             self._log.warn(
                 "cannot reach MQTT broker {host}:{port}; retrying every {low}s to {high}s",

@@ -111,8 +111,20 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads and json.dumps with keyword arguments build a new decoder or encoder on
+# every call, which costs more than decoding a small frame.  Both are stateless and reentrant.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _loads(text: str | bytes) -> Any:
-    value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    # json.loads step by step, with the decoder built once.
+    if isinstance(text, str) and not text.startswith("\ufeff"):
+        value = _DECODER.decode(text)
+    elif isinstance(text, bytes | bytearray):
+        value = _DECODER.decode(text.decode(json.detect_encoding(text), "surrogatepass"))
+    else:  # a BOM or not JSON text: json.loads raises, in its own words
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     if isinstance(value, list | dict) and _may_nest_deeper(text):
         _check_depth(value)
     return value
@@ -136,7 +148,7 @@ def _check_depth(value: Any) -> None:
 
 
 def _dumps(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = _ENCODER.encode(value)
     if not text.isascii():
         try:
             text.encode("utf-8")

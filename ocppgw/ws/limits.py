@@ -1,0 +1,302 @@
+"""Per-listener connection limits and TCP options, as a wrapping factory around the WebSocket factory.
+
+- ``max_connections``: live TCP connections of the listener; one more is refused at once.
+- ``max_conn_rate``: a token bucket (capacity: one second's worth); an arrival finding it empty is
+  refused at once. Nothing waits: charge points reconnect with back-off, and a wait queue under a
+  flood would only grow memory.
+- A refused connection is closed in ``makeConnection``, before a byte of it is read; it is counted
+  (``connections_refused``) and logged at most once a second per listener.
+- ``nodelay``, ``recbuf``, ``sndbuf``: set on each accepted socket.
+- ``send_timeout`` / ``send_timeout_close``: a connection whose Twisted write buffer stays non-empty
+  without draining for ``send_timeout`` is a peer that does not read; it is aborted (or, with
+  ``send_timeout_close = false``, logged). Twisted never blocks on a write; the check runs only
+  over connections written to since their buffer was last empty, so idle ones cost nothing.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ocppgw.config import ListenerSection
+from ocppgw.metrics import Metrics
+
+_log = Logger()
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``capacity``; ``clock`` provides ``seconds()``."""
+
+    def __init__(self, rate: float, capacity: float, clock: Any) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.clock = clock
+        self.tokens = capacity
+        self._stamp = clock.seconds()
+
+    def take(self) -> bool:
+        """Whether a token was there (and is now taken)."""
+        now = self.clock.seconds()
+        self.tokens = min(self.capacity, self.tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def socket_transport(transport: Any) -> FileDescriptor | None:
+    """The socket-level transport under ``transport`` (through TLS and other wrappers), if any."""
+    for _ in range(8):
+        if transport is None:
+            return None
+        if isinstance(transport, FileDescriptor):
+            return transport
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def buffered(transport: FileDescriptor) -> int:
+    """Bytes Twisted holds for ``transport`` that the kernel has not taken yet."""
+    return len(transport.dataBuffer) - transport.offset + getattr(transport, "_tempDataLen", 0)
+
+
+class _Refused(Protocol):
+    """Closes the connection as soon as it is made: nothing is read or written."""
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+        transport.abortConnection()
+
+
+@implementer(IHandshakeListener)
+class LimitedProtocol(ProtocolWrapper):
+    """One connection of a ``ListenerLimits``: TCP options, counted, its write buffer watched."""
+
+    factory: ListenerLimits
+
+    def __init__(self, factory: ListenerLimits, wrappedProtocol: Any) -> None:
+        super().__init__(factory, wrappedProtocol)
+        self.written = 0
+        self.stalled_since: float | None = None
+        self._progress = (0, 0)  # (buffered, written - buffered) when last checked
+        self._reported = False
+
+    def makeConnection(self, transport: Any) -> None:
+        self.factory.apply_socket_options(transport)
+        super().makeConnection(transport)
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        self.factory.watch(self)
+        super().write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        data = list(data)
+        self.written += sum(len(part) for part in data)
+        self.factory.watch(self)
+        super().writeSequence(data)
+
+    def handshakeCompleted(self) -> None:
+        """Passed on when this wrapper sits under a TLS layer."""
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.factory.forget(self)
+        super().connectionLost(reason)
+
+    def check_send(self, now: float) -> bool:
+        """Whether the write buffer still holds data; aborts a peer stalled for ``send_timeout``."""
+        below = socket_transport(self.transport)
+        if below is None or below.disconnected:
+            return False
+        pending = buffered(below)
+        if pending == 0:
+            self.stalled_since = None
+            self._reported = False
+            return False
+        sent = self.written - pending
+        last_pending, last_sent = self._progress
+        self._progress = (pending, sent)
+        if self.stalled_since is None or pending < last_pending or sent > last_sent:
+            self.stalled_since = now
+            return True
+        listener = self.factory.listener
+        if now - self.stalled_since < listener.send_timeout:
+            return True
+        name = f"{listener.kind}.{listener.name}"
+        if listener.send_timeout_close:
+            self.factory.metrics.inc("send_timeouts", listener=name)
+            _log.warn(
+                "listener {listener}: peer {peer} has not read for {seconds:g}s ({pending} bytes "
+                "waiting): closing",
+                listener=name,
+                peer=_peer(below),
+                seconds=listener.send_timeout,
+                pending=pending,
+            )
+            below.abortConnection()
+            return False
+        if not self._reported:
+            self._reported = True
+            self.factory.metrics.inc("send_timeouts", listener=name)
+            _log.warn(
+                "listener {listener}: peer {peer} has not read for {seconds:g}s ({pending} bytes "
+                "waiting); send_timeout_close is off",
+                listener=name,
+                peer=_peer(below),
+                seconds=listener.send_timeout,
+                pending=pending,
+            )
+        return True
+
+
+class ListenerLimits(WrappingFactory):
+    """Wraps one listener's factory: connection count, arrival rate, TCP options, send timeout.
+
+    ``clock`` is the reactor (``seconds``, ``callLater``); tests pass ``task.Clock``.
+    """
+
+    protocol = LimitedProtocol
+    tls_context: Any = None  # wss: the context factory of the TLS layer under the limits
+
+    def __init__(self, wrappedFactory: Any, listener: ListenerSection, clock: Any, metrics: Metrics) -> None:
+        super().__init__(wrappedFactory)
+        self.listener = listener
+        self.clock = clock
+        self.metrics = metrics
+        self.bucket = (
+            TokenBucket(listener.max_conn_rate, max(1.0, listener.max_conn_rate), clock)
+            if listener.max_conn_rate is not None
+            else None
+        )
+        self.refused = {"max_connections": 0, "max_conn_rate": 0}
+        self._unlogged = 0
+        self._last_log = -1e18
+        self._watched: set[LimitedProtocol] = set()
+        self._checker: LoopingCall | None = None
+        self.check_interval = max(0.05, min(1.0, listener.send_timeout / 4))
+
+    @property
+    def live(self) -> int:
+        """Live TCP connections of this listener."""
+        return len(self.protocols)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        listener = self.listener
+        reason = None
+        if listener.max_connections is not None and len(self.protocols) >= listener.max_connections:
+            reason = "max_connections"
+        elif self.bucket is not None and not self.bucket.take():
+            reason = "max_conn_rate"
+        if reason is None:
+            return super().buildProtocol(addr)
+        self.refused[reason] += 1
+        name = f"{listener.kind}.{listener.name}"
+        self.metrics.inc("connections_refused", listener=name, reason=reason)
+        self._unlogged += 1
+        now = self.clock.seconds()
+        if now - self._last_log >= 1.0:
+            _log.warn(
+                "listener {listener}: refused {count} connection(s) ({reason}; {live} live, "
+                "max_connections {max_connections}, max_conn_rate {max_conn_rate}/s)",
+                listener=name,
+                count=self._unlogged,
+                reason=reason,
+                live=len(self.protocols),
+                max_connections=listener.max_connections or "infinity",
+                max_conn_rate=listener.max_conn_rate or "infinity",
+            )
+            self._unlogged = 0
+            self._last_log = now
+        return _Refused()
+
+    def apply_socket_options(self, transport: Any) -> None:
+        below = socket_transport(transport)
+        if below is None:
+            return
+        listener = self.listener
+        try:
+            sock = below.getHandle()
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(listener.nodelay))
+            if listener.recbuf is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, listener.recbuf)
+            if listener.sndbuf is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, listener.sndbuf)
+        except (OSError, AttributeError) as e:
+            _log.debug("socket options not set: {error}", error=e)
+
+    # -- send timeout ------------------------------------------------------
+
+    def watch(self, protocol: LimitedProtocol) -> None:
+        """``protocol`` has written: check its buffer until it is empty again."""
+        if protocol in self._watched:
+            return
+        self._watched.add(protocol)
+        if self._checker is None:
+            self._checker = LoopingCall(self.check_send)
+            self._checker.clock = self.clock
+            self._checker.start(self.check_interval, now=False)
+
+    def forget(self, protocol: LimitedProtocol) -> None:
+        self._watched.discard(protocol)
+
+    def check_send(self) -> None:
+        now = self.clock.seconds()
+        for protocol in list(self._watched):
+            if not protocol.check_send(now):
+                self._watched.discard(protocol)
+        if not self._watched and self._checker is not None:
+            checker, self._checker = self._checker, None
+            checker.stop()
+
+    def stop(self) -> None:
+        """Stop the send-timeout checks (the service is stopping)."""
+        self._watched.clear()
+        if self._checker is not None:
+            checker, self._checker = self._checker, None
+            checker.stop()
+
+
+def limited(
+    factory: Any, listener: ListenerSection, clock: Any, metrics: Metrics, tls_context: Any = None
+) -> ListenerLimits:
+    """``factory`` behind ``listener``'s limits; Autobahn's own TCP_NODELAY follows ``nodelay``.
+
+    With ``tls_context`` (wss), TLS sits between the limits and ``factory``, as ``listenSSL`` would
+    put it: a refused connection costs no TLS handshake, and Autobahn sees the TLS transport itself.
+    """
+    if hasattr(factory, "setProtocolOptions"):
+        factory.setProtocolOptions(tcpNoDelay=listener.nodelay)
+    if tls_context is not None:
+        factory = TLSMemoryBIOFactory(tls_context, False, factory)
+    if listener.ignored_options:
+        _log.info(
+            "listener {kind}.{name}: {keys} accepted and ignored (one reactor accepts; no meaning in "
+            "Twisted)",
+            kind=listener.kind,
+            name=listener.name,
+            keys=", ".join(listener.ignored_options),
+        )
+    limits = ListenerLimits(factory, listener, clock, metrics)
+    limits.tls_context = tls_context
+    return limits
+
+
+def _peer(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+        return f"{peer.host}:{peer.port}"
+    except Exception:
+        return "unknown"

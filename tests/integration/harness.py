@@ -175,6 +175,28 @@ class GatewayHarness:
         self.clients.append(client)
         return client
 
+    @inlineCallbacks
+    def boot(self, client: Client, cid: str, interval: int = 300) -> Any:
+        """Send BootNotification from ``client`` and answer it Accepted from MQTT, as a central system."""
+        from ocpp.v16 import call
+
+        reply = client.call(call.BootNotification(charge_point_model="model1", charge_point_vendor="vendor1"))
+        (boot,) = yield self.wait_messages(f"ocpp/cp/{cid}", 1)
+        self.publish(
+            cid,
+            {
+                "MessageTypeId": 3,
+                "UniqueId": boot["UniqueId"],
+                "Payload": {
+                    "currentTime": "2026-11-24T12:00:00Z",
+                    "interval": interval,
+                    "status": "Accepted",
+                },
+            },
+        )
+        result = yield reply
+        return result
+
     def publish(self, cid: str, envelope: dict[str, Any] | bytes) -> None:
         assert self.recorder is not None
         data = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()

@@ -6,7 +6,6 @@ import base64
 import json
 from typing import Any
 
-from ocpp.v16 import call
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -19,8 +18,6 @@ from zope.interface import implementer
 from ocppgw.auth import Credentials, Decision, IAuthenticator
 from tests.integration.harness import GatewayHarness
 from tests.support import poll_until
-
-BOOT = call.BootNotification(charge_point_model="model1", charge_point_vendor="vendor1")
 
 
 class _GatewayTestCase(TestCase):
@@ -37,21 +34,7 @@ class _GatewayTestCase(TestCase):
     def booted(self, cid: str, interval: int = 300) -> Any:
         """Connect a ChargePoint, send BootNotification and answer it from MQTT like a central system."""
         client = yield self.gw.connect(cid)
-        reply = client.call(BOOT)
-        (boot,) = yield self.gw.wait_messages(f"ocpp/cp/{cid}", 1)
-        self.gw.publish(
-            cid,
-            {
-                "MessageTypeId": 3,
-                "UniqueId": boot["UniqueId"],
-                "Payload": {
-                    "currentTime": "2026-11-24T12:00:00Z",
-                    "interval": interval,
-                    "status": "Accepted",
-                },
-            },
-        )
-        result = yield reply
+        result = yield self.gw.boot(client, cid, interval)
         self.assertEqual(result.status, "Accepted")
         return client
 

@@ -14,7 +14,6 @@ import subprocess
 import tempfile
 from typing import Any
 
-from ocpp.v16 import call
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -26,7 +25,6 @@ from tests.support import free_port, poll_until
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 CLIENT_HOST = "127.0.0.2"
-BOOT = call.BootNotification(charge_point_model="model1", charge_point_vendor="vendor1")
 
 
 class HAProxy:
@@ -153,17 +151,7 @@ class _ProxyTestCase(TestCase):
         """``cid`` connects through HAProxy and boots; presence and Credentials carry 127.0.0.2:<port>."""
         client, local_port = yield self.connect_via(frontend, cid, scheme, **kwargs)
         expected = f"{CLIENT_HOST}:{local_port}"
-        reply = client.call(BOOT)
-        (boot,) = yield self.gw.wait_messages(f"ocpp/cp/{cid}", 1)
-        self.gw.publish(
-            cid,
-            {
-                "MessageTypeId": 3,
-                "UniqueId": boot["UniqueId"],
-                "Payload": {"currentTime": "2026-11-24T12:00:00Z", "interval": 300, "status": "Accepted"},
-            },
-        )
-        result = yield reply
+        result = yield self.gw.boot(client, cid)
         self.assertEqual(result.status, "Accepted")
         (presence,) = yield self.gw.wait_messages(f"ocpp/cp/{cid}/Presence", 1)
         self.assertEqual((presence["status"], presence["peer"]), ("connected", expected))

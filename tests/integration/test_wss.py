@@ -9,7 +9,6 @@ import ssl
 import time
 from typing import Any
 
-from ocpp.v16 import call
 from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -21,7 +20,6 @@ from tests.devpki import client_context, make_dev_certs
 from tests.integration.harness import GatewayHarness
 from tests.support import poll_until
 
-BOOT = call.BootNotification(charge_point_model="model1", charge_point_vendor="vendor1")
 UPGRADE = (
     "GET /ocpp/{cid} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -120,17 +118,7 @@ class _WssTestCase(TestCase):
     def booted(self, cid: str, context: ssl.SSLContext, **kwargs: Any) -> Any:
         """A ChargePoint over wss sends BootNotification; the reply comes from MQTT."""
         client = yield self.gw.connect(cid, url=self.url(cid), ssl=context, **kwargs)
-        reply = client.call(BOOT)
-        (boot,) = yield self.gw.wait_messages(f"ocpp/cp/{cid}", 1)
-        self.gw.publish(
-            cid,
-            {
-                "MessageTypeId": 3,
-                "UniqueId": boot["UniqueId"],
-                "Payload": {"currentTime": "2026-11-24T12:00:00Z", "interval": 300, "status": "Accepted"},
-            },
-        )
-        result = yield reply
+        result = yield self.gw.boot(client, cid)
         self.assertEqual(result.status, "Accepted")
         return client
 

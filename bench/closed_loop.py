@@ -1,0 +1,385 @@
+"""Closed-loop throughput and latency: ocppgw against a bare Autobahn server, in one run.
+
+Gateway side: a private Mosquitto, the gateway (``twistd -n ocppgw`` with a
+generated gw.ini: free loopback port, message_format_checking disable, every
+other key at its default) and ``responder.py``, a paho client answering every
+Call from MQTT.  N charge points (``loadgen.py closed``, its own process) each
+send a Heartbeat Call and wait for its CallResult before the next:
+
+    CP -> gateway -> MQTT ocpp/cp/<cid> -> responder -> MQTT ocpp/cs/<cid> -> gateway -> CP
+
+Bare side: ``bare_server.py``, a Twisted + Autobahn server answering each Call
+itself, under the same load generator.
+
+Both stacks are started once; then ``--rounds`` rounds run alternately (gateway,
+bare, gateway, ...), so that other work on the machine weighs on both sides alike.
+Each round opens N fresh connections, warms up, and measures a fixed window.
+Prints one JSON object: per side the medians over the rounds of calls/s and
+p50/p99 round-trip latency (ms), the CPU each process used in the window (cores,
+and microseconds per call), every round's figures, the ratio gateway/bare of the
+median rates, and versions.
+
+    .venv/bin/python bench/closed_loop.py [--cps 100] [--duration 10] [--rounds 3] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common
+
+LOADGEN = os.path.join(common.BENCH_DIR, "loadgen.py")
+RESPONDER = os.path.join(common.BENCH_DIR, "responder.py")
+BARE = os.path.join(common.BENCH_DIR, "bare_server.py")
+
+
+def run_load(
+    args: argparse.Namespace, work: common.Workdir, label: str, url: str, watched: dict[str, int]
+) -> dict[str, Any]:
+    """One round: the closed loop against ``url``; ``watched`` names the server-side pids whose CPU
+    is reported.  ``label`` names the round's files and its charge point ids."""
+    connect_allowance = 2.0 + args.cps / 250
+    t_start = time.time() + connect_allowance + args.warmup
+    t_end = t_start + args.duration
+    procs = max(1, min(args.loadgen_procs, args.cps))
+    share, extra = divmod(args.cps, procs)
+    loadgens = []
+    first = 0
+    for i in range(procs):
+        count = share + (1 if i < extra else 0)
+        out = work.file(f"loadgen-{label}{i}.json")
+        log = open(work.file(f"loadgen-{label}{i}.log"), "ab")
+        argv = [
+            common.PYTHON,
+            LOADGEN,
+            "closed",
+            "--url",
+            url,
+            "--prefix",
+            f"{label}cp",
+            "--first",
+            str(first),
+            "--count",
+            str(count),
+            "--t-start",
+            repr(t_start),
+            "--t-end",
+            repr(t_end),
+            "--out",
+            out,
+        ]
+        loadgens.append((common.spawn(argv, log=log), out))
+        log.close()
+        first += count
+    pids = dict(watched)
+    for i, (process, _) in enumerate(loadgens):
+        pids[f"loadgen{i}" if procs > 1 else "loadgen"] = process.pid
+
+    time.sleep(max(0.0, t_start - time.time()))
+    profilers = []
+    if args.profile:
+        for name, pid in pids.items():
+            if name == "mosquitto":
+                continue
+            out = os.path.join(args.profile, f"{label}-{name}.txt")
+            argv = [args.py_spy, "record", "--nonblocking", "--threads", "-r", "200", *args.py_spy_opt]
+            argv += ["-p", str(pid), "-d", str(int(args.duration)), "-f", "raw", "-o", out]
+            profilers.append(common.spawn(argv))
+    before = {name: common.cpu_seconds(pid) for name, pid in pids.items()}
+    system_before, irq_before = common.system_cpu()
+    everyone_before = common.all_cpu_seconds()
+    wall_before = time.monotonic()
+    time.sleep(max(0.0, t_end - time.time()))
+    after = {name: common.cpu_seconds(pid) for name, pid in pids.items()}
+    system_after, irq_after = common.system_cpu()
+    everyone_after = common.all_cpu_seconds()
+    system = system_after - system_before
+    wall = time.monotonic() - wall_before
+    ours = sum(after[name] - before[name] for name in pids)
+
+    for profiler in profilers:
+        try:
+            profiler.wait(timeout=30)
+        except Exception:
+            common.stop(profiler)
+    samples: list[float] = []
+    errors: dict[str, int] = {}
+    connected = 0
+    for process, out in loadgens:
+        try:
+            process.wait(timeout=40)
+        except Exception:
+            common.stop(process)
+            raise RuntimeError(f"{label}: a load generator did not finish; see {work.path}") from None
+        if process.returncode != 0 or not os.path.exists(out):
+            raise RuntimeError(f"{label}: a load generator failed ({process.returncode}); see {work.path}")
+        with open(out, encoding="utf-8") as f:
+            part = json.load(f)
+        samples.extend(part["latencies_s"])
+        connected += part["connected"]
+        if not part["connected_before_start"]:
+            errors["connected_late"] = errors.get("connected_late", 0) + 1
+        for key, value in part["errors"].items():
+            errors[key] = errors.get(key, 0) + value
+    samples.sort()
+
+    def ms(fraction: float) -> float | None:
+        value = common.percentile(samples, fraction)
+        return None if value is None else round(value * 1000, 3)
+
+    calls = len(samples)
+    cpu = {name: after[name] - before[name] for name in pids}
+    return {
+        "calls_per_s": round(calls / args.duration, 1),
+        "calls": len(samples),
+        "p50_ms": ms(0.50),
+        "p99_ms": ms(0.99),
+        "max_ms": round(samples[-1] * 1000, 3) if samples else None,
+        "connected": connected,
+        "errors": {k: v for k, v in errors.items() if v},
+        "cpu_cores": {name: round(used / wall, 3) for name, used in cpu.items()},
+        "cpu_us_per_call": {
+            name: round(1e6 * used / calls, 1) if calls else None for name, used in cpu.items()
+        },
+        # busy cores outside the benchmark's processes (other work on the machine, the kernel)
+        "cpu_cores_other": round(max(0.0, system - ours) / wall, 3),
+        "cpu_cores_irq": round((irq_after - irq_before) / wall, 3),  # included in other
+        "cpu_other_top": common.top_other(
+            everyone_before, everyone_after, set(pids.values()) | {os.getpid()}, wall
+        ),
+    }
+
+
+class GatewayStack:
+    """Private Mosquitto, the gateway under twistd, and the responder."""
+
+    def __init__(self, args: argparse.Namespace, work: common.Workdir) -> None:
+        self.args = args
+        self.work = work
+        self.broker = common.Broker(work, args.broker_option)
+        self.gateway: common.Gateway | None = None
+        self.responder: Any = None
+
+    def start(self, lifetime: float) -> None:
+        args, work = self.args, self.work
+        self.broker.start()
+        self.gateway = common.Gateway(work, self.broker.port, _gateway_options(args.gateway_option))
+        self.gateway.start()
+        log = open(work.file("responder.log"), "ab")
+        self.responder = common.spawn(
+            [
+                common.PYTHON,
+                RESPONDER,
+                "--port",
+                str(self.broker.port),
+                "--qos",
+                str(args.responder_qos),
+                "--max-seconds",
+                str(lifetime),
+            ],
+            log=log,
+            stdout=common.subprocess.PIPE,
+        )
+        log.close()
+        if common.read_line(self.responder.stdout, 15, "the responder to subscribe") != "ready":
+            raise RuntimeError("the responder did not report ready")
+
+    def run(self, label: str) -> dict[str, Any]:
+        assert self.gateway is not None and self.broker.process is not None
+        watched = {
+            "gateway": self.gateway.pid,
+            "mosquitto": self.broker.process.pid,
+            "responder": self.responder.pid,
+        }
+        result = run_load(self.args, self.work, label, f"ws://127.0.0.1:{self.gateway.port}/ocpp/", watched)
+        result["gateway_rss_kb"] = common.rss_kb(self.gateway.pid)
+        return result
+
+    def stop(self) -> None:
+        common.stop(self.responder)
+        if self.gateway is not None:
+            self.gateway.stop()
+        self.broker.stop()
+
+
+class BareStack:
+    """The bare Autobahn server."""
+
+    def __init__(self, args: argparse.Namespace, work: common.Workdir) -> None:
+        self.args = args
+        self.work = work
+        self.server: Any = None
+        self.port = 0
+
+    def start(self, lifetime: float) -> None:
+        log = open(self.work.file("bare.log"), "ab")
+        self.server = common.spawn(
+            [common.PYTHON, BARE, "--port", "0", "--max-seconds", str(lifetime)],
+            log=log,
+            stdout=common.subprocess.PIPE,
+        )
+        log.close()
+        self.port = int(common.read_line(self.server.stdout, 15, "the bare server to listen").split()[1])
+
+    def run(self, label: str) -> dict[str, Any]:
+        url = f"ws://127.0.0.1:{self.port}/ocpp/"
+        return run_load(self.args, self.work, label, url, {"bare_server": self.server.pid})
+
+    def stop(self) -> None:
+        common.stop(self.server)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the rounds; the per-round figures stay in ``rounds``."""
+
+    def med(key: str) -> float | None:
+        values = [r[key] for r in rounds if r[key] is not None]
+        return round(_median(values), 3) if values else None
+
+    names = rounds[0]["cpu_cores"].keys()
+    return {
+        "calls_per_s": med("calls_per_s"),
+        "p50_ms": med("p50_ms"),
+        "p99_ms": med("p99_ms"),
+        "cpu_cores": {n: round(_median([r["cpu_cores"][n] for r in rounds]), 3) for n in names},
+        "cpu_us_per_call": {
+            n: round(_median([r["cpu_us_per_call"][n] or 0.0 for r in rounds]), 1) for n in names
+        },
+        "cpu_cores_other": med("cpu_cores_other"),
+        "errors": sum(sum(r["errors"].values()) for r in rounds),
+        "rounds": rounds,
+    }
+
+
+def _gateway_options(options: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for option in options:
+        name, _, value = option.partition("=")
+        section, _, key = name.strip().rpartition(".")
+        if not section or not key or not _:
+            raise SystemExit(f"--gateway-option wants SECTION.KEY=VALUE, got {option!r}")
+        out.setdefault(section, {})[key] = value.strip()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cps", type=int, default=100, help="charge points (connections)")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds per side, alternating gateway and bare; the JSON gives medians and every round",
+    )
+    parser.add_argument("--loadgen-procs", type=int, default=1, help="load generator processes")
+    parser.add_argument("--responder-qos", type=int, default=1, choices=(0, 1, 2))
+    parser.add_argument(
+        "--broker-option",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="extra mosquitto.conf line, e.g. 'max_inflight_messages 100' (repeatable)",
+    )
+    parser.add_argument(
+        "--gateway-option",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="extra gw.ini setting, e.g. upstream.qos=0 (repeatable)",
+    )
+    parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy each Python process during the window; collapsed stacks to DIR",
+    )
+    parser.add_argument("--py-spy", default=os.path.join(os.path.dirname(common.PYTHON), "py-spy"))
+    parser.add_argument("--py-spy-opt", action="append", default=[], help="extra py-spy option, e.g. --gil")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="first wait up to S seconds for other work on the machine to stop (< 0.3 busy cores)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+    args = parser.parse_args()
+    common.raise_nofile()
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+
+    background = common.wait_quiet(args.wait_quiet, name="closed_loop")
+    work = common.Workdir("ocppgw-bench-closed-", keep=args.keep)
+    ok = False
+    stacks: list[Any] = []
+    try:
+        started = datetime.now(UTC)
+        per_round = 2.0 + args.cps / 250 + args.warmup + args.duration + 15
+        lifetime = 2 * args.rounds * per_round + 120  # children stop by themselves after this
+        gateway_stack, bare_stack = GatewayStack(args, work), BareStack(args, work)
+        stacks.extend([gateway_stack, bare_stack])
+        gateway_stack.start(lifetime)
+        bare_stack.start(lifetime)
+        gateway_rounds, bare_rounds = [], []
+        for i in range(args.rounds):
+            gateway_rounds.append(gateway_stack.run(f"gw{i}-"))
+            bare_rounds.append(bare_stack.run(f"bare{i}-"))
+        gateway, bare = summarize(gateway_rounds), summarize(bare_rounds)
+        ratio = round(gateway["calls_per_s"] / bare["calls_per_s"], 3) if bare["calls_per_s"] else None
+        result = {
+            "benchmark": "closed_loop",
+            "date": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "cps": args.cps,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "loadgen_procs": max(1, min(args.loadgen_procs, args.cps)),
+            "responder_qos": args.responder_qos,
+            "gateway_options": args.gateway_option,
+            "broker_options": args.broker_option,
+            "busy_cores_before_run": round(background, 3),
+            "gateway": gateway,
+            "bare": bare,
+            "ratio_gateway_to_bare": ratio,
+            # the load generator is not the bottleneck while it stays well below one core
+            "loadgen_max_cpu_cores": max(
+                cores
+                for r in gateway_rounds + bare_rounds
+                for name, cores in r["cpu_cores"].items()
+                if name.startswith("loadgen")
+            ),
+            "target_ratio": 0.5,
+            "target_met": ratio is not None and ratio >= 0.5,
+            "versions": common.versions(),
+        }
+        if args.keep:
+            result["workdir"] = work.path
+        common.dump(result, args.out)
+        ok = True
+    finally:
+        for stack in stacks:
+            stack.stop()
+        if not ok:
+            print(f"closed_loop: failed; logs in {work.path}", file=sys.stderr)
+            work.keep = True
+        work.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

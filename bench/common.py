@@ -1,0 +1,398 @@
+"""Shared plumbing of the benchmarks: private Mosquitto, gateway subprocess, process statistics.
+
+Every child is started with PR_SET_PDEATHSIG, so it dies with the benchmark
+process even if that one is killed, and every wait here has a deadline.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import platform
+import pwd
+import resource
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import IO, Any
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH_DIR)
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+PYTHON = sys.executable
+# What the twistd console script does, with this interpreter (``python -m twisted.scripts.twistd``
+# runs nothing: that module has no __main__ guard). The checkout goes on PYTHONPATH, so the gateway
+# and its plugin are this working tree's whether or not ocppgw is installed.
+TWISTD = ["-c", "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def raise_nofile() -> tuple[int, int]:
+    """Raise this process's RLIMIT_NOFILE soft limit to the hard limit; returns the new limits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def _child_setup() -> None:
+    """Runs in each child between fork and exec: die with the parent, and may open many sockets."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+    raise_nofile()
+    os.setsid()  # a Ctrl-C in the terminal is for the benchmark, which stops its children in order
+
+
+def spawn(
+    argv: Sequence[str], log: IO[bytes] | int | None = None, stdout: Any = None, **kwargs: Any
+) -> subprocess.Popen:
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout if stdout is not None else (log if log is not None else subprocess.DEVNULL),
+        stderr=log if log is not None else subprocess.DEVNULL,
+        preexec_fn=_child_setup,
+        **kwargs,
+    )
+
+
+def stop(process: subprocess.Popen | None, timeout: float = 15.0) -> int | None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit status."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    return process.returncode
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+def read_line(stream: IO[bytes], timeout: float, what: str) -> str:
+    """One line from a child's stdout pipe, waiting at most ``timeout`` seconds."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+    line = stream.readline()
+    if not line:
+        raise RuntimeError(f"{what}: the process ended without answering")
+    return line.decode("utf-8", "replace").strip()
+
+
+class Workdir:
+    """A temporary directory holding configs and logs; kept when ``keep`` is set."""
+
+    def __init__(self, prefix: str, keep: bool = False) -> None:
+        self.path = tempfile.mkdtemp(prefix=prefix)
+        self.keep = keep
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def cleanup(self) -> None:
+        if not self.keep:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+class Broker:
+    """A private Mosquitto on 127.0.0.1 and a free port, no persistence."""
+
+    def __init__(self, work: Workdir, extra: Sequence[str] = ()) -> None:
+        self.work = work
+        self.extra = list(extra)
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        conf = self.work.file("mosquitto.conf")
+        with open(conf, "w", encoding="utf-8") as f:
+            f.write(
+                "\n".join(
+                    [
+                        f"listener {self.port} 127.0.0.1",
+                        "allow_anonymous true",
+                        "persistence false",
+                        f"user {pwd.getpwuid(os.getuid()).pw_name}",
+                        "log_dest stderr",
+                        "log_type error",
+                        "log_type warning",
+                        *self.extra,
+                    ]
+                )
+                + "\n"
+            )
+        log = open(self.work.file("mosquitto.log"), "ab")
+        self.process = spawn([MOSQUITTO, "-c", conf], log=log)
+        log.close()
+        process = self.process
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with status {process.returncode}; see {self.work.path}")
+            return port_accepts(self.port)
+
+        wait_until(up, timeout, f"mosquitto on port {self.port}")
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def gateway_ini(ws_port: int, mqtt_port: int, extra: dict[str, dict[str, str]] | None = None) -> str:
+    sections: dict[str, dict[str, str]] = {
+        "gateway": {"message_format_checking": "disable", "node_name": f"bench{os.getpid()}"},
+        "mqtt": {"host": "127.0.0.1", "port": str(mqtt_port), "client_id": f"ocppgw-bench-{os.getpid()}"},
+        "listeners.ws.bench": {"bind": f"127.0.0.1:{ws_port}"},
+    }
+    for section, values in (extra or {}).items():
+        sections.setdefault(section, {}).update(values)
+    out = []
+    for section, values in sections.items():
+        out.append(f"[{section}]")
+        out.extend(f"{key} = {value}" for key, value in values.items())
+        out.append("")
+    return "\n".join(out)
+
+
+class Gateway:
+    """``twistd -n ocppgw --config gw.ini`` in a subprocess, on a free loopback port."""
+
+    def __init__(self, work: Workdir, mqtt_port: int, extra: dict[str, dict[str, str]] | None = None) -> None:
+        self.work = work
+        self.port = free_port()
+        self.ini = work.file("gw.ini")
+        self.log_path = work.file("gateway.log")
+        with open(self.ini, "w", encoding="utf-8") as f:
+            f.write(gateway_ini(self.port, mqtt_port, extra))
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout: float = 30.0) -> None:
+        argv = [
+            PYTHON,
+            *TWISTD,
+            "-n",
+            "--pidfile=",
+            f"--logfile={self.log_path}",
+            "ocppgw",
+            "--config",
+            self.ini,
+        ]
+        stderr = open(self.work.file("gateway.stderr"), "ab")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+        self.process = spawn(argv, log=stderr, cwd=REPO, env=env)
+        stderr.close()
+        process = self.process
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the gateway exited with status {process.returncode}; see {self.work.path}"
+                )
+            if not os.path.exists(self.log_path):
+                return False
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+            return "connected to MQTT broker" in text and port_accepts(self.port)
+
+        wait_until(up, timeout, "the gateway to listen and reach the broker", interval=0.1)
+
+    def stop(self) -> int | None:
+        return stop(self.process, timeout=20)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds all cores spent busy (not idle, not waiting for I/O) since boot, from /proc/stat."""
+    return system_cpu()[0]
+
+
+def system_cpu() -> tuple[float, float]:
+    """(busy, interrupt) CPU seconds of all cores since boot, from /proc/stat; interrupt time (irq and
+    softirq: on loopback, most of the TCP receive path) is part of busy."""
+    with open("/proc/stat", encoding="ascii") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    guest = sum(values[8:10])  # already counted in user and nice
+    return (sum(values) - guest - idle) / CLOCK_TICKS, (values[5] + values[6]) / CLOCK_TICKS
+
+
+def busy_cores(seconds: float = 1.0) -> float:
+    """How many cores were busy, on average, over the next ``seconds``."""
+    before = system_busy_seconds()
+    time.sleep(seconds)
+    return (system_busy_seconds() - before) / seconds
+
+
+def wait_quiet(limit_s: float, threshold: float = 0.3, name: str = "bench") -> float:
+    """Wait up to ``limit_s`` seconds for the machine to have fewer than ``threshold`` busy cores;
+    returns the last reading and warns on stderr when it never got that quiet."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        busy = busy_cores(1.0)
+        if busy < threshold or time.monotonic() >= deadline:
+            break
+    if busy >= threshold:
+        print(
+            f"{name}: warning: {busy:.2f} cores busy with other work before the run; "
+            "figures will be lower than on a quiet machine",
+            file=sys.stderr,
+        )
+    return busy
+
+
+def all_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """pid -> (command line, CPU seconds) of every process now."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+            out[int(entry)] = (cmd[:120], cpu_seconds(int(entry)))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def top_other(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    ours: set[int],
+    wall: float,
+    count: int = 3,
+) -> list[list[Any]]:
+    """The processes outside ``ours`` that used the most CPU between two ``all_cpu_seconds`` readings."""
+    used = []
+    for pid, (cmd, seconds) in after.items():
+        if pid in ours:
+            continue
+        used.append((seconds - before.get(pid, (cmd, 0.0))[1], pid, cmd))
+    used.sort(reverse=True)
+    return [[round(u / wall, 3), cmd] for u, _pid, cmd in used[:count] if u / wall >= 0.02]
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of a process in KiB, from /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return None
+    rank = max(1, int(-(-fraction * len(sorted_values) // 1)))  # ceil
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, Any]:
+    try:
+        mosquitto = subprocess.run(
+            [MOSQUITTO, "-h"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout.splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        mosquitto = None
+    cpu = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "-C", REPO, "describe", "--always", "--dirty"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        commit = None
+    return {
+        "python": platform.python_version(),
+        "ocppgw": _version("ocppgw"),
+        "ocppgw_checkout": commit,
+        "twisted": _version("twisted"),
+        "autobahn": _version("autobahn"),
+        "paho-mqtt": _version("paho-mqtt"),
+        "websockets": _version("websockets"),
+        "mosquitto": mosquitto,
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+    }
+
+
+def dump(result: dict[str, Any], path: str | None) -> None:
+    text = json.dumps(result, indent=2)
+    print(text, flush=True)
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text + "\n")

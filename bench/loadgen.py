@@ -1,0 +1,278 @@
+"""Charge point load generator: asyncio + websockets, one process, many connections.
+
+Two modes, both run by the benchmark scripts as a subprocess:
+
+``closed``  N charge points in a closed loop: each sends ``[2,id,"Heartbeat",{}]``
+            and waits for the CallResult before sending the next one.  Calls that
+            complete inside [t_start, t_end) (wall clock) are counted and their
+            round-trip times recorded.  Writes JSON to ``--out``.  Built on
+            websockets' sans-I/O protocol and asyncio callbacks (no task or future
+            per call), so it costs the machine as little CPU as possible.
+``idle``    opens connections at a bounded rate; each sends one BootNotification
+            and waits for its CallResult, then stays open and silent.  Prints one
+            JSON line to stdout when done, then holds the connections until
+            SIGTERM or ``--hold-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from time import perf_counter
+from typing import Any
+
+from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import raise_nofile
+
+
+def _connect(url: str, open_timeout: float = 30.0) -> Any:
+    return connect(
+        url,
+        subprotocols=["ocpp1.6"],
+        compression=None,
+        ping_interval=None,
+        open_timeout=open_timeout,
+        close_timeout=2,
+        user_agent_header=None,
+    )
+
+
+def _is_reply(text: Any, unique_id: str) -> bool:
+    if isinstance(text, str) and text.startswith(f'[3,"{unique_id}",'):
+        return True
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(frame, list) and len(frame) == 3 and frame[0] == 3 and frame[1] == unique_id
+
+
+class _ClosedLoopCP(asyncio.Protocol):
+    """One charge point in the closed loop, driven by callbacks: websockets' sans-I/O protocol does
+    the handshake and the framing, and each CallResult that arrives sends the next Call at once, so
+    no task, future or queue is involved per call."""
+
+    def __init__(self, run: _ClosedLoop, index: int, url: str) -> None:
+        self.run = run
+        self.index = index
+        self.ws = ClientProtocol(parse_uri(url), subprotocols=[Subprotocol("ocpp1.6")])
+        self.transport: Any = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.seq = 0
+        self.unique_id = ""
+        self.sent_at = 0.0
+        self.finished = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.ws.send_request(self.ws.connect())
+        self._flush()
+
+    def _flush(self) -> None:
+        for data in self.ws.data_to_send():
+            if data:
+                self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        for event in ws.events_received():
+            if isinstance(event, Frame):
+                if event.opcode is Opcode.TEXT:
+                    self._reply(event.data.decode("utf-8"))
+            elif isinstance(event, Response) and not self.opened.done():
+                if ws.handshake_exc is not None:
+                    self.opened.set_exception(ws.handshake_exc)
+                else:
+                    self.opened.set_result(None)
+        self._flush()  # pongs, close frames
+
+    def send_call(self) -> None:
+        if perf_counter() >= self.run.end:
+            self._finish()
+            return
+        self.unique_id = unique_id = f"{self.index}.{self.seq}"
+        self.seq += 1
+        self.sent_at = perf_counter()
+        self.ws.send_text(f'[2,"{unique_id}","Heartbeat",{{}}]'.encode())
+        self._flush()
+
+    def _reply(self, text: str) -> None:
+        now = perf_counter()
+        run = self.run
+        if not _is_reply(text, self.unique_id):
+            run.errors["bad_reply"] += 1
+        elif run.start <= now < run.end:
+            run.samples.append(now - self.sent_at)
+        self.send_call()
+
+    def _finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.run.finished(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("connection closed during the handshake"))
+        elif not self.finished:
+            self.run.errors["closed"] += 1
+            print(f"loadgen: CP {self.index}: connection lost: {exc!r}", file=sys.stderr, flush=True)
+            self._finish()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.ws.send_close(1000)
+            self._flush()
+            self.transport.close()
+
+
+class _ClosedLoop:
+    def __init__(self, start: float, end: float) -> None:
+        self.start = start
+        self.end = end
+        self.samples: list[float] = []
+        self.errors = {"connect": 0, "bad_reply": 0, "closed": 0}
+        self.running = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def finished(self, cp: _ClosedLoopCP) -> None:
+        self.running -= 1
+        if self.running == 0 and not self.done.done():
+            self.done.set_result(None)
+
+
+async def closed(args: argparse.Namespace) -> dict[str, Any]:
+    offset = time.time() - perf_counter()
+    run = _ClosedLoop(args.t_start - offset, args.t_end - offset)  # perf_counter times
+    loop = asyncio.get_running_loop()
+    host, port = _host_port(args.url)
+
+    async def open_one(index: int) -> _ClosedLoopCP | None:
+        cid = f"{args.prefix}{index}"
+        try:
+            _transport, cp = await asyncio.wait_for(
+                loop.create_connection(lambda: _ClosedLoopCP(run, index, args.url + cid), host, port), 30
+            )
+            await asyncio.wait_for(cp.opened, 30)
+            return cp
+        except Exception as e:
+            run.errors["connect"] += 1
+            print(f"loadgen: {cid}: connect failed: {e!r}", file=sys.stderr, flush=True)
+            return None
+
+    opened = await asyncio.gather(*(open_one(i) for i in range(args.first, args.first + args.count)))
+    cps = [cp for cp in opened if cp is not None]
+    connected_at = perf_counter()
+    run.running = len(cps)
+    for cp in cps:
+        cp.send_call()
+    if cps:
+        try:
+            await asyncio.wait_for(asyncio.shield(run.done), max(0.0, run.end - perf_counter()) + 10)
+        except TimeoutError:
+            run.errors["stuck"] = sum(1 for cp in cps if not cp.finished)
+    for cp in cps:
+        cp.close()
+    await asyncio.sleep(0.2)
+    return {
+        "cps": args.count,
+        "connected": len(cps),
+        "connected_before_start": connected_at < run.start,
+        "latencies_s": run.samples,
+        "errors": run.errors,
+    }
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    uri = parse_uri(url + "x")
+    return uri.host, uri.port
+
+
+async def idle(args: argparse.Namespace) -> None:
+    held: list[Any] = []
+    failures: dict[str, int] = {}
+    slots = asyncio.Semaphore(args.concurrency)
+    begin = time.monotonic()
+
+    async def open_one(index: int) -> None:
+        cid = f"{args.prefix}{index}"
+        await asyncio.sleep(max(0.0, begin + (index - args.first) / args.rate - time.monotonic()))
+        async with slots:
+            try:
+                ws = await _connect(args.url + cid)
+            except Exception as e:
+                key = f"connect: {type(e).__name__}"
+                failures[key] = failures.get(key, 0) + 1
+                return
+            unique_id = f"boot-{cid}"
+            try:
+                await ws.send(
+                    f'[2,"{unique_id}","BootNotification",'
+                    f'{{"chargePointVendor":"bench","chargePointModel":"idle"}}]'
+                )
+                reply = await asyncio.wait_for(ws.recv(), args.reply_timeout)
+            except Exception as e:
+                key = f"boot: {type(e).__name__}"
+                failures[key] = failures.get(key, 0) + 1
+                await ws.close()
+                return
+            if not _is_reply(reply, unique_id):
+                failures["boot: bad reply"] = failures.get("boot: bad reply", 0) + 1
+            held.append(ws)
+
+    await asyncio.gather(*(open_one(i) for i in range(args.first, args.first + args.count)))
+    elapsed = time.monotonic() - begin
+    print(json.dumps({"opened": len(held), "failures": failures, "seconds": round(elapsed, 2)}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await asyncio.wait_for(stop.wait(), args.hold_seconds)
+    except TimeoutError:
+        pass
+    still_open = sum(1 for ws in held if ws.close_code is None)
+    print(f"loadgen: {still_open} of {len(held)} connections still open at exit", file=sys.stderr, flush=True)
+    # Let the kernel close the sockets: a clean close of thousands of connections adds nothing here.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", choices=("closed", "idle"))
+    parser.add_argument("--url", required=True, help="WebSocket URL up to the charge point id")
+    parser.add_argument("--prefix", default="cp", help="charge point ids are <prefix><n>")
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--t-start", type=float, help="closed: wall-clock start of the measured window")
+    parser.add_argument("--t-end", type=float, help="closed: wall-clock end of the measured window")
+    parser.add_argument("--out", help="closed: write the result JSON here")
+    parser.add_argument("--rate", type=float, default=500.0, help="idle: connections opened per second")
+    parser.add_argument("--concurrency", type=int, default=100, help="idle: handshakes in progress at most")
+    parser.add_argument("--reply-timeout", type=float, default=30.0)
+    parser.add_argument("--hold-seconds", type=float, default=300.0)
+    args = parser.parse_args()
+    raise_nofile()
+    if args.mode == "closed":
+        result = asyncio.run(closed(args))
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(result, f)
+    else:
+        asyncio.run(idle(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -302,7 +302,7 @@ def main() -> int:
         metavar="SECTION.KEY=VALUE",
         help="extra gw.ini setting, e.g. upstream.qos=0 (repeatable)",
     )
-    parser.add_argument("--out", help="also write the JSON here")
+    common.add_run_options(parser)
     parser.add_argument(
         "--profile",
         metavar="DIR",
@@ -310,14 +310,6 @@ def main() -> int:
     )
     parser.add_argument("--py-spy", default=os.path.join(os.path.dirname(common.PYTHON), "py-spy"))
     parser.add_argument("--py-spy-opt", action="append", default=[], help="extra py-spy option, e.g. --gil")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="first wait up to S seconds for other work on the machine to stop (< 0.3 busy cores)",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     args = parser.parse_args()
     common.raise_nofile()
     if args.profile:

@@ -37,6 +37,19 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
 
 
+def add_run_options(parser: Any) -> None:
+    """The options every benchmark takes: where to write JSON, waiting for a quiet machine, keeping files."""
+    parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="first wait up to S seconds for other work on the machine to stop (< 0.3 busy cores)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+
+
 def raise_nofile() -> tuple[int, int]:
     """Raise this process's RLIMIT_NOFILE soft limit to the hard limit; returns the new limits."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -166,15 +166,7 @@ def main() -> int:
     parser.add_argument("--client-procs", type=int, default=2, help="client processes")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to wait before each RSS reading")
     parser.add_argument("--ping-interval", default="1h", help="the gateway's [gateway] ping_interval")
-    parser.add_argument("--out", help="also write the JSON here")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="first wait up to S seconds for other work on the machine to stop (< 0.3 busy cores)",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+    common.add_run_options(parser)
     args = parser.parse_args()
     common.raise_nofile()
     background = common.wait_quiet(args.wait_quiet, name="idle_memory")

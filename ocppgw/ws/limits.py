@@ -136,29 +136,22 @@ class LimitedProtocol(ProtocolWrapper):
         if now - self.stalled_since < listener.send_timeout:
             return True
         name = f"{listener.kind}.{listener.name}"
-        if listener.send_timeout_close:
-            self.factory.metrics.inc("send_timeouts", listener=name)
-            _log.warn(
-                "listener {listener}: peer {peer} has not read for {seconds:g}s ({pending} bytes "
-                "waiting): closing",
-                listener=name,
-                peer=_peer(below),
-                seconds=listener.send_timeout,
-                pending=pending,
-            )
-            below.abortConnection()
-            return False
-        if not self._reported:
+        close = listener.send_timeout_close
+        if close or not self._reported:
             self._reported = True
             self.factory.metrics.inc("send_timeouts", listener=name)
             _log.warn(
                 "listener {listener}: peer {peer} has not read for {seconds:g}s ({pending} bytes "
-                "waiting); send_timeout_close is off",
+                "waiting){outcome}",
                 listener=name,
                 peer=_peer(below),
                 seconds=listener.send_timeout,
                 pending=pending,
+                outcome=": closing" if close else "; send_timeout_close is off",
             )
+        if close:
+            below.abortConnection()
+            return False
         return True
 
 

@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 CHECKING_MODES = ("all", "upstream_only", "dnstream_only", "disable")
+NETWORK_LOOPS = ("reactor", "thread")
 
 
 class ConfigError(Exception):
@@ -87,6 +88,7 @@ class MqttSection:
     reconnect_delay_min: float = 1.0
     reconnect_delay_max: float = 30.0
     max_buffered_messages: int = 10000
+    network_loop: str = "reactor"  # who drives paho: the reactor, or paho's own thread
     # TLS to the broker (``ocppgw.mqtt.tls``); paths are absolute, the files read at start-up
     tls: bool = False
     cacertfile: Path | None = None
@@ -337,10 +339,15 @@ def _boolean(value: str) -> bool:
         raise _Invalid(f"expected true or false, {_got(value)}") from None
 
 
-def _checking_mode(value: str) -> str:
-    if value.lower() not in CHECKING_MODES:
-        raise _Invalid(f"expected one of {', '.join(CHECKING_MODES)}, {_got(value)}")
-    return value.lower()
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A converter accepting one of ``choices``, in any case, returned in lower case."""
+
+    def convert(value: str) -> str:
+        if value.lower() not in choices:
+            raise _Invalid(f"expected one of {', '.join(choices)}, {_got(value)}")
+        return value.lower()
+
+    return convert
 
 
 def _text(value: str) -> str:
@@ -463,18 +470,6 @@ def _bind(value: str) -> tuple[str, int]:
         raise _Invalid(str(e)) from None
 
 
-def _verify_mode(value: str) -> str:
-    if value.lower() not in VERIFY_MODES:
-        raise _Invalid(f"expected one of {', '.join(VERIFY_MODES)}, {_got(value)}")
-    return value.lower()
-
-
-def _client_cert_identity(value: str) -> str:
-    if value.lower() not in CLIENT_CERT_IDENTITIES:
-        raise _Invalid(f"expected one of {', '.join(CLIENT_CERT_IDENTITIES)}, {_got(value)}")
-    return value.lower()
-
-
 def _tls_versions(value: str) -> tuple[str, ...]:
     """A comma-separated list of consecutive TLS versions, newest first in the result."""
     names = [part.strip().lower() for part in value.split(",") if part.strip()]
@@ -571,7 +566,7 @@ _SECTIONS: dict[str, dict[str, _Option]] = {
         "mountpoint": _MOUNTPOINT,
         "default_heartbeat_interval": _Option(_duration),
         "heartbeat_checking_times_backoff": _Option(_int_min(1)),
-        "message_format_checking": _Option(_checking_mode),
+        "message_format_checking": _Option(_one_of(CHECKING_MODES)),
         _JSON_SCHEMA_DIR: _Option(_text),
         "json_schema_id_prefix": _Option(_text),
         "idle_timeout": _Option(_duration_positive),
@@ -605,6 +600,7 @@ _SECTIONS: dict[str, dict[str, _Option]] = {
         "reconnect_delay_min": _Option(_duration_positive),
         "reconnect_delay_max": _Option(_duration_positive),
         "max_buffered_messages": _Option(_int_min(1)),
+        "network_loop": _Option(_one_of(NETWORK_LOOPS)),
         "tls": _Option(_boolean),
         "cacertfile": _Option(_text),  # the three paths: converted by _Reader, which knows base_dir
         "certfile": _Option(_text),
@@ -636,13 +632,13 @@ _TLS_OPTIONS: dict[str, _Option] = {
     "keyfile": _Option(_text),
     "password": _Option(_optional_text, secret=True),
     "cacertfile": _Option(_text),
-    "verify": _Option(_verify_mode),
+    "verify": _Option(_one_of(VERIFY_MODES)),
     "fail_if_no_peer_cert": _Option(_boolean),
     "depth": _Option(_int_range(0, 100)),
     "versions": _Option(_tls_versions),
     "ciphers": _Option(_ciphers),
     "handshake_timeout": _Option(_duration_positive),
-    "client_cert_identity": _Option(_client_cert_identity),
+    "client_cert_identity": _Option(_one_of(CLIENT_CERT_IDENTITIES)),
 }
 _WSS_LISTENER_OPTIONS: dict[str, _Option] = {**_LISTENER_OPTIONS, **_TLS_OPTIONS}
 

@@ -17,6 +17,7 @@ from ocppgw.bridge import Gateway, node_will
 from ocppgw.config import GatewayConfig, ListenerSection
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.link import IMqttLink, PahoThreadLink
+from ocppgw.mqtt.reactor_link import PahoReactorLink
 from ocppgw.ocpp.schemas import SchemaRegistry
 from ocppgw.tls import ReloadableContextFactory, listener_options, reload_listener_options
 from ocppgw.ws.factory import OcppServerFactory
@@ -50,11 +51,10 @@ class GatewayService(MultiService):
         self.sighup = sighup
         self._previous_sighup: Any = None
         self.metrics = Metrics()
-        self.link = (
-            link
-            if link is not None
-            else PahoThreadLink(reactor, config.mqtt, self.metrics, will=node_will(config))
-        )
+        if link is None:
+            link_class = PahoReactorLink if config.mqtt.network_loop == "reactor" else PahoThreadLink
+            link = link_class(reactor, config.mqtt, self.metrics, will=node_will(config))
+        self.link = link
         self.gateway = Gateway(config, self.link, reactor, self.metrics, authenticator or AllowAll(), schemas)
         self.factories = {
             listener: OcppServerFactory(self.gateway, listener, config.gateway, self.metrics)

@@ -6,6 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from paho.mqtt import client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
@@ -140,3 +143,123 @@ class FakeConnection:
 
     def __repr__(self) -> str:
         return f"<FakeConnection {self.name}>"
+
+
+class FakeInfo:
+    def __init__(self, rc: int, mid: int) -> None:
+        self.rc = rc
+        self.mid = mid
+
+
+class FakeOutMessage:
+    def __init__(self, qos: int, state: Any) -> None:
+        self.qos = qos
+        self.state = state
+
+
+class FakePahoClient:
+    """Records what the link asks of paho; the test plays paho's network thread through its callbacks."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.calls: list[tuple[Any, ...]] = []
+        self.published: list[tuple[str, bytes, int, bool]] = []
+        self.subscribes: list[list[tuple[str, int]]] = []
+        self.unsubscribes: list[str] = []
+        self.paho_connected = False
+        self._mid = 0
+        self.on_connect: Any = None
+        self.on_connect_fail: Any = None
+        self.on_disconnect: Any = None
+        self.on_message: Any = None
+        self.on_publish: Any = None
+        self.on_subscribe: Any = None
+
+    def _next_mid(self) -> int:
+        self._mid += 1
+        return self._mid
+
+    # what the link calls
+
+    def username_pw_set(self, username: str | None, password: str | None = None) -> None:
+        self.calls.append(("username_pw_set", username, password))
+
+    def will_set(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.calls.append(("will_set", topic, payload, qos, retain))
+
+    def reconnect_delay_set(self, low: float, high: float) -> None:
+        self.calls.append(("reconnect_delay_set", low, high))
+
+    def max_inflight_messages_set(self, value: int) -> None:
+        self.calls.append(("max_inflight_messages_set", value))
+
+    def max_queued_messages_set(self, value: int) -> None:
+        self.calls.append(("max_queued_messages_set", value))
+
+    def connect_async(self, host: str, port: int, keepalive: int) -> None:
+        self.calls.append(("connect_async", host, port, keepalive))
+
+    def loop_start(self) -> None:
+        self.calls.append(("loop_start",))
+
+    def loop_stop(self) -> None:
+        self.calls.append(("loop_stop",))
+
+    def disconnect(self) -> None:
+        self.calls.append(("disconnect",))
+
+    def is_connected(self) -> bool:
+        return self.paho_connected
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> FakeInfo:
+        mid = self._next_mid()
+        if not self.paho_connected:
+            return FakeInfo(mqtt.MQTT_ERR_NO_CONN, mid)
+        self.published.append((topic, payload, qos, retain))
+        return FakeInfo(mqtt.MQTT_ERR_SUCCESS, mid)
+
+    def subscribe(self, entries: list[tuple[str, int]]) -> tuple[int, int]:
+        mid = self._next_mid()
+        if not self.paho_connected:
+            return mqtt.MQTT_ERR_NO_CONN, mid
+        self.subscribes.append(list(entries))
+        return mqtt.MQTT_ERR_SUCCESS, mid
+
+    def unsubscribe(self, topic_filter: str) -> tuple[int, int]:
+        self.unsubscribes.append(topic_filter)
+        return mqtt.MQTT_ERR_SUCCESS, self._next_mid()
+
+    # paho's network thread
+
+    def broker_connects(self) -> None:
+        self.paho_connected = True
+        self.on_connect(
+            self, None, mqtt.ConnectFlags(False), ReasonCode(PacketTypes.CONNACK, identifier=0), None
+        )
+
+    def broker_refuses(self) -> None:
+        self.on_connect(
+            self, None, mqtt.ConnectFlags(False), ReasonCode(PacketTypes.CONNACK, identifier=135), None
+        )
+
+    def broker_lost(self) -> None:
+        self.paho_connected = False
+        self.on_disconnect(
+            self, None, mqtt.DisconnectFlags(False), ReasonCode(PacketTypes.DISCONNECT, identifier=128), None
+        )
+
+    def connect_fails(self) -> None:
+        self.on_connect_fail(self, None)
+
+    def deliver(self, topic: str | bytes, payload: bytes) -> None:
+        message = mqtt.MQTTMessage(0, topic if isinstance(topic, bytes) else topic.encode())
+        message.payload = payload
+        self.on_message(self, None, message)
+
+    def ack(self, mid: int) -> None:
+        self.on_publish(self, None, mid, ReasonCode(PacketTypes.PUBACK, identifier=0), None)
+
+    def suback(self, mid: int, codes: list[int]) -> None:
+        self.on_subscribe(
+            self, None, mid, [ReasonCode(PacketTypes.SUBACK, identifier=c) for c in codes], None
+        )

@@ -121,6 +121,7 @@ keepalive = 120
 reconnect_delay_min = 2s
 reconnect_delay_max = 2s
 max_buffered_messages = 5
+network_loop = Thread
 
 [presence]
 enable = off
@@ -204,6 +205,7 @@ class AllKeysTests(SynchronousTestCase):
                 reconnect_delay_min=2.0,
                 reconnect_delay_max=2.0,
                 max_buffered_messages=5,
+                network_loop="thread",
             ),
         )
 
@@ -251,6 +253,10 @@ BAD_VALUES = [
     (
         "[mqtt]\nmax_buffered_messages = 0\n",
         "gw.ini: [mqtt] max_buffered_messages: expected an integer >= 1, got '0'",
+    ),
+    (
+        "[mqtt]\nnetwork_loop = asyncio\n",
+        "gw.ini: [mqtt] network_loop: expected one of reactor, thread, got 'asyncio'",
     ),
     (
         "[mqtt]\nreconnect_delay_min = 0s\n",
@@ -891,7 +897,7 @@ FUZZ_KEYS = [
     "max_frame_size", "ping_interval", "ping_timeout", "node_name", "shutdown_timeout", "topic",
     "reply_topic", "error_topic", "qos", "max_mqueue_len", "reply_timeout", "host", "port",
     "username", "password", "client_id", "keepalive", "reconnect_delay_min", "reconnect_delay_max",
-    "max_buffered_messages", "enable", "node_topic", "bind", "path", "BootNotification", "",
+    "max_buffered_messages", "network_loop", "enable", "node_topic", "bind", "path", "BootNotification", "",
     "a b", "[x", "${A}", "9", "\x00",
 ]  # fmt: skip
 FUZZ_VALUES = [

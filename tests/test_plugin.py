@@ -22,6 +22,7 @@ from zope.interface.verify import verifyObject
 from ocppgw import tap
 from ocppgw.config import GatewayConfig, config_from_string
 from ocppgw.mqtt.link import IMqttLink, PahoThreadLink
+from ocppgw.mqtt.reactor_link import PahoReactorLink
 from ocppgw.service import GatewayService
 from ocppgw.ws.factory import OcppServerFactory
 
@@ -214,9 +215,15 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(service, GatewayService)
         self.assertIs(service.config, options.gateway_config)
         self.assertIs(service.reactor, reactor)
-        self.assertIsInstance(service.link, PahoThreadLink)
+        self.assertIsInstance(service.link, PahoReactorLink)
         self.assertEqual(reactor.tcpServers, [])
         self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_thread_network_loop(self) -> None:
+        """``[mqtt] network_loop = thread`` gives the link whose paho loop runs in its own thread."""
+        config = config_from_string(TWO_LISTENERS + "\n[mqtt]\nnetwork_loop = thread\n", source="gw.ini")
+        service = GatewayService(config, MemoryReactorClock())
+        self.assertIsInstance(service.link, PahoThreadLink)
 
 
 class GatewayServiceWiringTests(SynchronousTestCase):

@@ -1,11 +1,16 @@
 """The gateway's one connection to the MQTT broker.
 
+``PahoLink`` holds what does not depend on who drives paho's network loop:
+buffering, ordered replay after an outage, subscriptions, dispatch, stop.
+Everything paho reports (connects, disconnects, messages, acknowledgements) is
+appended to a thread-safe deque and handled, in order, in the reactor thread.
+
 ``PahoThreadLink`` runs paho-mqtt's network loop in paho's own thread, which
-also reconnects with back-off.  Everything paho reports (connects,
-disconnects, messages, acknowledgements) is appended to a thread-safe deque;
-at most one ``callFromThread`` is pending at any time and it drains the whole
-deque in the reactor thread, so a burst of messages costs one hand-off, not
-one per message.  Handlers and observers run only in the reactor thread.
+also reconnects with back-off.  At most one ``callFromThread`` is pending at
+any time and it drains the whole deque, so a burst of messages costs one
+hand-off, not one per message.  ``ocppgw.mqtt.reactor_link.PahoReactorLink``
+drives the same client from the reactor instead.  Handlers and observers run
+only in the reactor thread.
 
 Publishing happens in the reactor thread: paho's ``publish`` only queues the
 packet and wakes its loop.  Accepted QoS 1/2 messages are kept by paho (its
@@ -17,6 +22,7 @@ order, and handed to paho once it has re-sent what it kept (see ``_flush``).
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -152,8 +158,8 @@ def _default_client_factory(**kwargs: Any) -> Any:
 
 
 @zope.interface.implementer(IMqttLink)
-class PahoThreadLink:
-    """``IMqttLink`` over one paho-mqtt client whose network loop runs in paho's own thread.
+class PahoLink:
+    """``IMqttLink`` over one paho-mqtt client; subclasses decide who runs paho's network loop.
 
     Call every method from the reactor thread.  ``client_factory`` takes paho ``Client``'s
     keyword arguments and returns a client; tests inject a fake.
@@ -161,8 +167,11 @@ class PahoThreadLink:
 
     _log = Logger()
 
-    max_inflight = 100
-    """QoS>0 messages paho keeps in flight at once; later ones wait in paho's own queue, in order."""
+    max_inflight = 0
+    """QoS>0 messages paho keeps in flight at once (0: no limit, paho's default is 20).
+
+    Our own bound (``max_buffered_messages``) already limits what is unacknowledged, MQTT 3.1.1 has
+    no receive maximum, and with a limit paho walks every unacknowledged message on each PUBACK."""
 
     subscribe_chunk = 100
     """Topic filters per SUBSCRIBE packet when re-subscribing after a reconnect."""
@@ -202,6 +211,7 @@ class PahoThreadLink:
         self._events: deque[tuple[Any, ...]] = deque()
         self._drain_lock = threading.Lock()
         self._drain_scheduled = False
+        self._driving = False  # the reactor thread is inside paho and drains when paho returns
 
         # outgoing
         self._limit = min(config.max_buffered_messages, _MID_SPACE_LIMIT)
@@ -268,6 +278,7 @@ class PahoThreadLink:
         client.reconnect_delay_set(config.reconnect_delay_min, config.reconnect_delay_max)
         client.max_inflight_messages_set(self.max_inflight)
         client.max_queued_messages_set(0)  # unlimited: our own bound applies
+        client.on_socket_open = self._paho_socket_open
         client.on_connect = self._paho_connect
         client.on_connect_fail = self._paho_connect_fail
         client.on_disconnect = self._paho_disconnect
@@ -283,8 +294,15 @@ class PahoThreadLink:
             client_id=config.client_id,
             user="" if config.username is None else f" (user {config.username})",
         )
-        client.connect_async(config.host, config.port, config.keepalive)
-        client.loop_start()
+        self._start_network(client)
+
+    def _start_network(self, client: Any) -> None:
+        """Begin connecting ``client`` and keep it connected, with back-off, until ``_stop_network``."""
+        raise NotImplementedError
+
+    def _stop_network(self, client: Any) -> Deferred[None]:
+        """Send DISCONNECT if connected, end the network loop; fires once paho is idle for good."""
+        raise NotImplementedError
 
     def stop(self, timeout: float) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -333,10 +351,8 @@ class PahoThreadLink:
             )
         self._state = "disconnecting"
         self._ready = False
-        client = self._client
-        client.disconnect()
-        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), client.loop_stop)
-        d.addErrback(lambda f: self._log.failure("stopping the MQTT network thread failed", f))
+        d = self._stop_network(self._client)
+        d.addErrback(lambda f: self._log.failure("stopping the MQTT network loop failed", f))
         d.addBoth(self._stopped)
 
     def _stopped(self, _ignored: object) -> None:
@@ -349,16 +365,26 @@ class PahoThreadLink:
         for d in waiters:
             d.callback(None)
 
-    # -- paho's thread -----------------------------------------------------
+    # -- paho's callbacks, in whatever thread runs paho --------------------------
 
     def _post(self, event: tuple[Any, ...]) -> None:
-        """Hand an event to the reactor; called in paho's thread, never blocks."""
+        """Hand an event to the reactor; called in any thread, never blocks."""
         self._events.append(event)
+        if self._driving:
+            return
         with self._drain_lock:
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
         self._reactor.callFromThread(self._drain)
+
+    def _paho_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        """No Nagle: paho writes each packet on its own, and a PUBACK held back behind an unacknowledged
+        PUBLISH would wait for the broker's delayed ACK (tens of milliseconds)."""
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as e:
+            self._log.warn("cannot set TCP_NODELAY on the MQTT connection: {error}", error=e)
 
     def _paho_connect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
@@ -713,3 +739,16 @@ class PahoThreadLink:
 
     def add_connection_observer(self, observer: ConnectionObserver) -> None:
         self._observers.append(observer)
+
+
+class PahoThreadLink(PahoLink):
+    """paho's network loop in paho's own thread (``loop_start``), which also reconnects with back-off."""
+
+    def _start_network(self, client: Any) -> None:
+        config = self._config
+        client.connect_async(config.host, config.port, config.keepalive)
+        client.loop_start()
+
+    def _stop_network(self, client: Any) -> Deferred[None]:
+        client.disconnect()
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), client.loop_stop)

@@ -1,4 +1,4 @@
-"""PahoThreadLink over TLS to a private Mosquitto with a TLS listener, using the dev PKI."""
+"""Both paho links over TLS to a private Mosquitto with a TLS listener, using the dev PKI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from twisted.trial.unittest import TestCase
 
 from ocppgw.config import MqttSection
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.link import PahoThreadLink
+from ocppgw.mqtt.link import PahoLink, PahoThreadLink
+from ocppgw.mqtt.reactor_link import PahoReactorLink
 from tests.devpki import make_dev_certs
 from tests.support import MosquittoBroker, poll_until
 
@@ -29,6 +30,7 @@ def wait(seconds: float) -> Deferred[None]:
 class MqttTlsTests(TestCase):
     timeout = 60
     require_certificate = False
+    link_class: type[PahoLink] = PahoThreadLink
 
     @inlineCallbacks
     def setUp(self) -> Any:
@@ -47,7 +49,7 @@ class MqttTlsTests(TestCase):
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
-    def link(self, **keys: Any) -> PahoThreadLink:
+    def link(self, **keys: Any) -> PahoLink:
         self.metrics = Metrics()
         settings: dict[str, Any] = {
             "host": "127.0.0.1",
@@ -59,7 +61,7 @@ class MqttTlsTests(TestCase):
             "cacertfile": self.pki.ca_cert,
             **keys,
         }
-        link = PahoThreadLink(reactor, MqttSection(**settings), self.metrics)
+        link = self.link_class(reactor, MqttSection(**settings), self.metrics)
         self.addCleanup(link.stop, 5)
         link.start()
         return link
@@ -68,12 +70,12 @@ class MqttTlsTests(TestCase):
         return [
             e["reason"]
             for e in self.events
-            if e.get("log_namespace", "").endswith("PahoThreadLink")
+            if e.get("log_namespace", "").endswith(self.link_class.__name__)
             and "TLS to MQTT broker" in e["log_format"]
         ]
 
     @inlineCallbacks
-    def assertRefused(self, link: PahoThreadLink, expected: str) -> Any:
+    def assertRefused(self, link: PahoLink, expected: str) -> Any:
         """The link stays disconnected, counts refusals and logs one line however often it retries."""
         yield poll_until(lambda: self.metrics.total("mqtt_tls_refused") >= 2, timeout=15)
         self.assertFalse(link.connected)
@@ -125,3 +127,11 @@ class ClientCertificateTests(MqttTlsTests):
         link = self.link()
         yield wait(2)
         self.assertFalse(link.connected)
+
+
+class ReactorServerOnlyTests(ServerOnlyTests):
+    link_class = PahoReactorLink
+
+
+class ReactorClientCertificateTests(ClientCertificateTests):
+    link_class = PahoReactorLink

@@ -1,0 +1,348 @@
+"""paho-mqtt driven by the reactor: no network thread, no hand-off per batch.
+
+paho's documented external-loop API does the MQTT work: the reactor watches
+paho's socket (``addReader``; ``addWriter`` while paho has bytes to send, as
+paho's ``on_socket_register_write`` / ``on_socket_unregister_write`` say) and
+calls ``loop_read`` / ``loop_write``; ``loop_misc`` (keepalive pings, a broker
+that stopped answering) runs on a ``LoopingCall``.  paho's callbacks therefore
+run in the reactor thread, inside those calls; their events are drained as soon
+as paho returns, so the base class's ordering rules hold unchanged.
+
+paho reads a packet with several ``recv`` calls (one byte of type, the length
+byte by byte, then the body) and writes each packet with its own ``send``.  The
+client made here hands paho a ``_BufferedSocket`` instead: one large ``recv``
+serves many packets from memory, and everything paho writes in one step leaves
+in one ``send`` when the step is over.  That is paho's private
+``_create_socket`` overridden; if a paho release renames it, the link still
+works, unbuffered, and ``tests`` notice.
+
+Only the connect is blocking in paho (name lookup, TCP connect, TLS handshake,
+each bounded by paho's connect timeout), so ``reconnect`` runs in the reactor's
+thread pool; the reactor does not touch the client until it returns.  Back-off
+between attempts follows paho's own: ``reconnect_delay_min``, doubled after
+each failed attempt up to ``reconnect_delay_max``, reset by a successful CONNACK.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import zope.interface
+from paho.mqtt import client as mqtt
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+
+from ocppgw.mqtt.link import PahoLink
+
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class _BufferedSocket:
+    """paho's socket, read in large chunks and written once per paho step (``flush``)."""
+
+    read_size = 65536
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self._in = b""
+        self._in_pos = 0
+        self._out: list[bytes] = []
+        self._retry = False  # _out[0] must be offered again as it is (TLS asks for that)
+        self.error: OSError | None = None  # a write failed: the next read that reaches the socket says so
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)  # fileno, setblocking, setsockopt, getpeercert...
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes; raises as the socket does when there are none (paho expects that)."""
+        if self._in_pos >= len(self._in):
+            if self.error is not None:
+                raise self.error
+            data = self.sock.recv(self.read_size)
+            if not data:
+                return data
+            self._in = data
+            self._in_pos = 0
+        start = self._in_pos
+        self._in_pos = start + size
+        return self._in[start : self._in_pos]
+
+    def pending(self) -> int:
+        """Bytes read but not yet consumed, here and in a TLS layer: epoll does not see them."""
+        inner = getattr(self.sock, "pending", None)
+        return max(0, len(self._in) - self._in_pos) + (inner() if inner is not None else 0)
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        self._out.append(bytes(data))
+        return len(data)
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
+
+    def flush(self) -> bool:
+        """Write what paho gave; True when nothing is left (or the connection is gone: see ``error``)."""
+        while self._out:
+            if self._retry or len(self._out) == 1:
+                chunk = self._out[0]
+            else:
+                chunk = b"".join(self._out)
+                self._out = [chunk]
+            try:
+                sent = self.sock.send(chunk)
+            except _WOULD_BLOCK:
+                self._retry = True
+                return False
+            except OSError as e:
+                self.error = e
+                self._out.clear()
+                return True
+            self._retry = False
+            if sent < len(chunk):
+                self._out[0] = chunk[sent:]
+                return False
+            del self._out[0]
+        return True
+
+    def close(self) -> None:
+        self.flush()  # DISCONNECT, written just before paho closes
+        self.sock.close()
+
+
+class _BufferingClient(mqtt.Client):
+    """paho's client, given a ``_BufferedSocket`` once it has connected (and done TLS)."""
+
+    def _create_socket(self) -> Any:
+        return _BufferedSocket(super()._create_socket())
+
+
+def _buffering_client(**kwargs: Any) -> Any:
+    return _BufferingClient(**kwargs)
+
+
+@zope.interface.implementer(IReadDescriptor, IWriteDescriptor)
+class _BrokerSocket:
+    """paho's socket as the reactor sees it; every event goes back to the link with the socket."""
+
+    def __init__(self, link: PahoReactorLink, sock: Any) -> None:
+        self._link = link
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return int(self.sock.fileno())
+
+    def doRead(self) -> None:
+        self._link._readable(self.sock)
+
+    def doWrite(self) -> None:
+        self._link._writable(self.sock)
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Only the reactor's own shutdown gets here (the link never lets doRead/doWrite raise)."""
+
+    def logPrefix(self) -> str:
+        return "mqtt"
+
+
+class PahoReactorLink(PahoLink):
+    """``IMqttLink`` whose paho client is driven by the reactor's own I/O loop."""
+
+    misc_interval = 1.0
+    """Seconds between ``loop_misc`` calls, as paho's own loop does (its select timeout)."""
+
+    disconnect_timeout = 5.0
+    """How long ``stop`` waits for paho to write DISCONNECT and close before closing the socket itself."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("client_factory", _buffering_client)
+        super().__init__(*args, **kwargs)
+        self._socket: _BrokerSocket | None = None  # registered with the reactor
+        self._connecting = False  # reconnect() is running in the thread pool
+        self._retry_call: Any = None
+        self._retry_delay: float | None = None
+        self._misc: LoopingCall | None = None
+        self._closed: Deferred[None] | None = None  # fired when stopping and paho's socket is gone
+        self._close_call: Any = None
+
+    # -- starting and stopping ---------------------------------------------------
+
+    def _start_network(self, client: Any) -> None:
+        config = self._config
+        client.on_socket_close = self._paho_socket_close
+        client.on_socket_register_write = self._paho_register_write
+        client.on_socket_unregister_write = self._paho_unregister_write
+        client.connect_async(config.host, config.port, config.keepalive)  # remembers, does not connect
+        self._misc = LoopingCall(self._misc_step)
+        self._misc.clock = self._reactor
+        self._misc.start(self.misc_interval, now=False)
+        self._connect()
+
+    def _stop_network(self, client: Any) -> Deferred[None]:
+        self._closed = closed = Deferred()
+        if self._retry_call is not None:
+            self._retry_call.cancel()
+            self._retry_call = None
+        if self._socket is not None:
+            client.disconnect()  # written by the next doWrite; paho closes the socket after it
+        if self._socket is None and not self._connecting:
+            self._network_closed()
+        else:
+            self._close_call = self._reactor.callLater(self.disconnect_timeout, self._force_close)
+        return closed
+
+    def _force_close(self) -> None:
+        """DISCONNECT could not be written in time (a broker that reads nothing): drop the socket."""
+        self._close_call = None
+        registered = self._unregister()
+        if registered is not None:
+            self._log.warn("MQTT broker did not take DISCONNECT in time; closing the connection")
+            registered.sock.close()
+        self._network_closed()
+
+    def _network_closed(self) -> None:
+        if self._close_call is not None:
+            self._close_call.cancel()
+            self._close_call = None
+        if self._misc is not None and self._misc.running:
+            self._misc.stop()
+        closed, self._closed = self._closed, None
+        if closed is not None:
+            # out of paho's call stack: the stop continues once paho has returned
+            self._reactor.callLater(0, closed.callback, None)
+
+    def _active(self) -> bool:
+        return self._state in ("started", "stopping")
+
+    # -- connecting --------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self._retry_call = None
+        if not self._active():
+            return
+        self._connecting = True
+        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._client.reconnect)
+        d.addCallbacks(self._connected_socket, self._connect_failed)
+        d.addErrback(lambda f: self._log.failure("handling an MQTT connect attempt failed", f))
+
+    def _connected_socket(self, _rc: object) -> None:
+        self._connecting = False
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            self._connect_failed(None)
+            return
+        self._socket = _BrokerSocket(self, sock)
+        self._reactor.addReader(self._socket)
+        if client.want_write():  # CONNECT, queued in the pool thread
+            self._reactor.addWriter(self._socket)
+        if not self._active():  # stop() came while connecting: say goodbye properly
+            client.disconnect()
+
+    def _connect_failed(self, failure: Failure | None) -> None:
+        self._connecting = False
+        if failure is not None:
+            self._log.debug("MQTT connect attempt failed: {error}", error=failure.getErrorMessage())
+        if not self._active():
+            self._network_closed()
+            return
+        self._on_connect_fail()
+        self._schedule_connect()
+
+    def _schedule_connect(self) -> None:
+        config = self._config
+        if self._retry_delay is None:
+            self._retry_delay = config.reconnect_delay_min
+        else:
+            self._retry_delay = min(self._retry_delay * 2, config.reconnect_delay_max)
+        self._retry_call = self._reactor.callLater(self._retry_delay, self._connect)
+
+    def _on_connect(self, failed: bool, reason: str) -> None:
+        if not failed:
+            self._retry_delay = None
+        super()._on_connect(failed, reason)
+
+    # -- paho's socket callbacks (reactor thread, or the pool thread while connecting) ----
+
+    def _paho_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        registered = self._socket
+        if registered is not None and registered.sock is sock:
+            self._reactor.addWriter(registered)
+        # while connecting there is nothing registered yet: _connected_socket asks want_write()
+
+    def _paho_unregister_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        registered = self._socket
+        if registered is not None and registered.sock is sock and not getattr(sock, "has_output", False):
+            self._reactor.removeWriter(registered)
+
+    def _paho_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
+        """paho is about to close its socket: forget it before its descriptor number is reused."""
+        registered = self._socket
+        if registered is None or registered.sock is not sock:
+            return
+        self._unregister()
+        if self._active():
+            self._schedule_connect()
+        else:
+            self._network_closed()
+
+    def _unregister(self) -> _BrokerSocket | None:
+        registered, self._socket = self._socket, None
+        if registered is not None:
+            self._reactor.removeReader(registered)
+            self._reactor.removeWriter(registered)
+        return registered
+
+    # -- driving paho ----------------------------------------------------------------
+
+    def _drive(self, step: Any) -> None:
+        """Run one paho step; what its callbacks posted is handled right after it returns."""
+        self._driving = True
+        try:
+            step()
+        except Exception:
+            self._log.failure("paho failed in {step}", step=getattr(step, "__name__", step))
+        finally:
+            self._driving = False
+        if self._events:
+            self._drain()
+
+    def _readable(self, sock: Any) -> None:
+        client = self._client
+        if client.socket() is not sock:
+            return
+        self._drive(client.loop_read)
+        # Bytes TLS has already decrypted sit in the SSL object, where epoll cannot see them.
+        pending = getattr(sock, "pending", None)
+        while pending is not None and client.socket() is sock and pending() > 0:
+            self._drive(client.loop_read)
+
+    def _writable(self, sock: Any) -> None:
+        client = self._client
+        if client.socket() is not sock:
+            return
+        if isinstance(sock, _BufferedSocket) and not self._flush_socket(sock):
+            return  # the kernel still holds back what an earlier step wrote
+        self._drive(client.loop_write)
+        if isinstance(sock, _BufferedSocket) and client.socket() is sock:
+            self._flush_socket(sock)
+
+    def _flush_socket(self, sock: _BufferedSocket) -> bool:
+        registered = self._socket
+        done = sock.flush()
+        if sock.error is not None:
+            self._drive(self._client.loop_read)  # paho reads the error, closes the socket and reconnects
+            return True
+        if registered is not None and registered.sock is sock:
+            if done and not self._client.want_write():
+                self._reactor.removeWriter(registered)
+            elif not done:
+                self._reactor.addWriter(registered)
+        return done
+
+    def _misc_step(self) -> None:
+        if not self._connecting and self._socket is not None:
+            self._drive(self._client.loop_misc)

@@ -1,0 +1,461 @@
+"""PahoReactorLink without a network: a fake paho client driven through the reactor's descriptors."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+from typing import Any
+
+from paho.mqtt import client as mqtt
+from twisted.logger import Logger, formatEvent
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from ocppgw.metrics import Metrics
+from ocppgw.mqtt.link import IMqttLink
+from ocppgw.mqtt.reactor_link import PahoReactorLink, _BufferedSocket, _BufferingClient
+from tests.fakes import FakePahoClient
+from tests.support import ThreadedMemoryReactorClock
+from tests.test_mqtt_link import CONFIG
+
+
+class FakeSocket:
+    def __init__(self, fd: int = 7) -> None:
+        self.fd = fd
+        self.closed = False
+        self.tls_pending = 0
+        self.chunks: list[bytes] = []  # what recv returns, in order; then EAGAIN
+        self.sent: list[bytes] = []
+        self.accept: list[int | BaseException] = []  # per send: bytes taken, or what to raise
+        self.options: list[tuple[int, int, int]] = []
+
+    def fileno(self) -> int:
+        return -1 if self.closed else self.fd
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.options.append((level, option, value))
+
+    def recv(self, size: int) -> bytes:
+        if not self.chunks:
+            raise BlockingIOError(errno.EAGAIN, "would block")
+        return self.chunks.pop(0)
+
+    def send(self, data: bytes) -> int:
+        outcome = self.accept.pop(0) if self.accept else len(data)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        self.sent.append(data[:outcome])
+        return outcome
+
+    def pending(self) -> int:
+        return self.tls_pending
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeLoopClient(FakePahoClient):
+    """paho's external-loop API: reconnect() opens a socket; loop_read() plays what the broker sent."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_socket_open: Any = None
+        self.on_socket_close: Any = None
+        self.on_socket_register_write: Any = None
+        self.on_socket_unregister_write: Any = None
+        self.sock: Any = None
+        self.refuse: BaseException | None = None
+        self.reconnects = 0
+        self.out: list[str] = []  # packets paho has queued
+        self.written: list[str] = []
+        self.incoming: list[Any] = []  # what the next loop_read does, one callable per packet
+        self.reads = 0
+        self.miscs = 0
+        self.next_fd = 7
+
+    def reconnect(self) -> int:
+        self.reconnects += 1
+        if self.refuse is not None:
+            raise self.refuse
+        self.sock = FakeSocket(self.next_fd)
+        self.next_fd += 1
+        self.on_socket_open(self, None, self.sock)
+        self.queue("CONNECT")
+        return 0
+
+    def socket(self) -> Any:
+        return self.sock
+
+    def queue(self, packet: str) -> None:
+        self.out.append(packet)
+        self.on_socket_register_write(self, None, self.sock)
+
+    def want_write(self) -> bool:
+        return bool(self.out)
+
+    def loop_write(self) -> int:
+        self.written.extend(self.out)
+        if "DISCONNECT" in self.out:
+            self.out.clear()
+            self.paho_connected = False
+            self.close_socket()
+            return 0
+        self.out.clear()
+        self.on_socket_unregister_write(self, None, self.sock)
+        return 0
+
+    def loop_read(self) -> int:
+        self.reads += 1
+        if self.incoming:
+            self.incoming.pop(0)()
+        return 0
+
+    def loop_misc(self) -> int:
+        self.miscs += 1
+        return 0
+
+    def close_socket(self) -> None:
+        sock, self.sock = self.sock, None
+        self.on_socket_unregister_write(self, None, sock)
+        self.on_socket_close(self, None, sock)
+        sock.close()
+
+    def drops(self) -> None:
+        """The broker closed the connection: paho closes its socket, then reports the disconnect."""
+        self.close_socket()
+        self.broker_lost()
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> Any:
+        info = super().publish(topic, payload, qos, retain)
+        if self.paho_connected:
+            self.queue(f"PUBLISH {topic}")
+        return info
+
+    def disconnect(self) -> None:
+        super().disconnect()
+        if self.sock is not None:
+            self.queue("DISCONNECT")
+
+
+class ReactorLinkTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = ThreadedMemoryReactorClock()
+        self.metrics = Metrics()
+        self.clients: list[FakeLoopClient] = []
+        self.events: list[dict[str, Any]] = []
+
+        def factory(**kwargs: Any) -> FakeLoopClient:
+            client = FakeLoopClient(**kwargs)
+            self.clients.append(client)
+            return client
+
+        self.link = PahoReactorLink(self.reactor, CONFIG, self.metrics, client_factory=factory)
+        self.link._log = Logger(namespace="test", observer=self.events.append)  # type: ignore[misc]
+
+    @property
+    def client(self) -> FakeLoopClient:
+        return self.clients[-1]
+
+    def descriptor(self) -> Any:
+        (descriptor,) = self.reactor.getReaders()
+        return descriptor
+
+    def start(self) -> FakeLoopClient:
+        """Start; the pool's reconnect() result arrives with the next pump."""
+        self.link.start()
+        self.reactor.pump()
+        return self.client
+
+    def connack(self) -> None:
+        """The broker accepts: CONNECT goes out, CONNACK comes in, inside one doRead."""
+        descriptor = self.descriptor()
+        if descriptor in self.reactor.getWriters():
+            descriptor.doWrite()
+        self.client.incoming.append(self.client.broker_connects)
+        descriptor.doRead()
+
+    def logged(self) -> list[str]:
+        return [formatEvent(e) for e in self.events]
+
+    def tearDown(self) -> None:
+        d = self.link.stop(0)
+        for _ in range(3):
+            for descriptor in self.reactor.getWriters():
+                descriptor.doWrite()
+            self.reactor.advance(self.link.disconnect_timeout)
+        self.successResultOf(d)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.reactor.getReaders(), [])
+
+
+class ConnectTests(ReactorLinkTestCase):
+    def test_provides_interface(self) -> None:
+        """PahoReactorLink provides IMqttLink and, by default, makes paho clients with buffered sockets."""
+        self.assertTrue(verifyObject(IMqttLink, self.link))
+        factory = PahoReactorLink(self.reactor, CONFIG, self.metrics)._client_factory
+        client = factory(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="x")
+        self.assertIsInstance(client, _BufferingClient)
+
+    def test_connect_runs_in_pool_then_socket_registered(self) -> None:
+        """start() remembers the address, connects through the thread pool and then watches the socket:
+        reading always, writing while CONNECT waits; TCP_NODELAY is set on it."""
+        client = self.start()
+        self.assertIn(("connect_async", "broker.example", 1884, 45), client.calls)
+        self.assertNotIn(("loop_start",), client.calls)
+        self.assertEqual(client.reconnects, 1)
+        descriptor = self.descriptor()
+        self.assertIs(descriptor.sock, client.sock)
+        self.assertEqual(self.reactor.getWriters(), [descriptor])
+        self.assertEqual(descriptor.fileno(), 7)
+        self.assertIn((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), client.sock.options)
+        descriptor.doWrite()
+        self.assertEqual(client.written, ["CONNECT"])
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_events_handled_inside_the_read_without_hand_off(self) -> None:
+        """CONNACK and 1000 messages read in one doRead reach the link at once: no callFromThread."""
+        client = self.start()
+        got: list[bytes] = []
+        self.link.subscribe("cs/+", 1, lambda topic, payload: got.append(payload))
+        states: list[bool] = []
+        self.link.add_connection_observer(states.append)
+        self.connack()
+        self.assertTrue(self.link.connected)
+        self.assertEqual(states, [True])
+
+        def burst() -> None:
+            for n in range(1000):
+                client.deliver(f"cs/CP{n}", b"%d" % n)
+
+        client.incoming.append(burst)
+        self.descriptor().doRead()
+        self.assertEqual(got, [b"%d" % n for n in range(1000)])
+        self.assertEqual(self.reactor.pending_from_thread, 0)
+
+    def test_publish_registers_writer_until_written(self) -> None:
+        """A publish only queues in paho; the writer is registered until doWrite has written it."""
+        client = self.start()
+        self.connack()
+        self.assertTrue(self.link.publish("cp/CP1", b"x", 1))
+        self.assertEqual(self.reactor.getWriters(), [self.descriptor()])
+        self.descriptor().doWrite()
+        self.assertEqual(client.written[-1], "PUBLISH cp/CP1")
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def retry_delay(self) -> float:
+        (call,) = [c for c in self.reactor.getDelayedCalls() if c.func == self.link._connect]
+        return call.getTime() - self.reactor.seconds()
+
+    def test_refused_connects_back_off_doubling_to_the_maximum(self) -> None:
+        """After a loss, attempts wait 0.25, 0.5, 1, 2, 4, 8, 8 s (min 0.25 s, doubled, max 8 s) on the
+        reactor's clock; each failure is counted, the first one logged."""
+        client = self.start()
+        self.connack()
+        client.refuse = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+        client.drops()
+        delays = []
+        for _ in range(7):
+            delays.append(self.retry_delay())
+            self.reactor.advance(delays[-1])
+        self.assertEqual(delays, [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0])
+        self.assertEqual(client.reconnects, 8)
+        self.assertEqual(self.metrics.value("mqtt_connect_failures"), 7)
+        self.assertEqual(len([line for line in self.logged() if "cannot reach MQTT broker" in line]), 1)
+
+    def test_connack_resets_back_off(self) -> None:
+        """A CONNACK resets the back-off: the next loss waits reconnect_delay_min again."""
+        client = self.start()
+        self.connack()
+        client.refuse = OSError("down")
+        client.drops()
+        self.reactor.advance(0.25)  # fails
+        self.assertEqual(self.retry_delay(), 0.5)
+        client.refuse = None
+        self.reactor.advance(0.5)
+        self.connack()
+        client.drops()
+        self.assertEqual(self.retry_delay(), 0.25)
+
+    def test_lost_connection_unregisters_before_close_and_resubscribes(self) -> None:
+        """When paho closes its socket the reactor stops watching it first; after the retry delay a new
+        socket is registered, the subscriptions are sent again and held messages follow in order."""
+        client = self.start()
+        self.link.subscribe("cs/+", 1, lambda topic, payload: None)
+        self.connack()
+        old = self.descriptor()
+        client.incoming.append(client.drops)
+        old.doRead()
+        self.assertEqual(self.reactor.getReaders(), [])
+        self.assertFalse(self.link.connected)
+        self.assertTrue(self.link.publish("cp/held", b"1", 1))
+        self.reactor.advance(0.25)
+        self.assertEqual(client.reconnects, 2)
+        new = self.descriptor()
+        self.assertIsNot(new, old)
+        self.assertEqual(new.fileno(), 8)
+        old.doRead()  # a stale event for the old socket does nothing
+        self.connack()
+        self.assertEqual(client.subscribes[-1], [("cs/+", 1)])
+        self.assertEqual(client.published, [("cp/held", b"1", 1, False)])
+
+    def test_misc_runs_every_second_while_a_socket_is_open(self) -> None:
+        """loop_misc (keepalive) runs once a second on the reactor's clock, and not without a socket."""
+        client = self.start()
+        self.reactor.advance(1)
+        self.reactor.advance(1)
+        self.assertEqual(client.miscs, 2)
+        client.drops()
+        client.refuse = OSError("down")
+        self.reactor.advance(0.5)
+        self.reactor.advance(0.5)
+        self.assertEqual(client.miscs, 2)
+
+    def test_tls_bytes_pending_are_read_in_the_same_turn(self) -> None:
+        """Bytes TLS already decrypted are invisible to epoll: loop_read is called until none remain."""
+        client = self.start()
+        self.connack()
+        client.sock.tls_pending = 3
+
+        def consume() -> None:
+            client.sock.tls_pending -= 1
+
+        reads = client.reads
+        client.incoming.extend([consume, consume, consume])
+        self.descriptor().doRead()
+        self.assertEqual(client.reads - reads, 3)
+
+    def test_paho_exception_logged_and_link_goes_on(self) -> None:
+        """An exception escaping paho is logged; the descriptor never raises into the reactor."""
+        self.start()
+        self.connack()
+
+        def broken() -> None:
+            raise RuntimeError("paho bug")
+
+        self.client.incoming.append(broken)
+        self.descriptor().doRead()
+        self.assertTrue(any("paho failed in loop_read" in line for line in self.logged()))
+        self.assertTrue(self.link.connected)
+
+
+class StopTests(ReactorLinkTestCase):
+    def test_stop_writes_disconnect_then_fires(self) -> None:
+        """stop() queues DISCONNECT; once paho has written it and closed, the Deferred fires and nothing
+        of the link is left in the reactor."""
+        client = self.start()
+        self.connack()
+        d = self.link.stop(5)
+        self.assertNoResult(d)
+        self.descriptor().doWrite()
+        self.assertEqual(client.written[-1], "DISCONNECT")
+        self.assertEqual(self.reactor.getReaders(), [])
+        self.reactor.advance(0)
+        self.successResultOf(d)
+        self.assertFalse(self.link.connected)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_stop_while_broker_down_cancels_the_retry(self) -> None:
+        """With no socket and a retry pending, stop() fires at once and the retry never runs."""
+        client = self.start()
+        client.refuse = OSError("down")
+        client.drops()
+        d = self.link.stop(5)
+        self.reactor.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(client.reconnects, 1)
+
+    def test_stop_while_connecting_says_goodbye_after_connect(self) -> None:
+        """stop() during a connect in the pool waits for it, then sends DISCONNECT after CONNECT."""
+        self.link.start()  # reconnect() result not pumped yet
+        d = self.link.stop(5)
+        self.reactor.pump()
+        client = self.client
+        self.assertEqual(client.out, ["CONNECT", "DISCONNECT"])
+        self.descriptor().doWrite()
+        self.reactor.advance(0)
+        self.successResultOf(d)
+
+    def test_disconnect_not_written_in_time_closes_the_socket(self) -> None:
+        """A broker that reads nothing: after disconnect_timeout the link closes paho's socket itself."""
+        client = self.start()
+        self.connack()
+        sock = client.sock
+        d = self.link.stop(5)
+        self.reactor.advance(self.link.disconnect_timeout)
+        self.successResultOf(d)
+        self.assertTrue(sock.closed)
+        self.assertEqual(self.reactor.getReaders(), [])
+        self.assertTrue(any("did not take DISCONNECT" in line for line in self.logged()))
+
+
+class BufferedSocketTests(SynchronousTestCase):
+    def test_reads_served_from_one_recv(self) -> None:
+        """paho's small reads come from one large recv; EAGAIN passes through once the chunk is used."""
+        sock = FakeSocket()
+        sock.chunks = [b"\x30\x05hello"]
+        buffered = _BufferedSocket(sock)
+        self.assertEqual(buffered.recv(1), b"\x30")
+        self.assertEqual(buffered.pending(), 6)
+        self.assertEqual(buffered.recv(1), b"\x05")
+        self.assertEqual(buffered.recv(10), b"hello")
+        self.assertEqual(buffered.pending(), 0)
+        self.assertRaises(BlockingIOError, buffered.recv, 1)
+
+    def test_end_of_stream_passes_through(self) -> None:
+        sock = FakeSocket()
+        sock.chunks = [b""]
+        self.assertEqual(_BufferedSocket(sock).recv(1), b"")
+
+    def test_writes_gathered_into_one_send(self) -> None:
+        """Everything paho sends in one step leaves in one send() at flush."""
+        sock = FakeSocket()
+        buffered = _BufferedSocket(sock)
+        self.assertEqual(buffered.send(b"ab"), 2)
+        self.assertEqual(buffered.send(bytearray(b"cd")), 2)
+        self.assertEqual(sock.sent, [])
+        self.assertTrue(buffered.flush())
+        self.assertEqual(sock.sent, [b"abcd"])
+        self.assertFalse(buffered.has_output)
+
+    def test_partial_and_blocked_writes_keep_the_rest(self) -> None:
+        """A short write keeps the rest; after a would-block the same bytes are offered again alone
+        (TLS requires that), and what came later follows."""
+        sock = FakeSocket()
+        sock.accept = [1, ssl.SSLWantWriteError(), 5]
+        buffered = _BufferedSocket(sock)
+        buffered.send(b"abcd")
+        self.assertFalse(buffered.flush())  # wrote "a"
+        buffered.send(b"ef")
+        self.assertFalse(buffered.flush())  # blocked on "bcdef"
+        buffered.send(b"gh")
+        self.assertTrue(buffered.flush())  # "bcdef" alone, then "gh"
+        self.assertEqual(sock.sent, [b"a", b"bcdef", b"gh"])
+
+    def test_write_error_reported_by_the_next_read(self) -> None:
+        """A failed write drops the output; paho learns of it from its next read that needs the socket."""
+        sock = FakeSocket()
+        sock.accept = [BrokenPipeError(errno.EPIPE, "broken pipe")]
+        sock.chunks = [b"\x20\x02"]
+        buffered = _BufferedSocket(sock)
+        self.assertEqual(buffered.recv(1), b"\x20")
+        buffered.send(b"x")
+        self.assertTrue(buffered.flush())
+        self.assertFalse(buffered.has_output)
+        self.assertIsInstance(buffered.error, BrokenPipeError)
+        self.assertEqual(buffered.recv(1), b"\x02")  # what was already read is still served
+        self.assertRaises(BrokenPipeError, buffered.recv, 1)
+
+    def test_close_flushes_first(self) -> None:
+        """DISCONNECT, written just before paho closes, still leaves."""
+        sock = FakeSocket()
+        buffered = _BufferedSocket(sock)
+        buffered.send(b"\xe0\x00")
+        buffered.close()
+        self.assertEqual(sock.sent, [b"\xe0\x00"])
+        self.assertTrue(sock.closed)
+
+    def test_other_attributes_are_the_socket_s(self) -> None:
+        sock = FakeSocket(fd=11)
+        self.assertEqual(_BufferedSocket(sock).fileno(), 11)

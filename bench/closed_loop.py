@@ -35,8 +35,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 
-LOADGEN = os.path.join(common.BENCH_DIR, "loadgen.py")
-RESPONDER = os.path.join(common.BENCH_DIR, "responder.py")
+LOADGEN = common.LOADGEN
 BARE = os.path.join(common.BENCH_DIR, "bare_server.py")
 
 
@@ -172,24 +171,9 @@ class GatewayStack:
         self.broker.start()
         self.gateway = common.Gateway(work, self.broker.port, _gateway_options(args.gateway_option))
         self.gateway.start()
-        log = open(work.file("responder.log"), "ab")
-        self.responder = common.spawn(
-            [
-                common.PYTHON,
-                RESPONDER,
-                "--port",
-                str(self.broker.port),
-                "--qos",
-                str(args.responder_qos),
-                "--max-seconds",
-                str(lifetime),
-            ],
-            log=log,
-            stdout=common.subprocess.PIPE,
+        self.responder = common.start_responder(
+            work, self.broker.port, lifetime, "--qos", str(args.responder_qos)
         )
-        log.close()
-        if common.read_line(self.responder.stdout, 15, "the responder to subscribe") != "ready":
-            raise RuntimeError("the responder did not report ready")
 
     def run(self, label: str) -> dict[str, Any]:
         assert self.gateway is not None and self.broker.process is not None
@@ -236,27 +220,21 @@ class BareStack:
         common.stop(self.server)
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over the rounds; the per-round figures stay in ``rounds``."""
 
     def med(key: str) -> float | None:
         values = [r[key] for r in rounds if r[key] is not None]
-        return round(_median(values), 3) if values else None
+        return round(common.median(values), 3) if values else None
 
     names = rounds[0]["cpu_cores"].keys()
     return {
         "calls_per_s": med("calls_per_s"),
         "p50_ms": med("p50_ms"),
         "p99_ms": med("p99_ms"),
-        "cpu_cores": {n: round(_median([r["cpu_cores"][n] for r in rounds]), 3) for n in names},
+        "cpu_cores": {n: round(common.median([r["cpu_cores"][n] for r in rounds]), 3) for n in names},
         "cpu_us_per_call": {
-            n: round(_median([r["cpu_us_per_call"][n] or 0.0 for r in rounds]), 1) for n in names
+            n: round(common.median([r["cpu_us_per_call"][n] or 0.0 for r in rounds]), 1) for n in names
         },
         "cpu_cores_other": med("cpu_cores_other"),
         "errors": sum(sum(r["errors"].values()) for r in rounds),

@@ -21,11 +21,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import IO, Any
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
+LOADGEN = os.path.join(BENCH_DIR, "loadgen.py")
+RESPONDER = os.path.join(BENCH_DIR, "responder.py")
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PYTHON = sys.executable
 # What the twistd console script does, with this interpreter (``python -m twisted.scripts.twistd``
@@ -205,13 +208,24 @@ def gateway_ini(ws_port: int, mqtt_port: int, extra: dict[str, dict[str, str]] |
 
 
 class Gateway:
-    """``twistd -n ocppgw --config gw.ini`` in a subprocess, on a free loopback port."""
+    """``twistd -n ocppgw --config gw.ini`` in a subprocess, on a free loopback port.
 
-    def __init__(self, work: Workdir, mqtt_port: int, extra: dict[str, dict[str, str]] | None = None) -> None:
+    ``label`` goes into the names of its files (``gw<label>.ini``, ``gateway<label>.log``), so that
+    gateways started one after another in the same work directory keep their own.
+    """
+
+    def __init__(
+        self,
+        work: Workdir,
+        mqtt_port: int,
+        extra: dict[str, dict[str, str]] | None = None,
+        label: str = "",
+    ) -> None:
         self.work = work
         self.port = free_port()
-        self.ini = work.file("gw.ini")
-        self.log_path = work.file("gateway.log")
+        self.ini = work.file(f"gw{label}.ini")
+        self.log_path = work.file(f"gateway{label}.log")
+        self.stderr_path = work.file(f"gateway{label}.stderr")
         with open(self.ini, "w", encoding="utf-8") as f:
             f.write(gateway_ini(self.port, mqtt_port, extra))
         self.process: subprocess.Popen | None = None
@@ -232,7 +246,7 @@ class Gateway:
             "--config",
             self.ini,
         ]
-        stderr = open(self.work.file("gateway.stderr"), "ab")
+        stderr = open(self.stderr_path, "ab")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
         self.process = spawn(argv, log=stderr, cwd=REPO, env=env)
@@ -254,6 +268,122 @@ class Gateway:
 
     def stop(self) -> int | None:
         return stop(self.process, timeout=20)
+
+
+def start_responder(work: Workdir, mqtt_port: int, lifetime: float, *options: str) -> subprocess.Popen:
+    """``responder.py`` on the private broker, once it reports that it has subscribed; it ends by
+    itself after ``lifetime`` seconds."""
+    log = open(work.file("responder.log"), "ab")
+    argv = [PYTHON, RESPONDER, "--port", str(mqtt_port), *options, "--max-seconds", str(lifetime)]
+    responder = spawn(argv, log=log, stdout=subprocess.PIPE)
+    log.close()
+    try:
+        assert responder.stdout is not None
+        if read_line(responder.stdout, 15, "the responder to subscribe") != "ready":
+            raise RuntimeError("the responder did not report ready")
+    except BaseException:
+        stop(responder)
+        raise
+    return responder
+
+
+def shares(count: int, procs: int) -> list[tuple[int, int]]:
+    """(first index, count) for each of at most ``procs`` client processes sharing ``count`` connections."""
+    procs = max(1, min(procs, count))
+    share, extra = divmod(count, procs)
+    out, first = [], 0
+    for i in range(procs):
+        n = share + (1 if i < extra else 0)
+        out.append((first, n))
+        first += n
+    return out
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def status_kb(pid: int, key: str) -> int | None:
+    """A ``<key>: <n> kB`` line of /proc/<pid>/status (VmRSS, VmHWM, ...)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def idle_connections(
+    work: Workdir,
+    gateway: Gateway,
+    url: str,
+    *,
+    count: int,
+    rate: float,
+    concurrency: int,
+    procs: int,
+    settle: float,
+    label: str = "idle",
+    loadgen_options: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Gateway RSS before and after ``count`` idle connections to ``url`` (up to the charge point id).
+
+    After ``settle`` seconds, reads the gateway's VmRSS, open descriptors and CPU; ``procs``
+    ``loadgen.py idle`` processes then open the connections (at most ``rate`` a second and
+    ``concurrency`` handshakes in progress, in all), each sending one BootNotification and waiting
+    for its CallResult; once all have reported and ``settle`` seconds have passed, reads them again.
+    The clients are stopped (their connections closed) before returning.
+    """
+    budget = count / rate + 180
+    time.sleep(settle)
+    rss_before = rss_kb(gateway.pid)
+    fds_before = open_fds(gateway.pid)
+    cpu_before = cpu_seconds(gateway.pid)
+    clients: list[subprocess.Popen] = []
+    try:
+        started = time.monotonic()
+        parts = shares(count, procs)
+        for i, (first, n) in enumerate(parts):
+            log = open(work.file(f"loadgen-{label}-{i}.log"), "ab")
+            argv = [PYTHON, LOADGEN, "idle", "--url", url, "--prefix", f"{label}{i}-cp"]
+            argv += ["--first", str(first), "--count", str(n), "--rate", str(rate / len(parts))]
+            argv += ["--concurrency", str(max(1, concurrency // len(parts))), "--hold-seconds", str(budget)]
+            clients.append(spawn([*argv, *loadgen_options], log=log, stdout=subprocess.PIPE))
+            log.close()
+        opened = 0
+        failures: dict[str, int] = {}
+        for client in clients:
+            remaining = max(1.0, started + budget - time.monotonic())
+            assert client.stdout is not None
+            report = json.loads(read_line(client.stdout, remaining, "the idle clients to connect"))
+            opened += report["opened"]
+            for key, value in report["failures"].items():
+                failures[key] = failures.get(key, 0) + value
+        open_seconds = time.monotonic() - started
+        time.sleep(settle)
+        rss_after = rss_kb(gateway.pid)
+        fds_after = open_fds(gateway.pid)
+        cpu_after = cpu_seconds(gateway.pid)
+        hwm = status_kb(gateway.pid, "VmHWM")
+        alive = gateway.process is not None and gateway.process.poll() is None
+    finally:
+        for client in clients:
+            stop(client)
+    per = (rss_after - rss_before) / opened if opened else None
+    return {
+        "opened": opened,
+        "failures": failures,
+        "gateway_alive": alive,
+        "gateway_open_fds_before": fds_before,
+        "gateway_open_fds_after": fds_after,
+        "rss_before_kb": rss_before,
+        "rss_after_kb": rss_after,
+        "vm_hwm_kb": hwm,
+        "kb_per_connection": None if per is None else round(per, 2),
+        "open_seconds": round(open_seconds, 2),
+        "gateway_cpu_s_while_opening": round(cpu_after - cpu_before, 2),
+        "client_procs": len(clients),
+        "rate_per_s": rate,
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -302,6 +432,17 @@ def wait_quiet(limit_s: float, threshold: float = 0.3, name: str = "bench") -> f
     return busy
 
 
+def listen_overflows() -> int:
+    """TcpExt ListenOverflows from /proc/net/netstat: connections dropped, system-wide, because a
+    listening socket's accept queue was full (the client retransmits its SYN after 1 s)."""
+    with open("/proc/net/netstat", encoding="ascii") as f:
+        lines = [line.split() for line in f]
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names and names[0] == "TcpExt:" and "ListenOverflows" in names:
+            return int(values[names.index("ListenOverflows")])
+    return 0
+
+
 def all_cpu_seconds() -> dict[int, tuple[str, float]]:
     """pid -> (command line, CPU seconds) of every process now."""
     out = {}
@@ -336,11 +477,16 @@ def top_other(
 
 def rss_kb(pid: int) -> int:
     """VmRSS of a process in KiB, from /proc/<pid>/status."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    value = status_kb(pid, "VmRSS")
+    if value is None:
+        raise RuntimeError(f"no VmRSS for pid {pid}")
+    return value
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
@@ -400,6 +546,41 @@ def versions() -> dict[str, Any]:
         "cpu": cpu,
         "cpus": os.cpu_count(),
     }
+
+
+def run_benchmark(
+    name: str,
+    args: Any,
+    workdir_prefix: str,
+    measure: Callable[[Workdir], dict[str, Any]],
+    more_versions: Callable[[], dict[str, Any]] | None = None,
+) -> int:
+    """A benchmark's main after parsing its options (``add_run_options``): raise RLIMIT_NOFILE, wait
+    for a quiet machine, ``measure`` in a fresh work directory, and print (and write) one JSON object;
+    the work directory is kept when anything fails."""
+    raise_nofile()
+    background = wait_quiet(args.wait_quiet, name=name)
+    work = Workdir(workdir_prefix, keep=args.keep)
+    ok = False
+    try:
+        date = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        result = {
+            "benchmark": name,
+            "date": date,
+            "busy_cores_before_run": round(background, 3),
+            **measure(work),
+            "versions": {**versions(), **(more_versions() if more_versions else {})},
+        }
+        if args.keep:
+            result["workdir"] = work.path
+        dump(result, args.out)
+        ok = True
+    finally:
+        if not ok:
+            print(f"{name}: failed; logs in {work.path}", file=sys.stderr)
+            work.keep = True
+        work.cleanup()
+    return 0
 
 
 def dump(result: dict[str, Any], path: str | None) -> None:

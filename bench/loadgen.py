@@ -1,6 +1,6 @@
 """Charge point load generator: asyncio + websockets, one process, many connections.
 
-Two modes, both run by the benchmark scripts as a subprocess:
+Three modes, each run by the benchmark scripts as a subprocess:
 
 ``closed``  N charge points in a closed loop: each sends ``[2,id,"Heartbeat",{}]``
             and waits for the CallResult before sending the next one.  Calls that
@@ -12,6 +12,15 @@ Two modes, both run by the benchmark scripts as a subprocess:
             and waits for its CallResult, then stays open and silent.  Prints one
             JSON line to stdout when done, then holds the connections until
             SIGTERM or ``--hold-seconds``.
+``handshakes``  opens ``--count`` connections, at most ``--concurrency`` at a time,
+            each doing the opening handshake (TCP, TLS for wss://, WebSocket) and
+            then the closing handshake.  Prints one JSON line: connect times
+            (connection start to the 101 response), wall-clock start and end, and
+            its own CPU time.  Sans-I/O protocol and asyncio callbacks, as ``closed``.
+
+For wss:// URLs, ``--tls-version`` pins the TLS version, ``--cafile`` verifies
+the server and ``--certfile``/``--keyfile`` present a client certificate.  No
+TLS session is resumed: every connection makes a full handshake.
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import signal
+import ssl
 import sys
 import time
 from time import perf_counter
@@ -37,9 +48,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import raise_nofile
 
 
-def _connect(url: str, open_timeout: float = 30.0) -> Any:
+def _connect(url: str, open_timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> Any:
     return connect(
         url,
+        ssl=ssl_context,
         subprotocols=["ocpp1.6"],
         compression=None,
         ping_interval=None,
@@ -59,21 +71,14 @@ def _is_reply(text: Any, unique_id: str) -> bool:
     return isinstance(frame, list) and len(frame) == 3 and frame[0] == 3 and frame[1] == unique_id
 
 
-class _ClosedLoopCP(asyncio.Protocol):
-    """One charge point in the closed loop, driven by callbacks: websockets' sans-I/O protocol does
-    the handshake and the framing, and each CallResult that arrives sends the next Call at once, so
-    no task, future or queue is involved per call."""
+class _Client(asyncio.Protocol):
+    """A WebSocket client connection on websockets' sans-I/O protocol, driven by asyncio callbacks:
+    sends the opening handshake request as soon as the transport is up (for TLS, once the TLS
+    handshake is done)."""
 
-    def __init__(self, run: _ClosedLoop, index: int, url: str) -> None:
-        self.run = run
-        self.index = index
+    def __init__(self, url: str) -> None:
         self.ws = ClientProtocol(parse_uri(url), subprotocols=[Subprotocol("ocpp1.6")])
         self.transport: Any = None
-        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.seq = 0
-        self.unique_id = ""
-        self.sent_at = 0.0
-        self.finished = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -84,6 +89,22 @@ class _ClosedLoopCP(asyncio.Protocol):
         for data in self.ws.data_to_send():
             if data:
                 self.transport.write(data)
+
+
+class _ClosedLoopCP(_Client):
+    """One charge point in the closed loop, driven by callbacks: websockets' sans-I/O protocol does
+    the handshake and the framing, and each CallResult that arrives sends the next Call at once, so
+    no task, future or queue is involved per call."""
+
+    def __init__(self, run: _ClosedLoop, index: int, url: str) -> None:
+        super().__init__(url)
+        self.run = run
+        self.index = index
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.seq = 0
+        self.unique_id = ""
+        self.sent_at = 0.0
+        self.finished = False
 
     def data_received(self, data: bytes) -> None:
         ws = self.ws
@@ -211,7 +232,7 @@ async def idle(args: argparse.Namespace) -> None:
         await asyncio.sleep(max(0.0, begin + (index - args.first) / args.rate - time.monotonic()))
         async with slots:
             try:
-                ws = await _connect(args.url + cid)
+                ws = await _connect(args.url + cid, ssl_context=_ssl_context(args))
             except Exception as e:
                 key = f"connect: {type(e).__name__}"
                 failures[key] = failures.get(key, 0) + 1
@@ -249,9 +270,113 @@ async def idle(args: argparse.Namespace) -> None:
     os._exit(0)
 
 
+class _HandshakeCP(_Client):
+    """One connection of ``handshakes``: the opening handshake, then at once the closing one."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[float] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        done = False
+        for event in ws.events_received():
+            if isinstance(event, Response) and not self.opened.done():
+                if ws.handshake_exc is not None:
+                    self.opened.set_exception(ws.handshake_exc)
+                    done = True
+                else:
+                    self.opened.set_result(perf_counter())
+                    ws.send_close(1000)
+            elif isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+                done = True  # the server's close frame ends the closing handshake
+        self._flush()
+        if done:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("connection closed during the handshake"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def handshakes(args: argparse.Namespace) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    host, port = _host_port(args.url)
+    context = _ssl_context(args)
+    tls: dict[str, Any] = {"ssl": context, "server_hostname": host} if context is not None else {}
+    slots = asyncio.Semaphore(args.concurrency)
+    connect_s: list[float] = []
+    failures: dict[str, int] = {}
+
+    def failed(key: str) -> None:
+        failures[key] = failures.get(key, 0) + 1
+
+    async def one(index: int) -> None:
+        url = f"{args.url}{args.prefix}{index}"
+        async with slots:
+            started = perf_counter()
+            try:
+                transport, cp = await asyncio.wait_for(
+                    loop.create_connection(lambda: _HandshakeCP(url), host, port, **tls), args.reply_timeout
+                )
+            except Exception as e:
+                failed(f"connect: {type(e).__name__}")
+                return
+            try:
+                connect_s.append(
+                    await asyncio.wait_for(asyncio.shield(cp.opened), args.reply_timeout) - started
+                )
+            except Exception as e:
+                failed(f"handshake: {type(e).__name__}")
+                transport.abort()
+                return
+            try:
+                await asyncio.wait_for(asyncio.shield(cp.closed), args.reply_timeout)
+            except TimeoutError:
+                failed("close: TimeoutError")
+                transport.abort()
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    began = time.time()
+    await asyncio.gather(*(one(i) for i in range(args.first, args.first + args.count)))
+    ended = time.time()
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "handshakes": len(connect_s),
+        "failures": failures,
+        "connect_s": connect_s,
+        "t_begin": began,
+        "t_end": ended,
+        "cpu_s": used.ru_utime + used.ru_stime - usage.ru_utime - usage.ru_stime,
+    }
+
+
+_TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+_contexts: dict[tuple[Any, ...], ssl.SSLContext] = {}
+
+
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """For a wss:// URL, the client's TLS context (one per process); None for ws://."""
+    if not args.url.startswith("wss://"):
+        return None
+    key = (args.tls_version, args.cafile, args.certfile, args.keyfile)
+    if key not in _contexts:
+        context = ssl.create_default_context(cafile=args.cafile)
+        context.minimum_version = context.maximum_version = _TLS_VERSIONS[args.tls_version]
+        if args.certfile:
+            context.load_cert_chain(args.certfile, args.keyfile)
+        _contexts[key] = context
+    return _contexts[key]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("closed", "idle"))
+    parser.add_argument("mode", choices=("closed", "idle", "handshakes"))
     parser.add_argument("--url", required=True, help="WebSocket URL up to the charge point id")
     parser.add_argument("--prefix", default="cp", help="charge point ids are <prefix><n>")
     parser.add_argument("--first", type=int, default=0)
@@ -260,8 +385,16 @@ def main() -> int:
     parser.add_argument("--t-end", type=float, help="closed: wall-clock end of the measured window")
     parser.add_argument("--out", help="closed: write the result JSON here")
     parser.add_argument("--rate", type=float, default=500.0, help="idle: connections opened per second")
-    parser.add_argument("--concurrency", type=int, default=100, help="idle: handshakes in progress at most")
+    parser.add_argument(
+        "--concurrency", type=int, default=100, help="idle, handshakes: handshakes in progress at most"
+    )
     parser.add_argument("--reply-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--tls-version", choices=sorted(_TLS_VERSIONS), default="1.3", help="wss: TLS version"
+    )
+    parser.add_argument("--cafile", help="wss: CA certificate that signs the server's")
+    parser.add_argument("--certfile", help="wss: client certificate to present")
+    parser.add_argument("--keyfile", help="wss: its private key")
     parser.add_argument("--hold-seconds", type=float, default=300.0)
     args = parser.parse_args()
     raise_nofile()
@@ -269,6 +402,8 @@ def main() -> int:
         result = asyncio.run(closed(args))
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(result, f)
+    elif args.mode == "handshakes":
+        print(json.dumps(asyncio.run(handshakes(args))), flush=True)
     else:
         asyncio.run(idle(args))
     return 0

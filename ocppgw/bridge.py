@@ -23,6 +23,7 @@ from ocppgw.mqtt.topics import TopicPlan, render
 from ocppgw.ocpp.messages import Call, CallResult, Message, encode_envelope
 from ocppgw.ocpp.schemas import SchemaRegistry
 from ocppgw.ocpp.session import ChargePointSession, SessionSettings
+from ocppgw.tls import PeerIdentity
 
 
 class Connection(Protocol):
@@ -123,9 +124,16 @@ class Gateway:
     # -- attach and detach -----------------------------------------------
 
     def attach(
-        self, cid: str, connection: Connection, listener: ListenerSection, peer: str
+        self,
+        cid: str,
+        connection: Connection,
+        listener: ListenerSection,
+        peer: str,
+        certificate: PeerIdentity | None = None,
     ) -> ChargePointSession:
-        """Register a charge point whose handshake succeeded; an older connection of the same id is closed."""
+        """Register a charge point whose handshake succeeded; an older connection of the same id is closed.
+
+        ``certificate``: the client certificate's identity on wss, named in the connect log line."""
         topics = self._topics(cid, listener)
         previous = self._attached.pop(cid, None)
         if previous is not None:
@@ -146,7 +154,16 @@ class Gateway:
         self._subscribe(cid, topics.dnstream)
         attached.session.start()
         self._metrics.inc("connects")
-        self._log.info("charge point {cid} connected from {peer}", cid=cid, peer=peer)
+        self._log.info(
+            "charge point {cid} connected from {peer}{with_certificate}",
+            cid=cid,
+            peer=peer,
+            with_certificate=""
+            if certificate is None
+            else f" with certificate CN={certificate.cn!r} DN={certificate.dn!r}",
+            certificate_cn=None if certificate is None else certificate.cn,
+            certificate_dn=None if certificate is None else certificate.dn,
+        )
         self._publish_presence(cid, attached, "connected")
         return attached.session
 

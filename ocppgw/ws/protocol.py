@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from ocppgw.auth import Credentials, Decision
 from ocppgw.ocpp.session import ChargePointSession
-from ocppgw.tls import identity_refusal, peer_identity
+from ocppgw.tls import PeerIdentity, identity_refusal, peer_identity
 from ocppgw.ws.handshake import Refusal, basic_credentials, cid_from_path, pick_subprotocol
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
         self.peer_address = ""
         self._session: ChargePointSession | None = None
         self._close_reason = ""
+        self._identity: PeerIdentity | None = None  # the client certificate's, on wss
 
     # -- handshake -------------------------------------------------------
 
@@ -73,14 +74,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
                 dn=identity.dn if identity is not None else None,
             )
             raise ConnectionDeny(403, "certificate_identity_mismatch")
-        if identity is not None:
-            self._log.info(
-                "charge point {cid} from {peer} presented certificate CN={cn!r} DN={dn!r}",
-                cid=cid,
-                peer=self.peer_address,
-                cn=identity.cn,
-                dn=identity.dn,
-            )
+        self._identity = identity
         username, password = basic_credentials(request.headers.get("authorization"), cid)
         credentials = Credentials(
             cid=cid,
@@ -114,7 +108,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
         try:
             assert self.cid is not None
             self._session = self.factory.gateway.attach(
-                self.cid, self, self.factory.listener, self.peer_address
+                self.cid, self, self.factory.listener, self.peer_address, self._identity
             )
         except Exception:
             self._log.failure("attaching charge point {cid} failed", cid=self.cid)

@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from websockets.exceptions import InvalidStatus
 from zope.interface import implementer
@@ -274,6 +275,18 @@ class OptionalClientCertificateTests(_WssTestCase):
         """A certificate the CA did not sign is still refused, before any WebSocket byte."""
         outcome = yield self.probe(self.rogue_context())
         self.assertRefused(outcome)
+
+    @inlineCallbacks
+    def test_certificate_named_in_the_connect_line(self) -> Any:
+        """The one connect line of a charge point with a certificate names its CN and DN."""
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        yield self.booted("CP2", self.context("CP2"))
+        connected = "charge point {cid} connected"
+        (line,) = [formatEvent(e) for e in events if e.get("log_format", "").startswith(connected)]
+        self.assertIn("CP2 connected from 127.0.0.1:", line)
+        self.assertIn("with certificate CN='CP2' DN='CN=CP2,O=ocppgw development'", line)
 
     @inlineCallbacks
     def test_certificate_seen_by_authenticator(self) -> Any:

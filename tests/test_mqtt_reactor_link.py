@@ -76,6 +76,7 @@ class FakeLoopClient(FakePahoClient):
 
     def reconnect(self) -> int:
         self.reconnects += 1
+        self.on_pre_connect(self, None)
         if self.refuse is not None:
             raise self.refuse
         self.sock = FakeSocket(self.next_fd)
@@ -260,6 +261,7 @@ class ConnectTests(ReactorLinkTestCase):
             self.reactor.advance(delays[-1])
         self.assertEqual(delays, [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0])
         self.assertEqual(client.reconnects, 8)
+        self.assertEqual(self.metrics.value("mqtt_connect_attempts"), 8)
         self.assertEqual(self.metrics.value("mqtt_connect_failures"), 7)
         self.assertEqual(len([line for line in self.logged() if "cannot reach MQTT broker" in line]), 1)
 

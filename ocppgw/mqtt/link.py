@@ -101,6 +101,7 @@ class _Subscription:
 # Events handed from paho's thread to the reactor, as tuples led by one of these tags.
 _CONNECT = "connect"  # (tag, failed, reason)
 _CONNECT_FAIL = "connect_fail"  # (tag,)
+_ATTEMPT = "attempt"  # (tag,): paho is about to open a connection
 _DISCONNECT = "disconnect"  # (tag, reason)
 _MESSAGE = "message"  # (tag, topic or None when not UTF-8, payload)
 _ACK = "ack"  # (tag, mid)
@@ -278,6 +279,7 @@ class PahoLink:
         client.reconnect_delay_set(config.reconnect_delay_min, config.reconnect_delay_max)
         client.max_inflight_messages_set(self.max_inflight)
         client.max_queued_messages_set(0)  # unlimited: our own bound applies
+        client.on_pre_connect = self._paho_pre_connect
         client.on_socket_open = self._paho_socket_open
         client.on_connect = self._paho_connect
         client.on_connect_fail = self._paho_connect_fail
@@ -378,6 +380,9 @@ class PahoLink:
             self._drain_scheduled = True
         self._reactor.callFromThread(self._drain)
 
+    def _paho_pre_connect(self, client: Any, userdata: Any) -> None:
+        self._post((_ATTEMPT,))
+
     def _paho_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
         """No Nagle: paho writes each packet on its own, and a PUBACK held back behind an unacknowledged
         PUBLISH would wait for the broker's delayed ACK (tens of milliseconds)."""
@@ -461,6 +466,8 @@ class PahoLink:
             self._on_suback(event[1], event[2])
         elif kind == _TLS_REFUSED:
             self._on_tls_refused(event[1])
+        elif kind == _ATTEMPT:
+            self._metrics.inc("mqtt_connect_attempts")
 
     def _on_connect(self, failed: bool, reason: str) -> None:
         config = self._config

@@ -154,6 +154,7 @@ class ListenerSection:
     max_conn_rate: float | None = 1000.0
     nodelay: bool = True
     reuseaddr: bool = True
+    backlog: int = 1024  # listen(2) queue of the listening socket (``ocppgw.service``)
     recbuf: int | None = None
     sndbuf: int | None = None
     send_timeout: float = 15.0
@@ -527,12 +528,14 @@ def _ignored(value: str) -> str:
     return value
 
 
-# max_connections ... sndbuf: ocppgw.ws.limits; the last four mean nothing in Twisted (README)
+# max_connections ... sndbuf: ocppgw.ws.limits, but backlog: ocppgw.service (the listen queue);
+# the last four mean nothing in Twisted (README)
 _LIMIT_OPTIONS: dict[str, Callable[[str], Any]] = {
     "max_connections": _count_or_infinity,
     "max_conn_rate": _rate_or_infinity,
     "nodelay": _boolean,
     "reuseaddr": _boolean,
+    "backlog": _int_range(1, 65535),
     "recbuf": _size,
     "sndbuf": _size,
     "send_timeout": _duration_positive,

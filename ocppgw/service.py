@@ -154,7 +154,7 @@ class GatewayService(MultiService):
 
 
 def _endpoint(reactor: Any, listener: ListenerSection, tls_options: dict[str, Any]) -> Any:
-    # wss: TLS is layered under the connection limits by ocppgw.ws.limits.limited, as listenSSL would
-    if ":" in listener.host:
-        return TCP6ServerEndpoint(reactor, listener.port, interface=listener.host)
-    return TCP4ServerEndpoint(reactor, listener.port, interface=listener.host)
+    # wss: TLS is layered under the connection limits by ocppgw.ws.limits.limited, as listenSSL would.
+    # backlog: the kernel caps it at net.core.somaxconn.
+    endpoint = TCP6ServerEndpoint if ":" in listener.host else TCP4ServerEndpoint
+    return endpoint(reactor, listener.port, backlog=listener.backlog, interface=listener.host)

@@ -789,7 +789,8 @@ class ExampleTests(SynchronousTestCase):
         }
         expected["listeners.ws.default"] |= {"proxy_protocol", "proxy_protocol_timeout"}
         expected["listeners.ws.default"] |= {
-            "max_connections", "max_conn_rate", "nodelay", "reuseaddr", "send_timeout", "send_timeout_close"
+            "max_connections", "max_conn_rate", "nodelay", "reuseaddr", "backlog", "send_timeout",
+            "send_timeout_close",
         }  # fmt: skip
         self.assertEqual(documented, expected)
         text = "\n".join(lines)

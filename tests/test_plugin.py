@@ -257,6 +257,15 @@ class GatewayServiceWiringTests(SynchronousTestCase):
         self.assertEqual(sorted(self.service.ports), ["ws.a", "ws.b"])
         self.assertFalse(self.link.started)
 
+    def test_listen_backlog(self) -> None:
+        """Each listener, IPv4 or IPv6, listens with its own ``backlog`` (default 1024), not Twisted's 50."""
+        text = TWO_LISTENERS.replace("path = /cp", "backlog = 200")
+        config = config_from_string(text + "[listeners.ws.c]\nbind = [::1]:0\nbacklog = 7\n")
+        reactor = MemoryReactorClock()
+        GatewayService(config, reactor, link=self.link).privilegedStartService()
+        bound = [(port, backlog, interface) for port, _factory, backlog, interface in reactor.tcpServers]
+        self.assertEqual(bound, [(0, 1024, "127.0.0.1"), (33099, 200, "0.0.0.0"), (0, 7, "::1")])
+
     def test_start_and_stop(self) -> None:
         """startService binds and starts the link; stopService stops listening, marks the node
         offline, and stops the link with ``shutdown_timeout``."""

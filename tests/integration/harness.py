@@ -18,10 +18,12 @@ from ocpp.v16 import ChargePoint as OcppChargePoint
 from ocpp.v16 import call_result
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial.unittest import TestCase
 
 from ocppgw.config import config_from_string
 from ocppgw.ocpp.schemas import SchemaRegistry, shipped_schema_dir
 from ocppgw.service import GatewayService
+from tests.devpki import make_dev_certs
 from tests.support import MosquittoBroker, MqttRecorder, poll_until
 
 
@@ -224,6 +226,58 @@ class GatewayHarness:
             yield self.recorder.stop()
         self.loop.stop()
         yield self.broker.stop()
+
+
+UPGRADE = (
+    "GET /ocpp/{cid} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+)
+"""A WebSocket upgrade request for ``/ocpp/{cid}`` offering ocpp1.6, to write on a raw (TLS) stream."""
+
+KEY_PASSWORD = "k3y pass"
+"""The password of the dev PKI's ``server-encrypted.key`` in ``WssTestCase``."""
+
+
+class WssTestCase(TestCase):
+    """A gateway with a wss listener ``wss.tls`` on loopback, served with a fresh dev PKI.
+
+    ``wss_options`` holds extra ``key = value`` lines for the listener (``{ca}``: the dev CA file,
+    ``{pki}``: the PKI directory); ``self.pki`` has CP1 and CP2 client certificates (signed by an
+    intermediate when ``intermediate``), ``self.rogue`` a CP1 certificate from another CA.
+    """
+
+    wss_options = ""
+    authenticator: Any = None
+    intermediate = False
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.pki = make_dev_certs(
+            self.mktemp(), ["CP1", "CP2"], intermediate=self.intermediate, key_password=KEY_PASSWORD
+        )
+        self.rogue = make_dev_certs(self.mktemp(), ["CP1"], ca_name="rogue CA")
+        options = {"bind": "127.0.0.1:0", "certfile": self.pki.server_cert, "keyfile": self.pki.server_key}
+        for line in self.wss_options.format(ca=self.pki.ca_cert, pki=self.pki.directory).splitlines():
+            key, _, value = line.partition(" = ")
+            options[key] = value
+        extra = "[listeners.wss.tls]\n" + "".join(f"{key} = {value}\n" for key, value in options.items())
+        self.gw = GatewayHarness(self, extra, authenticator=self.authenticator)
+        yield self.gw.start()
+
+    @property
+    def port(self) -> int:
+        assert self.gw.service is not None
+        return self.gw.service.ports["wss.tls"].getHost().port
+
+    def url(self, cid: str) -> str:
+        return f"wss://localhost:{self.port}/ocpp/{cid}"
+
+    def gone(self, cid: str) -> Deferred[Any]:
+        """Fires once ``cid``'s disconnected Presence is published (so no close timer is left)."""
+        return poll_until(
+            lambda: [m for m in self.gw.messages(f"ocpp/cp/{cid}/Presence") if m["status"] == "disconnected"]
+        )
 
 
 def _merge(base: str, extra: str) -> str:

@@ -12,20 +12,12 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import TestCase
 from websockets.exceptions import InvalidStatus
 from zope.interface import implementer
 
 from ocppgw.auth import Credentials, Decision, IAuthenticator
-from tests.devpki import client_context, make_dev_certs
-from tests.integration.harness import GatewayHarness
-from tests.support import poll_until
-
-UPGRADE = (
-    "GET /ocpp/{cid} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-    "Sec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
-)
+from tests.devpki import client_context
+from tests.integration.harness import UPGRADE, WssTestCase
 
 
 def probe(port: int, context: ssl.SSLContext, cid: str = "CP1") -> str:
@@ -66,32 +58,7 @@ class RecordingAuthenticator:
         return succeed(Decision(True))
 
 
-class _WssTestCase(TestCase):
-    wss_options = ""
-    authenticator: Any = None
-    intermediate = False
-
-    @inlineCallbacks
-    def setUp(self) -> Any:
-        self.pki = make_dev_certs(
-            self.mktemp(), ["CP1", "CP2"], intermediate=self.intermediate, key_password="k3y pass"
-        )
-        self.rogue = make_dev_certs(self.mktemp(), ["CP1"], ca_name="rogue CA")
-        options = {"bind": "127.0.0.1:0", "certfile": self.pki.server_cert, "keyfile": self.pki.server_key}
-        for line in self.wss_options.format(ca=self.pki.ca_cert, pki=self.pki.directory).splitlines():
-            key, _, value = line.partition(" = ")
-            options[key] = value
-        extra = "[listeners.wss.tls]\n" + "".join(f"{key} = {value}\n" for key, value in options.items())
-        self.gw = GatewayHarness(self, extra, authenticator=self.authenticator)
-        yield self.gw.start()
-
-    @property
-    def port(self) -> int:
-        return self.gw.service.ports["wss.tls"].getHost().port
-
-    def url(self, cid: str) -> str:
-        return f"wss://localhost:{self.port}/ocpp/{cid}"
-
+class _WssTestCase(WssTestCase):
     def context(self, cid: str | None = None, version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
         """A client context trusting the dev CA, presenting ``cid``'s certificate when given."""
         if cid is None:
@@ -111,9 +78,7 @@ class _WssTestCase(TestCase):
         """The probe gets 101; returns once the gateway has seen it go (so no close timer is left)."""
         outcome = yield self.probe(context, cid)
         self.assertIn(" 101 ", outcome)
-        yield poll_until(
-            lambda: [m for m in self.gw.messages(f"ocpp/cp/{cid}/Presence") if m["status"] == "disconnected"]
-        )
+        yield self.gone(cid)
 
     @inlineCallbacks
     def booted(self, cid: str, context: ssl.SSLContext, **kwargs: Any) -> Any:

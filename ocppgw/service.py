@@ -118,16 +118,19 @@ class GatewayService(MultiService):
         yield self.link.stop(self.config.gateway.shutdown_timeout)
 
     def reload_certificates(self) -> list[str]:
-        """Re-read every wss listener's certfile, keyfile and cacertfile; new connections get the new ones.
+        """Re-read every wss listener's certfile, keyfile and cacertfile, and the ``[mqtt]`` TLS files;
+        new connections get the new ones.
 
-        Live connections are not touched. A listener whose files fail keeps the old ones and logs one
-        line naming the file; returns those lines.
+        Live connections are not touched. A listener (or the broker link) whose files fail keeps the
+        old ones and logs one line naming the file; returns those lines.
         """
         problems = reload_listener_options(self.config, self.tls_contexts)
+        problems.extend(f"{self.config.source}: {line}" for line in self.link.reload_tls())
         for line in problems:
             self._log.error("certificate reload failed: {problem}", problem=line)
-        if self.tls_contexts and not problems:
-            self._log.info("certificates reloaded for {names}", names=", ".join(sorted(self.tls_contexts)))
+        names = sorted(self.tls_contexts) + (["mqtt"] if self.config.mqtt.tls else [])
+        if names and not problems:
+            self._log.info("certificates reloaded for {names}", names=", ".join(names))
         return problems
 
     def _install_sighup(self) -> None:

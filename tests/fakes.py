@@ -62,6 +62,8 @@ class FakeMqttLink:
         self.subscribe_calls: list[tuple[str, int]] = []
         self.unsubscribe_calls: list[str] = []
         self.observers: list[ConnectionObserver] = []
+        self.tls_reloads = 0
+        self.tls_problems: list[str] = []  # what reload_tls answers
 
     # -- IMqttLink -------------------------------------------------------
 
@@ -99,6 +101,10 @@ class FakeMqttLink:
 
     def add_connection_observer(self, observer: ConnectionObserver) -> None:
         self.observers.append(observer)
+
+    def reload_tls(self) -> list[str]:
+        self.tls_reloads += 1
+        return list(self.tls_problems)
 
     # -- test helpers ----------------------------------------------------
 
@@ -186,6 +192,12 @@ class FakePahoClient:
 
     def will_set(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         self.calls.append(("will_set", topic, payload, qos, retain))
+
+    def tls_set_context(self, context: Any) -> None:
+        self.calls.append(("tls_set_context", context))
+
+    def tls_insecure_set(self, value: bool) -> None:
+        self.calls.append(("tls_insecure_set", value))
 
     def reconnect_delay_set(self, low: float, high: float) -> None:
         self.calls.append(("reconnect_delay_set", low, high))

@@ -14,6 +14,7 @@ from zope.interface.verify import verifyObject
 from ocppgw.config import MqttSection
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.link import IMqttLink, PahoThreadLink, Will
+from tests.devpki import make_dev_certs
 from tests.fakes import FakeOutMessage, FakePahoClient
 from tests.support import ThreadedMemoryReactorClock
 
@@ -135,6 +136,24 @@ class StartTests(_LinkTestCase):
         for event in self.events:
             self.assertNotIn("s3cret-pw", formatEvent(event))
             self.assertNotIn("s3cret-pw", repr(event))
+
+    def test_reload_tls(self) -> None:
+        """reload_tls re-reads the [mqtt] TLS files into the context paho holds; a bad file is one line
+        naming the key, and the files already loaded stay in use. Without TLS there is nothing to do."""
+        self.assertEqual(self.link.reload_tls(), [])
+        pki = make_dev_certs(self.mktemp(), [])
+        self.link = self.make_link(config=replace(CONFIG, tls=True, cacertfile=pki.ca_cert))
+        client = self.started()
+        (context,) = [call[1] for call in client.calls if call[0] == "tls_set_context"]
+        self.assertEqual(self.link.reload_tls(), [])
+        reloaded = context._current
+        self.assertIsNotNone(reloaded)
+        pki.ca_cert.write_text("not a certificate\n")
+        self.assertEqual(
+            self.link.reload_tls(),
+            [f"[mqtt] cacertfile: no PEM certificate in {pki.ca_cert}; kept the previous files"],
+        )
+        self.assertIs(context._current, reloaded)
 
     def test_start_twice_is_harmless(self) -> None:
         """A second start() neither makes a second client nor raises."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+import socket
 import ssl
 import sys
 from typing import Any
@@ -14,9 +16,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from ocppgw.config import ConfigError, config_from_string
 from ocppgw.mqtt.tls import BrokerContext, broker_context, check_mqtt_tls
 from ocppgw.tap import Options
+from ocppgw.tls import TlsConfigError
 from tests.devpki import make_dev_certs
 
 LISTENER = "[listeners.ws.a]\nbind = 127.0.0.1:0\n"
+
+
+def _ca_names(context: ssl.SSLContext) -> list[str]:
+    return [dict(field[0] for field in ca["subject"])["commonName"] for ca in context.get_ca_certs()]
 PASSWORD = "gw pass"
 
 
@@ -66,6 +73,34 @@ class MqttTlsTests(SynchronousTestCase):
         context = broker_context(self.load("tls = true\ncacertfile = ca.pem\nverify_hostname = false\n").mqtt)
         assert context is not None
         self.assertIsNone(context.expected_name)
+
+    def test_reload_serves_later_connections(self) -> None:
+        """reload() reads the files again; every later wrap_socket (paho's next connect) uses them."""
+        config = self.load("tls = true\ncacertfile = ca.pem\n").mqtt
+        context = broker_context(config)
+        assert context is not None
+        other = make_dev_certs(self.mktemp(), [], ca_name="second CA")
+        shutil.copy(other.ca_cert, self.base / "ca.pem")
+        context.reload(config)
+        current = context._current
+        assert isinstance(current, BrokerContext)
+        self.assertEqual(_ca_names(current), ["second CA"])
+        self.assertEqual(_ca_names(context), ["ocppgw development CA"])
+        self.assertEqual(current.expected_name, "127.0.0.1")
+        a, b = socket.socketpair()
+        self.addCleanup(b.close)
+        with context.wrap_socket(a, do_handshake_on_connect=False) as wrapped:
+            self.assertIs(wrapped.context, current)
+
+    def test_failed_reload_keeps_the_files(self) -> None:
+        """A reload that cannot read the files raises, naming the key, and changes nothing."""
+        config = self.load("tls = true\ncacertfile = ca.pem\n").mqtt
+        context = broker_context(config)
+        assert context is not None
+        (self.base / "ca.pem").write_text("not a certificate\n")
+        error = self.assertRaises(TlsConfigError, context.reload, config)
+        self.assertEqual(error.key, "cacertfile")
+        self.assertIsNone(context._current)
 
     def test_unreadable_cacertfile(self) -> None:
         line = self.problem("tls = true\ncacertfile = missing.pem\n")

@@ -76,6 +76,9 @@ class FakeLink:
     def add_connection_observer(self, observer: Any) -> None:
         self.observers.append(observer)
 
+    def reload_tls(self) -> list[str]:
+        return []
+
 
 class RefusingReactor(MemoryReactorClock):
     """A memory reactor on which every listenTCP fails as if the port were taken."""

@@ -14,6 +14,7 @@ from ocppgw.config import config_from_string
 from ocppgw.service import GatewayService
 from ocppgw.tls import ReloadableContextFactory
 from tests.devpki import make_dev_certs
+from tests.fakes import FakeMqttLink
 from tests.support import ThreadedMemoryReactorClock
 from tests.test_plugin import FakeLink
 
@@ -132,3 +133,30 @@ class SighupTests(SynchronousTestCase):
         service.startService()
         self.assertIs(signal.getsignal(signal.SIGHUP), previous)
         service.stopService()
+
+
+class MqttReloadTests(SynchronousTestCase):
+    """SIGHUP also re-reads the ``[mqtt]`` TLS files, through the link."""
+
+    def setUp(self) -> None:
+        pki = make_dev_certs(self.mktemp(), [])
+        text = CONFIG + "[mqtt]\ntls = true\ncacertfile = ca.pem\n"
+        self.link = FakeMqttLink()
+        self.service = GatewayService(
+            config_from_string(text, base_dir=pki.directory, source="gw.ini"), Clock(), link=self.link
+        )
+        self.events: list[dict[str, Any]] = []
+        self.patch(GatewayService, "_log", Logger(observer=self.events.append))
+
+    def test_link_reloaded_with_the_listeners(self) -> None:
+        self.assertEqual(self.service.reload_certificates(), [])
+        self.assertEqual(self.link.tls_reloads, 1)
+        (names,) = [e["names"] for e in self.events if "names" in e]
+        self.assertEqual(names, "wss.x, mqtt")
+
+    def test_link_problem_reported_with_the_source(self) -> None:
+        """The link's line, prefixed with the config file, is returned and logged."""
+        self.link.tls_problems = ["[mqtt] cacertfile: no PEM certificate in ca.pem; kept the previous files"]
+        expected = "gw.ini: [mqtt] cacertfile: no PEM certificate in ca.pem; kept the previous files"
+        self.assertEqual(self.service.reload_certificates(), [expected])
+        self.assertEqual([e["problem"] for e in self.events if "problem" in e], [expected])

@@ -37,7 +37,7 @@ from twisted.logger import Logger
 
 from ocppgw.config import MqttSection
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.tls import broker_context
+from ocppgw.mqtt.tls import BrokerContext, TlsConfigError, broker_context
 
 Handler = Callable[[str, bytes], None]
 ConnectionObserver = Callable[[bool], None]
@@ -72,6 +72,10 @@ class IMqttLink(zope.interface.Interface):
     def add_connection_observer(observer: ConnectionObserver) -> None:
         """Call ``observer(True)`` on each connect and ``observer(False)`` on each disconnect, in the
         reactor thread."""
+
+    def reload_tls() -> list[str]:
+        """Re-read the ``[mqtt]`` TLS files for the next connection to the broker (the live one is kept);
+        returns one line per problem (``[mqtt] <key>: <reason>``), and then keeps the files it had."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,7 @@ class PahoLink:
         self._will = will
         self._client_factory = client_factory or _default_client_factory
         self._client: Any = None
+        self._tls_context: BrokerContext | None = None
         # "new" -> "started" -> "stopping" (waiting for acks) -> "disconnecting" (DISCONNECT sent,
         # paho's thread ending) -> "stopped"
         self._state = "new"
@@ -273,6 +278,7 @@ class PahoLink:
             will = self._will
             client.will_set(will.topic, will.payload, will.qos, will.retain)
         context = broker_context(config, lambda reason: self._post((_TLS_REFUSED, reason)))
+        self._tls_context = context
         if context is not None:
             client.tls_set_context(context)
             client.tls_insecure_set(True)  # the hostname is checked by broker_context's sockets instead
@@ -746,6 +752,18 @@ class PahoLink:
 
     def add_connection_observer(self, observer: ConnectionObserver) -> None:
         self._observers.append(observer)
+
+    # -- TLS files -----------------------------------------------------------
+
+    def reload_tls(self) -> list[str]:
+        context = self._tls_context
+        if context is None:
+            return []
+        try:
+            context.reload(self._config)
+        except TlsConfigError as e:
+            return [f"[mqtt] {e.key}: {e.reason}; kept the previous files"]
+        return []
 
 
 class PahoThreadLink(PahoLink):

@@ -49,17 +49,28 @@ class _VerifyingSocket(ssl.SSLSocket):
 
 
 class BrokerContext(ssl.SSLContext):
-    """A client context for the broker connection; ``on_refused(reason)`` is called in paho's thread."""
+    """A client context for the broker connection; ``on_refused(reason)`` is called in paho's thread.
+
+    paho is given this context once; ``reload`` builds a fresh one from the files, which every later
+    connection then uses (paho offers no way to replace its context)."""
 
     sslsocket_class = _VerifyingSocket
     expected_name: str | None = None  # None: no hostname check
     server_name: str | None = None  # SNI override
     on_refused: Refused | None = None
+    _current: BrokerContext | None = None  # set by reload
 
     def wrap_socket(self, sock: Any, *args: Any, server_hostname: Any = None, **kwargs: Any) -> Any:
+        current = self._current
+        if current is not None:
+            return current.wrap_socket(sock, *args, server_hostname=server_hostname, **kwargs)
         if self.server_name is not None:
             server_hostname = self.server_name
         return super().wrap_socket(sock, *args, server_hostname=server_hostname, **kwargs)
+
+    def reload(self, config: MqttSection) -> None:
+        """Re-read ``config``'s files for the next connection; ``TlsConfigError`` keeps the current ones."""
+        self._current = broker_context(config, self.on_refused)
 
     def report(self, reason: str) -> None:
         if self.on_refused is not None:

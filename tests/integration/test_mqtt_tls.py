@@ -101,6 +101,18 @@ class ServerOnlyTests(MqttTlsTests):
         yield poll_until(lambda: link.connected, timeout=15)
 
     @inlineCallbacks
+    def test_reload_after_ca_rotation(self) -> Any:
+        """Refused while its CA file holds the wrong CA, the link connects once the file holds the right
+        one and reload_tls has run: no restart."""
+        path = Path(self.mktemp()).absolute()
+        path.write_bytes(self.rogue.ca_cert.read_bytes())
+        link = self.link(cacertfile=path)
+        yield poll_until(lambda: self.metrics.total("mqtt_tls_refused") >= 1, timeout=15)
+        path.write_bytes(self.pki.ca_cert.read_bytes())
+        self.assertEqual(link.reload_tls(), [])
+        yield poll_until(lambda: link.connected, timeout=15)
+
+    @inlineCallbacks
     def test_host_name_checked(self) -> Any:
         """A DNS name in the certificate (localhost) passes the service-identity check."""
         link = self.link(host="localhost")

@@ -2,7 +2,7 @@
 
 Gateway side: a private Mosquitto, the gateway (``twistd -n ocppgw`` with a
 generated gw.ini: free loopback port, message_format_checking disable, every
-other key at its default) and ``responder.py``, a paho client answering every
+other key at its default) and ``responder.py``, an asyncio MQTT client answering every
 Call from MQTT.  N charge points (``loadgen.py closed``, its own process) each
 send a Heartbeat Call and wait for its CallResult before the next:
 

@@ -87,6 +87,18 @@ class ProxyProtocolWrapperTests(SynchronousTestCase):
         self.wrapper.dataReceived(b"PROXY TCP6 2001:db8::1 ::1 4000 33033\r\n")
         self.assertEqual(self.inner.peers, [IPv6Address("TCP", "2001:db8::1", 4000)])
 
+    def test_v1_unknown_keeps_the_socket_address(self) -> None:
+        """``PROXY UNKNOWN`` (bare, as HAProxy's health checks send it, or with ignored fields) carries no
+        address: the connection goes on with the socket's own."""
+        for header in (b"PROXY UNKNOWN\r\n", b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n"):
+            transport = AbortableTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40002))
+            wrapper = self.factory.buildProtocol(transport.getPeer())
+            wrapper.makeConnection(transport)
+            wrapper.dataReceived(header + b"GET /")
+            self.assertFalse(transport.aborted, header)
+            self.assertEqual(wrapper.wrappedProtocol.peers, [IPv4Address("TCP", "127.0.0.1", 40002)])
+            self.assertEqual(wrapper.wrappedProtocol.data, b"GET /")
+
     def test_timeout(self) -> None:
         """No complete header within the timeout: aborted, the inner protocol never connected."""
         self.wrapper.dataReceived(b"PROXY TCP4 10.1")

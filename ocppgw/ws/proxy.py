@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._info import ProxyInfo
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
@@ -63,7 +64,7 @@ class ProxyProtocolWrapper(HAProxyProtocolWrapper):
             if len(head) >= _V2_FIXED and head[:12] == _V2_SIGNATURE and head[12] & 0xF0 == 0x20:
                 self._parser = V2Parser()
             elif head[:6] == _V1_SIGNATURE:
-                self._parser = V1Parser()
+                self._parser = _V1Parser()
             elif (len(head) < _V2_FIXED and _V2_SIGNATURE.startswith(head[:12])) or (
                 _V1_SIGNATURE.startswith(head)
             ):
@@ -117,6 +118,17 @@ class ProxyProtocolWrapper(HAProxyProtocolWrapper):
         )
         self.disconnecting = True
         self.transport.abortConnection()
+
+
+class _V1Parser(V1Parser):
+    """Twisted's v1 parser, also taking the bare ``PROXY UNKNOWN`` line (HAProxy's health checks),
+    which it refuses for want of a space after ``UNKNOWN``: like a v2 LOCAL header, no address."""
+
+    @classmethod
+    def parse(cls, line: bytes) -> ProxyInfo:
+        if line == b"PROXY UNKNOWN":
+            return ProxyInfo(line, None, None)
+        return super().parse(line)
 
 
 def _addresses_ok(info: Any) -> bool:

@@ -273,7 +273,10 @@ def node_will(config: GatewayConfig, status: str = "offline") -> Will | None:
     if not config.presence.enable:
         return None
     node = config.gateway.node_name
-    topic = config.gateway.mountpoint + render(config.presence.node_topic, node=node)
+    mountpoint = config.gateway.mountpoint
+    if "${" in mountpoint:  # a mountpoint per charge point (${cid}) means nothing for the node
+        mountpoint = ""
+    topic = mountpoint + render(config.presence.node_topic, node=node)
     payload = json.dumps({"node": node, "status": status}, separators=(",", ":")).encode("utf-8")
     return Will(topic, payload, config.presence.qos, True)
 

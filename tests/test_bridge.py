@@ -544,6 +544,15 @@ class PresenceTests(GatewayTestCase):
         )
         self.assertEqual(node_will(self.config, "online").payload, b'{"node":"gw1","status":"online"}')
 
+    def test_node_topic_not_mounted_under_a_per_charge_point_mountpoint(self) -> None:
+        """With ``mountpoint = ocpp/${cid}/`` the node topic has no charge point to fill in: it is
+        published without the mountpoint, never with a literal ``${cid}``."""
+        self.make(make_config(gateway="mountpoint = ocpp/${cid}/\n"))
+        assert self.gateway.node_will is not None
+        self.assertEqual(self.gateway.node_will.topic, "gateway/gw1/Presence")
+        self.attach("CP1")
+        self.assertIn("ocpp/CP1/cp/CP1/Presence", [m.topic for m in self.link.published])
+
     def test_online_on_link_connect(self) -> None:
         """Each link connect publishes the node online and republishes presence with the connect time."""
         self.make()

@@ -550,15 +550,18 @@ class PahoLink:
                 reason=reason,
             )
 
-    def _on_connect_fail(self) -> None:
+    def _on_connect_fail(self, error: str | None = None) -> None:
+        """``error``: why, where it is known (paho's own loop does not say)."""
         self._connect_failures += 1
         self._metrics.inc("mqtt_connect_failures")
         if self._connect_failures == 1 and not self._tls_refusals:
             config = self._config
             self._log.warn(
-                "cannot reach MQTT broker {host}:{port}; retrying every {low}s to {high}s",
+                "cannot reach MQTT broker {host}:{port}{because}; retrying every {low}s to {high}s",
                 host=config.host,
                 port=config.port,
+                because="" if error is None else f" ({error})",
+                error=error,
                 low=config.reconnect_delay_min,
                 high=config.reconnect_delay_max,
             )

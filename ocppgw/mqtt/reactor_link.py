@@ -244,12 +244,10 @@ class PahoReactorLink(PahoLink):
 
     def _connect_failed(self, failure: Failure | None) -> None:
         self._connecting = False
-        if failure is not None:
-            self._log.debug("MQTT connect attempt failed: {error}", error=failure.getErrorMessage())
         if not self._active():
             self._network_closed()
             return
-        self._on_connect_fail()
+        self._on_connect_fail("no socket" if failure is None else failure.getErrorMessage())
         self._schedule_connect()
 
     def _schedule_connect(self) -> None:

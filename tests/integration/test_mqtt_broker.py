@@ -36,13 +36,13 @@ class _BrokerTests:
         yield recorder.start()
         return recorder
 
-    def link(self, broker: MosquittoBroker) -> PahoLink:
+    def link(self, broker: MosquittoBroker, keepalive: int = 10) -> PahoLink:
         self.metrics = Metrics()
         config = MqttSection(
             host="127.0.0.1",
             port=broker.port,
             client_id=f"ocppgw-link-test-{next(_ids)}",
-            keepalive=10,
+            keepalive=keepalive,
             reconnect_delay_min=0.05,
             reconnect_delay_max=0.5,
             max_buffered_messages=1000,
@@ -180,6 +180,28 @@ class _BrokerTests:
         self.assertTrue(link.publish("up/late", b"live", 1))
         messages = yield recorder.wait_for(lambda ms: any(m.payload == b"live" for m in ms))
         self.assertEqual([m.payload for m in messages], [b"held", b"live"])
+
+    @inlineCallbacks
+    def test_silent_broker_dropped_by_keepalive(self) -> Any:
+        """A broker that stops answering (SIGSTOP) is noticed through the keepalive, not left hanging;
+        once it answers again the link is back, with messages accepted meanwhile delivered."""
+        broker = self.broker()
+        yield broker.start()
+        link = self.link(broker, keepalive=1)
+        states: list[bool] = []
+        link.add_connection_observer(states.append)
+        link.start()
+        yield poll_until(lambda: link.connected)
+        broker.freeze()
+        self.addCleanup(broker.thaw)
+        yield poll_until(lambda: not link.connected, timeout=15)
+        self.assertTrue(link.publish("up/late", b"kept", 1, retain=True))
+        broker.thaw()
+        yield poll_until(lambda: link.connected, timeout=15)
+        recorder = yield self.recorder(broker, "up/#")
+        messages = yield recorder.wait_for(lambda ms: any(m.payload == b"kept" for m in ms))
+        self.assertEqual([m.topic for m in messages], ["up/late"])
+        self.assertEqual(states, [True, False, True])
 
     @inlineCallbacks
     def test_stop_is_clean(self) -> Any:

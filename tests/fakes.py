@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -275,3 +276,38 @@ class FakePahoClient:
         self.on_subscribe(
             self, None, mid, [ReasonCode(PacketTypes.SUBACK, identifier=c) for c in codes], None
         )
+
+
+class FakeSocket:
+    def __init__(self, fd: int = 7) -> None:
+        self.fd = fd
+        self.closed = False
+        self.tls_pending = 0
+        self.chunks: list[bytes] = []  # what recv returns, in order; then EAGAIN
+        self.sent: list[bytes] = []
+        self.accept: list[int | BaseException] = []  # per send: bytes taken, or what to raise
+        self.options: list[tuple[int, int, int]] = []
+
+    def fileno(self) -> int:
+        return -1 if self.closed else self.fd
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.options.append((level, option, value))
+
+    def recv(self, size: int) -> bytes:
+        if not self.chunks:
+            raise BlockingIOError(errno.EAGAIN, "would block")
+        return self.chunks.pop(0)
+
+    def send(self, data: bytes) -> int:
+        outcome = self.accept.pop(0) if self.accept else len(data)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        self.sent.append(data[:outcome])
+        return outcome
+
+    def pending(self) -> int:
+        return self.tls_pending
+
+    def close(self) -> None:
+        self.closed = True

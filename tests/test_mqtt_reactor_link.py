@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import socket
-import ssl
 from typing import Any
 
 from paho.mqtt import client as mqtt
@@ -14,45 +13,11 @@ from zope.interface.verify import verifyObject
 
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.link import IMqttLink
-from ocppgw.mqtt.reactor_link import PahoReactorLink, _BufferedSocket, _BufferingClient
-from tests.fakes import FakePahoClient
+from ocppgw.mqtt.paho_client import BufferingClient
+from ocppgw.mqtt.reactor_link import PahoReactorLink
+from tests.fakes import FakePahoClient, FakeSocket
 from tests.support import ThreadedMemoryReactorClock
 from tests.test_mqtt_link import CONFIG
-
-
-class FakeSocket:
-    def __init__(self, fd: int = 7) -> None:
-        self.fd = fd
-        self.closed = False
-        self.tls_pending = 0
-        self.chunks: list[bytes] = []  # what recv returns, in order; then EAGAIN
-        self.sent: list[bytes] = []
-        self.accept: list[int | BaseException] = []  # per send: bytes taken, or what to raise
-        self.options: list[tuple[int, int, int]] = []
-
-    def fileno(self) -> int:
-        return -1 if self.closed else self.fd
-
-    def setsockopt(self, level: int, option: int, value: int) -> None:
-        self.options.append((level, option, value))
-
-    def recv(self, size: int) -> bytes:
-        if not self.chunks:
-            raise BlockingIOError(errno.EAGAIN, "would block")
-        return self.chunks.pop(0)
-
-    def send(self, data: bytes) -> int:
-        outcome = self.accept.pop(0) if self.accept else len(data)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        self.sent.append(data[:outcome])
-        return outcome
-
-    def pending(self) -> int:
-        return self.tls_pending
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class FakeLoopClient(FakePahoClient):
@@ -196,7 +161,7 @@ class ConnectTests(ReactorLinkTestCase):
         self.assertTrue(verifyObject(IMqttLink, self.link))
         factory = PahoReactorLink(self.reactor, CONFIG, self.metrics)._client_factory
         client = factory(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="x")
-        self.assertIsInstance(client, _BufferingClient)
+        self.assertIsInstance(client, BufferingClient)
 
     def test_connect_runs_in_pool_then_socket_registered(self) -> None:
         """start() remembers the address, connects through the thread pool and then watches the socket:
@@ -391,74 +356,3 @@ class StopTests(ReactorLinkTestCase):
         self.assertTrue(sock.closed)
         self.assertEqual(self.reactor.getReaders(), [])
         self.assertTrue(any("did not take DISCONNECT" in line for line in self.logged()))
-
-
-class BufferedSocketTests(SynchronousTestCase):
-    def test_reads_served_from_one_recv(self) -> None:
-        """paho's small reads come from one large recv; EAGAIN passes through once the chunk is used."""
-        sock = FakeSocket()
-        sock.chunks = [b"\x30\x05hello"]
-        buffered = _BufferedSocket(sock)
-        self.assertEqual(buffered.recv(1), b"\x30")
-        self.assertEqual(buffered.pending(), 6)
-        self.assertEqual(buffered.recv(1), b"\x05")
-        self.assertEqual(buffered.recv(10), b"hello")
-        self.assertEqual(buffered.pending(), 0)
-        self.assertRaises(BlockingIOError, buffered.recv, 1)
-
-    def test_end_of_stream_passes_through(self) -> None:
-        sock = FakeSocket()
-        sock.chunks = [b""]
-        self.assertEqual(_BufferedSocket(sock).recv(1), b"")
-
-    def test_writes_gathered_into_one_send(self) -> None:
-        """Everything paho sends in one step leaves in one send() at flush."""
-        sock = FakeSocket()
-        buffered = _BufferedSocket(sock)
-        self.assertEqual(buffered.send(b"ab"), 2)
-        self.assertEqual(buffered.send(bytearray(b"cd")), 2)
-        self.assertEqual(sock.sent, [])
-        self.assertTrue(buffered.flush())
-        self.assertEqual(sock.sent, [b"abcd"])
-        self.assertFalse(buffered.has_output)
-
-    def test_partial_and_blocked_writes_keep_the_rest(self) -> None:
-        """A short write keeps the rest; after a would-block the same bytes are offered again alone
-        (TLS requires that), and what came later follows."""
-        sock = FakeSocket()
-        sock.accept = [1, ssl.SSLWantWriteError(), 5]
-        buffered = _BufferedSocket(sock)
-        buffered.send(b"abcd")
-        self.assertFalse(buffered.flush())  # wrote "a"
-        buffered.send(b"ef")
-        self.assertFalse(buffered.flush())  # blocked on "bcdef"
-        buffered.send(b"gh")
-        self.assertTrue(buffered.flush())  # "bcdef" alone, then "gh"
-        self.assertEqual(sock.sent, [b"a", b"bcdef", b"gh"])
-
-    def test_write_error_reported_by_the_next_read(self) -> None:
-        """A failed write drops the output; paho learns of it from its next read that needs the socket."""
-        sock = FakeSocket()
-        sock.accept = [BrokenPipeError(errno.EPIPE, "broken pipe")]
-        sock.chunks = [b"\x20\x02"]
-        buffered = _BufferedSocket(sock)
-        self.assertEqual(buffered.recv(1), b"\x20")
-        buffered.send(b"x")
-        self.assertTrue(buffered.flush())
-        self.assertFalse(buffered.has_output)
-        self.assertIsInstance(buffered.error, BrokenPipeError)
-        self.assertEqual(buffered.recv(1), b"\x02")  # what was already read is still served
-        self.assertRaises(BrokenPipeError, buffered.recv, 1)
-
-    def test_close_flushes_first(self) -> None:
-        """DISCONNECT, written just before paho closes, still leaves."""
-        sock = FakeSocket()
-        buffered = _BufferedSocket(sock)
-        buffered.send(b"\xe0\x00")
-        buffered.close()
-        self.assertEqual(sock.sent, [b"\xe0\x00"])
-        self.assertTrue(sock.closed)
-
-    def test_other_attributes_are_the_socket_s(self) -> None:
-        sock = FakeSocket(fd=11)
-        self.assertEqual(_BufferedSocket(sock).fileno(), 11)

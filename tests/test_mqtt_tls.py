@@ -24,6 +24,8 @@ LISTENER = "[listeners.ws.a]\nbind = 127.0.0.1:0\n"
 
 def _ca_names(context: ssl.SSLContext) -> list[str]:
     return [dict(field[0] for field in ca["subject"])["commonName"] for ca in context.get_ca_certs()]
+
+
 PASSWORD = "gw pass"
 
 

@@ -8,13 +8,11 @@ that stopped answering) runs on a ``LoopingCall``.  paho's callbacks therefore
 run in the reactor thread, inside those calls; their events are drained as soon
 as paho returns, so the base class's ordering rules hold unchanged.
 
-paho reads a packet with several ``recv`` calls (one byte of type, the length
-byte by byte, then the body) and writes each packet with its own ``send``.  The
-client made here hands paho a ``_BufferedSocket`` instead: one large ``recv``
-serves many packets from memory, and everything paho writes in one step leaves
-in one ``send`` when the step is over.  That is paho's private
-``_create_socket`` overridden; if a paho release renames it, the link still
-works, unbuffered, and ``tests`` notice.
+The client is ``ocppgw.mqtt.paho_client.BufferingClient``: paho with a
+buffered socket (one large ``recv`` serves many packets, one ``send`` per paho
+step) and a short path for the packets every charge point call brings.  If a
+paho release renames what that relies on, the link still works with paho's own
+reads and writes, and ``tests`` notice.
 
 Only the connect is blocking in paho (name lookup, TCP connect, TLS handshake,
 each bounded by paho's connect timeout), so ``reconnect`` runs in the reactor's
@@ -25,11 +23,9 @@ each failed attempt up to ``reconnect_delay_max``, reset by a successful CONNACK
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 import zope.interface
-from paho.mqtt import client as mqtt
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
 from twisted.internet.task import LoopingCall
@@ -37,91 +33,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
 from ocppgw.mqtt.link import PahoLink
-
-_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-
-
-class _BufferedSocket:
-    """paho's socket, read in large chunks and written once per paho step (``flush``)."""
-
-    read_size = 65536
-
-    def __init__(self, sock: Any) -> None:
-        self.sock = sock
-        self._in = b""
-        self._in_pos = 0
-        self._out: list[bytes] = []
-        self._retry = False  # _out[0] must be offered again as it is (TLS asks for that)
-        self.error: OSError | None = None  # a write failed: the next read that reaches the socket says so
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sock, name)  # fileno, setblocking, setsockopt, getpeercert...
-
-    def recv(self, size: int) -> bytes:
-        """Up to ``size`` bytes; raises as the socket does when there are none (paho expects that)."""
-        if self._in_pos >= len(self._in):
-            if self.error is not None:
-                raise self.error
-            data = self.sock.recv(self.read_size)
-            if not data:
-                return data
-            self._in = data
-            self._in_pos = 0
-        start = self._in_pos
-        self._in_pos = start + size
-        return self._in[start : self._in_pos]
-
-    def pending(self) -> int:
-        """Bytes read but not yet consumed, here and in a TLS layer: epoll does not see them."""
-        inner = getattr(self.sock, "pending", None)
-        return max(0, len(self._in) - self._in_pos) + (inner() if inner is not None else 0)
-
-    def send(self, data: bytes | bytearray | memoryview) -> int:
-        self._out.append(bytes(data))
-        return len(data)
-
-    @property
-    def has_output(self) -> bool:
-        return bool(self._out)
-
-    def flush(self) -> bool:
-        """Write what paho gave; True when nothing is left (or the connection is gone: see ``error``)."""
-        while self._out:
-            if self._retry or len(self._out) == 1:
-                chunk = self._out[0]
-            else:
-                chunk = b"".join(self._out)
-                self._out = [chunk]
-            try:
-                sent = self.sock.send(chunk)
-            except _WOULD_BLOCK:
-                self._retry = True
-                return False
-            except OSError as e:
-                self.error = e
-                self._out.clear()
-                return True
-            self._retry = False
-            if sent < len(chunk):
-                self._out[0] = chunk[sent:]
-                return False
-            del self._out[0]
-        return True
-
-    def close(self) -> None:
-        self.flush()  # DISCONNECT, written just before paho closes
-        self.sock.close()
-
-
-class _BufferingClient(mqtt.Client):
-    """paho's client, given a ``_BufferedSocket`` once it has connected (and done TLS)."""
-
-    def _create_socket(self) -> Any:
-        return _BufferedSocket(super()._create_socket())
-
-
-def _buffering_client(**kwargs: Any) -> Any:
-    return _BufferingClient(**kwargs)
+from ocppgw.mqtt.paho_client import BufferedSocket, buffering_client
 
 
 @zope.interface.implementer(IReadDescriptor, IWriteDescriptor)
@@ -158,7 +70,7 @@ class PahoReactorLink(PahoLink):
     """How long ``stop`` waits for paho to write DISCONNECT and close before closing the socket itself."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("client_factory", _buffering_client)
+        kwargs.setdefault("client_factory", buffering_client)
         super().__init__(*args, **kwargs)
         self._socket: _BrokerSocket | None = None  # registered with the reactor
         self._connecting = False  # reconnect() is running in the thread pool
@@ -322,13 +234,13 @@ class PahoReactorLink(PahoLink):
         client = self._client
         if client.socket() is not sock:
             return
-        if isinstance(sock, _BufferedSocket) and not self._flush_socket(sock):
+        if isinstance(sock, BufferedSocket) and not self._flush_socket(sock):
             return  # the kernel still holds back what an earlier step wrote
         self._drive(client.loop_write)
-        if isinstance(sock, _BufferedSocket) and client.socket() is sock:
+        if isinstance(sock, BufferedSocket) and client.socket() is sock:
             self._flush_socket(sock)
 
-    def _flush_socket(self, sock: _BufferedSocket) -> bool:
+    def _flush_socket(self, sock: BufferedSocket) -> bool:
         registered = self._socket
         done = sock.flush()
         if sock.error is not None:

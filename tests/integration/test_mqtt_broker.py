@@ -13,7 +13,8 @@ from twisted.trial.unittest import TestCase
 from ocppgw.config import MqttSection
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.link import PahoLink, PahoThreadLink, Will
-from ocppgw.mqtt.reactor_link import PahoReactorLink, _BufferedSocket
+from ocppgw.mqtt.paho_client import BufferedSocket
+from ocppgw.mqtt.reactor_link import PahoReactorLink
 from tests.support import MosquittoBroker, MqttRecorder, poll_until
 
 _ids = itertools.count()
@@ -249,7 +250,7 @@ class PahoReactorLinkBrokerTests(_BrokerTests, TestCase):
         link.subscribe("loop/back", 1, lambda t, p: got.append(p))
         link.start()
         yield poll_until(lambda: link.connected)
-        self.assertIsInstance(link._client.socket(), _BufferedSocket)
+        self.assertIsInstance(link._client.socket(), BufferedSocket)
         recorder = yield self.recorder(broker, "loop/#")
         yield poll_until(lambda: link._subscribe_mids == {})
         for n in range(200):

@@ -1,0 +1,273 @@
+"""The paho client the reactor link drives: buffered socket I/O and a short path for the hot packets.
+
+paho reads a packet with several ``recv`` calls (one byte of type, the length
+byte by byte, then the body) and writes each packet with its own ``send``.
+``BufferingClient`` hands paho a ``BufferedSocket`` instead: one large ``recv``
+serves many packets from memory, and everything paho writes in one step leaves
+in one ``send`` when the step is over.
+
+Per charge point call the gateway receives two packets, the PUBACK of its
+upstream PUBLISH and the central system's reply (a QoS 1 PUBLISH), and paho
+spends most of its time per call on them: byte-wise reads, a ``Properties`` and
+a ``ReasonCode`` built for every MQTT 3.1.1 PUBACK, packet decoding through
+format strings.  When such a packet lies whole in the buffer, ``_packet_read``
+decodes it here and hands it to paho's own handling of its outcome
+(``_do_on_publish``, ``_handle_on_message``, ``_send_puback``), so paho's state
+(messages in flight, acknowledgements, callbacks and their locks) stays paho's.
+Every other packet, a packet that has only partly arrived, and everything under
+MQTT 5 take paho's own path unchanged.
+
+This overrides paho's private ``_create_socket`` and ``_packet_read`` and
+relies on the private members named in ``PRIVATE_MEMBERS``;
+``short_path_supported`` checks them once per client, and without them the
+client is plain paho (slower, still correct).  ``tests`` check the installed
+paho has them, and that both paths answer every packet alike.
+"""
+
+from __future__ import annotations
+
+import ssl
+import struct
+from typing import Any
+
+from paho.mqtt import client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+_PUBACK = 0x40
+_QOS_MASK = 0x06
+# First bytes the short path reads: PUBACK (no flags, as 3.1.1 requires) and PUBLISH at QoS 0 or 1
+# (with or without DUP and RETAIN). QoS 2 and every other packet go through paho.
+_SHORT_PATH_FIRST_BYTES = frozenset(
+    {_PUBACK} | {0x30 | qos | dup | retain for qos in (0, 2) for dup in (0, 8) for retain in (0, 1)}
+)
+_u16 = struct.Struct("!H").unpack_from
+
+# What paho passes on_publish for a 3.1.1 PUBACK, which carries neither: built once, not per PUBACK.
+_PUBACK_REASON = ReasonCode(PacketTypes.PUBACK)
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+
+PRIVATE_MEMBERS = (
+    "_sock",
+    "_protocol",
+    "_in_packet",
+    "_packet_read",
+    "_out_messages",
+    "_out_message_mutex",
+    "_do_on_publish",
+    "_handle_on_message",
+    "_send_puback",
+    "_manual_ack",
+    "_msgtime_mutex",
+    "_last_bytes_received",
+    "_easy_log",
+    "_call_socket_register_write",
+)
+
+
+class BufferedSocket:
+    """paho's socket, read in large chunks and written once per paho step (``flush``)."""
+
+    read_size = 65536
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self._in = b""
+        self._in_pos = 0
+        self._out: list[bytes] = []
+        self._retry = False  # _out[0] must be offered again as it is (TLS asks for that)
+        self.error: OSError | None = None  # a write failed: the next read that reaches the socket says so
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)  # fileno, setblocking, setsockopt, getpeercert...
+
+    def _fill(self) -> bytes:
+        """Read the next chunk from the socket; raises as the socket does, ``b""`` at end of stream."""
+        if self.error is not None:
+            raise self.error
+        data = self.sock.recv(self.read_size)
+        if data:
+            self._in = data
+            self._in_pos = 0
+        return data
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes; raises as the socket does when there are none (paho expects that)."""
+        if self._in_pos >= len(self._in) and not self._fill():
+            return b""
+        start = self._in_pos
+        self._in_pos = start + size
+        return self._in[start : self._in_pos]
+
+    def take_packet(self, first_bytes: frozenset[int]) -> tuple[int, bytes] | None:
+        """The next packet as (first byte, body) when its first byte is one of ``first_bytes`` and it
+        lies whole in the buffer, which then moves past it; else None and nothing moves.
+
+        A malformed length is left to paho too, which reads it byte by byte and says so."""
+        data = self._in
+        pos = self._in_pos
+        end = len(data)
+        if pos >= end or data[pos] not in first_bytes:
+            return None
+        length = 0
+        shift = 0
+        index = pos + 1
+        while index < end and shift < 28:
+            byte = data[index]
+            index += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                stop = index + length
+                if stop > end:
+                    return None
+                self._in_pos = stop
+                return data[pos], data[index:stop]
+            shift += 7
+        return None
+
+    def pending(self) -> int:
+        """Bytes read but not yet consumed, here and in a TLS layer: epoll does not see them."""
+        inner = getattr(self.sock, "pending", None)
+        return max(0, len(self._in) - self._in_pos) + (inner() if inner is not None else 0)
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        self._out.append(bytes(data))
+        return len(data)
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
+
+    def flush(self) -> bool:
+        """Write what paho gave; True when nothing is left (or the connection is gone: see ``error``)."""
+        while self._out:
+            if self._retry or len(self._out) == 1:
+                chunk = self._out[0]
+            else:
+                chunk = b"".join(self._out)
+                self._out = [chunk]
+            try:
+                sent = self.sock.send(chunk)
+            except _WOULD_BLOCK:
+                self._retry = True
+                return False
+            except OSError as e:
+                self.error = e
+                self._out.clear()
+                return True
+            self._retry = False
+            if sent < len(chunk):
+                self._out[0] = chunk[sent:]
+                return False
+            del self._out[0]
+        return True
+
+    def close(self) -> None:
+        self.flush()  # DISCONNECT, written just before paho closes
+        self.sock.close()
+
+
+def short_path_supported(client: Any) -> bool:
+    """Whether ``client`` (a paho client) has every private member the short path relies on."""
+    return all(hasattr(client, name) for name in PRIVATE_MEMBERS)
+
+
+class BufferingClient(mqtt.Client):
+    """paho's client, given a ``BufferedSocket`` once it has connected (and done TLS), reading
+    PUBACK and QoS 0/1 PUBLISH packets through the short path under MQTT 3.1.1."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.short_path = short_path_supported(self)
+
+    def _create_socket(self) -> Any:
+        return BufferedSocket(super()._create_socket())
+
+    def _packet_read(self) -> mqtt.MQTTErrorCode:
+        sock = self._sock
+        if (
+            not self.short_path
+            or type(sock) is not BufferedSocket
+            or self._in_packet["command"] != 0  # paho is in the middle of a packet
+            or self._protocol != mqtt.MQTTv311
+        ):
+            return super()._packet_read()
+        if sock._in_pos >= len(sock._in):
+            rc = self._fill(sock)
+            if rc is not None:
+                return rc
+        packet = sock.take_packet(_SHORT_PATH_FIRST_BYTES)
+        if packet is None:
+            return super()._packet_read()
+        command, body = packet
+        if command == _PUBACK:
+            rc = self._read_puback(body)
+        else:
+            rc = self._read_publish(command, body)
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        return rc
+
+    def _fill(self, sock: BufferedSocket) -> mqtt.MQTTErrorCode | None:
+        """Refill the buffer; None when there are bytes, else what paho's own read would return."""
+        try:
+            data = sock._fill()
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return mqtt.MQTTErrorCode.MQTT_ERR_AGAIN
+        except ssl.SSLWantWriteError:
+            self._call_socket_register_write()
+            return mqtt.MQTTErrorCode.MQTT_ERR_AGAIN
+        except OSError as err:
+            self._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+            return mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
+        return None if data else mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
+
+    def _read_puback(self, body: bytes) -> mqtt.MQTTErrorCode:
+        if len(body) != 2:
+            return self._malformed("wrong size of packet")
+        (mid,) = _u16(body)
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, _PUBACK_REASON, _NO_PROPERTIES)
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _read_publish(self, command: int, body: bytes) -> mqtt.MQTTErrorCode:
+        qos = (command & _QOS_MASK) >> 1
+        size = len(body)
+        if size < 2:
+            return self._malformed("PUBLISH too short for its topic length")
+        (topic_size,) = _u16(body)
+        start = 2 + topic_size
+        if topic_size == 0:
+            return self._malformed("topic can't be empty in MQTTv3")
+        mid = 0
+        if qos:
+            if start + 2 > size:
+                return self._malformed("PUBLISH too short for its topic and message id")
+            (mid,) = _u16(body, start)
+            payload_start = start + 2
+        else:
+            if start > size:
+                return self._malformed("PUBLISH too short for its topic")
+            payload_start = start
+        message = mqtt.MQTTMessage(mid, body[2:start])
+        message.dup = bool(command & 0x08)
+        message.qos = qos
+        message.retain = bool(command & 0x01)
+        message.payload = body[payload_start:]
+        message.timestamp = mqtt.time_func()
+        self._handle_on_message(message)
+        if qos and not self._manual_ack:
+            return self._send_puback(mid)
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _malformed(self, reason: str) -> mqtt.MQTTErrorCode:
+        self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", reason)
+        return mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+
+
+def buffering_client(**kwargs: Any) -> Any:
+    return BufferingClient(**kwargs)

@@ -1,0 +1,321 @@
+"""The buffered socket and the short path of ``BufferingClient``, against paho's own reads."""
+
+from __future__ import annotations
+
+import errno
+import ssl
+import struct
+from typing import Any
+
+from paho.mqtt import client as mqtt
+from twisted.trial.unittest import SynchronousTestCase
+
+from ocppgw.mqtt.paho_client import PRIVATE_MEMBERS, BufferedSocket, BufferingClient
+from tests.fakes import FakeSocket
+
+
+class BufferedSocketTests(SynchronousTestCase):
+    def test_reads_served_from_one_recv(self) -> None:
+        """paho's small reads come from one large recv; EAGAIN passes through once the chunk is used."""
+        sock = FakeSocket()
+        sock.chunks = [b"\x30\x05hello"]
+        buffered = BufferedSocket(sock)
+        self.assertEqual(buffered.recv(1), b"\x30")
+        self.assertEqual(buffered.pending(), 6)
+        self.assertEqual(buffered.recv(1), b"\x05")
+        self.assertEqual(buffered.recv(10), b"hello")
+        self.assertEqual(buffered.pending(), 0)
+        self.assertRaises(BlockingIOError, buffered.recv, 1)
+
+    def test_end_of_stream_passes_through(self) -> None:
+        sock = FakeSocket()
+        sock.chunks = [b""]
+        self.assertEqual(BufferedSocket(sock).recv(1), b"")
+
+    def test_writes_gathered_into_one_send(self) -> None:
+        """Everything paho sends in one step leaves in one send() at flush."""
+        sock = FakeSocket()
+        buffered = BufferedSocket(sock)
+        self.assertEqual(buffered.send(b"ab"), 2)
+        self.assertEqual(buffered.send(bytearray(b"cd")), 2)
+        self.assertEqual(sock.sent, [])
+        self.assertTrue(buffered.flush())
+        self.assertEqual(sock.sent, [b"abcd"])
+        self.assertFalse(buffered.has_output)
+
+    def test_partial_and_blocked_writes_keep_the_rest(self) -> None:
+        """A short write keeps the rest; after a would-block the same bytes are offered again alone
+        (TLS requires that), and what came later follows."""
+        sock = FakeSocket()
+        sock.accept = [1, ssl.SSLWantWriteError(), 5]
+        buffered = BufferedSocket(sock)
+        buffered.send(b"abcd")
+        self.assertFalse(buffered.flush())  # wrote "a"
+        buffered.send(b"ef")
+        self.assertFalse(buffered.flush())  # blocked on "bcdef"
+        buffered.send(b"gh")
+        self.assertTrue(buffered.flush())  # "bcdef" alone, then "gh"
+        self.assertEqual(sock.sent, [b"a", b"bcdef", b"gh"])
+
+    def test_write_error_reported_by_the_next_read(self) -> None:
+        """A failed write drops the output; paho learns of it from its next read that needs the socket."""
+        sock = FakeSocket()
+        sock.accept = [BrokenPipeError(errno.EPIPE, "broken pipe")]
+        sock.chunks = [b"\x20\x02"]
+        buffered = BufferedSocket(sock)
+        self.assertEqual(buffered.recv(1), b"\x20")
+        buffered.send(b"x")
+        self.assertTrue(buffered.flush())
+        self.assertFalse(buffered.has_output)
+        self.assertIsInstance(buffered.error, BrokenPipeError)
+        self.assertEqual(buffered.recv(1), b"\x02")  # what was already read is still served
+        self.assertRaises(BrokenPipeError, buffered.recv, 1)
+
+    def test_close_flushes_first(self) -> None:
+        """DISCONNECT, written just before paho closes, still leaves."""
+        sock = FakeSocket()
+        buffered = BufferedSocket(sock)
+        buffered.send(b"\xe0\x00")
+        buffered.close()
+        self.assertEqual(sock.sent, [b"\xe0\x00"])
+        self.assertTrue(sock.closed)
+
+    def test_other_attributes_are_the_socket_s(self) -> None:
+        sock = FakeSocket(fd=11)
+        self.assertEqual(BufferedSocket(sock).fileno(), 11)
+
+    def test_take_packet_only_whole_packets_of_the_kinds_asked(self) -> None:
+        sock = FakeSocket()
+        sock.chunks = [b"\x40\x02\x00\x07" + b"\x90\x03\x00\x01\x00" + b"\x40\x02\x00"]
+        buffered = BufferedSocket(sock)
+        buffered.recv(0)  # fills the buffer
+        self.assertEqual(buffered.take_packet(frozenset({0x40})), (0x40, b"\x00\x07"))
+        self.assertIsNone(buffered.take_packet(frozenset({0x40})))  # a SUBACK is next
+        self.assertEqual(buffered.recv(5), b"\x90\x03\x00\x01\x00")
+        self.assertIsNone(buffered.take_packet(frozenset({0x40})))  # one byte of the body is missing
+        self.assertEqual(buffered.pending(), 3)
+
+    def test_take_packet_multi_byte_length(self) -> None:
+        body = b"x" * 300
+        sock = FakeSocket()
+        sock.chunks = [b"\x30\xac\x02" + body]
+        buffered = BufferedSocket(sock)
+        buffered.recv(0)
+        self.assertEqual(buffered.take_packet(frozenset({0x30})), (0x30, body))
+
+    def test_take_packet_leaves_a_malformed_length_alone(self) -> None:
+        """Five length bytes: paho reads them itself and reports the protocol error."""
+        sock = FakeSocket()
+        sock.chunks = [b"\x30\xff\xff\xff\xff\x01" + b"x" * 16]
+        buffered = BufferedSocket(sock)
+        buffered.recv(0)
+        self.assertIsNone(buffered.take_packet(frozenset({0x30})))
+        self.assertEqual(buffered.pending(), 22)
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish(
+    topic: bytes, payload: bytes, qos: int = 1, mid: int = 1, dup: bool = False, retain: bool = False
+) -> bytes:
+    body = struct.pack("!H", len(topic)) + topic + (struct.pack("!H", mid) if qos else b"") + payload
+    first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    return bytes([first]) + _remaining_length(len(body)) + body
+
+
+def puback(mid: int) -> bytes:
+    return b"\x40\x02" + struct.pack("!H", mid)
+
+
+class _Run:
+    """One paho client, connected in memory, that has published QoS 1 messages with mids 1..3."""
+
+    def __init__(self, client_class: type[mqtt.Client], short_path: bool = True) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        client = client_class(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv311
+        )
+        if isinstance(client, BufferingClient):
+            client.short_path = short_path
+        client.on_message = lambda c, u, m: self.events.append(
+            ("message", m.topic, bytes(m.payload), m.qos, m.retain, m.dup, m.mid)
+        )
+        client.on_publish = lambda c, u, mid, reason, props: self.events.append(
+            ("published", mid, reason.value, reason.is_failure, props.json())
+        )
+        client.on_socket_register_write = lambda *_: None
+        client.on_socket_unregister_write = lambda *_: None
+        self.raw = FakeSocket()
+        self.sock = BufferedSocket(self.raw)
+        client._sock = self.sock
+        client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+        for n in range(3):
+            client.publish(f"up/{n}", b"m%d" % n, 1)
+        client.loop_write()
+        self.sock.flush()
+        self.raw.sent.clear()
+        self.client = client
+
+    def read(self, *chunks: bytes) -> list[Any]:
+        """Feed ``chunks`` as successive recv results; returns every _packet_read outcome until
+        paho would block or stops reading."""
+        self.raw.chunks = list(chunks)
+        outcomes = []
+        while True:
+            rc = self.client._packet_read()
+            outcomes.append(rc)
+            if rc != mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        self.client.loop_write()
+        self.sock.flush()
+        return outcomes
+
+    @property
+    def written(self) -> bytes:
+        return b"".join(self.raw.sent)
+
+
+class ShortPathTests(SynchronousTestCase):
+    """Every stream gives the same callbacks, outcomes and bytes written with and without the short
+    path; the cases the short path takes are checked to leave paho's own decoding unused."""
+
+    def assertSameAsPaho(self, *chunks: bytes) -> _Run:
+        stock = _Run(mqtt.Client)
+        expected = stock.read(*chunks)
+        short = _Run(BufferingClient)
+        self.assertEqual(short.read(*chunks), expected)
+        self.assertEqual(short.events, stock.events)
+        self.assertEqual(short.written, stock.written)
+        self.assertEqual(short.client._out_messages.keys(), stock.client._out_messages.keys())
+        self.assertEqual(short.client._inflight_messages, stock.client._inflight_messages)
+        return short
+
+    def test_installed_paho_has_what_the_short_path_needs(self) -> None:
+        """A paho release that renamed one of these would silently lose the short path."""
+        client = BufferingClient(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311
+        )
+        self.assertEqual([name for name in PRIVATE_MEMBERS if not hasattr(client, name)], [])
+        self.assertTrue(client.short_path)
+
+    def test_pubacks_and_publishes(self) -> None:
+        run = self.assertSameAsPaho(
+            puback(2)
+            + publish(b"down/CP1", b'{"a":1}', qos=1, mid=9)
+            + puback(1)
+            + publish(b"down/CP2", b"", qos=0)
+            + publish(b"down/CP3", b"r", qos=1, mid=65535, dup=True, retain=True)
+            + puback(77)  # not ours: ignored
+            + publish(b"down/CP4", b"q0r", qos=0, retain=True)
+        )
+        self.assertEqual([e[0] for e in run.events].count("message"), 4)
+        self.assertEqual([e[1] for e in run.events if e[0] == "published"], [2, 1])
+        self.assertEqual(run.written, puback(9) + puback(65535))
+
+    def test_the_short_path_is_taken(self) -> None:
+        """paho's own decoders are never reached for PUBACK and QoS 0/1 PUBLISH."""
+        run = _Run(BufferingClient)
+
+        def refuse(*args: Any) -> Any:
+            raise AssertionError("paho's own decoding was used")
+
+        run.client._handle_pubackcomp = refuse
+        run.client._handle_publish = refuse
+        run.read(puback(1) + publish(b"t", b"p", qos=1, mid=4) + publish(b"t", b"p", qos=0))
+        self.assertEqual(len(run.events), 3)
+
+    def test_without_the_short_path_paho_reads_everything(self) -> None:
+        run = _Run(BufferingClient, short_path=False)
+        decoded: list[str] = []
+        original = run.client._handle_pubackcomp
+        run.client._handle_pubackcomp = lambda cmd: decoded.append(cmd) or original(cmd)
+        run.read(puback(1))
+        self.assertEqual(decoded, ["PUBACK"])
+
+    def test_packets_split_across_reads(self) -> None:
+        stream = puback(1) + publish(b"down/CP1", b"x" * 200, mid=5) + puback(2) + publish(b"t", b"y", mid=6)
+        for cut in (1, 3, 5, 40, len(stream) - 2):
+            with self.subTest(cut=cut):
+                self.assertSameAsPaho(stream[:cut], stream[cut:])
+        self.assertSameAsPaho(*[stream[i : i + 1] for i in range(len(stream))])
+
+    def test_other_packets_mixed_in(self) -> None:
+        """QoS 2 PUBLISH (PUBREC), SUBACK, PINGRESP, PUBACK with flags: paho's path, in order."""
+        self.assertSameAsPaho(
+            publish(b"q2", b"two", qos=2, mid=8)
+            + puback(3)
+            + b"\x90\x03\x00\x05\x01"
+            + b"\xd0\x00"
+            + b"\x42\x02\x00\x01"
+            + publish(b"after", b"z", qos=1, mid=10)
+        )
+
+    def test_large_publish(self) -> None:
+        self.assertSameAsPaho(publish(b"big", b"b" * 70000, mid=11), puback(1))
+
+    def test_malformed_packets(self) -> None:
+        cases = {
+            "puback too long": b"\x40\x03\x00\x01\x00",
+            "puback too short": b"\x40\x01\x00",
+            "publish shorter than its topic length": b"\x32\x04\x00\x09ab",
+            "publish without a message id": b"\x32\x03\x00\x01a",
+            "publish with half a message id": b"\x32\x04\x00\x01a\x00",
+            "qos 0 publish shorter than its topic": b"\x30\x02\x00\x01",
+            "publish with one byte": b"\x30\x01\x00",
+            "empty topic": b"\x32\x04\x00\x00\x00\x01",
+            "qos 3": b"\x36\x05\x00\x01a\x00\x01",
+        }
+        for name, packet in cases.items():
+            with self.subTest(name):
+                run = self.assertSameAsPaho(puback(1) + packet + puback(2))
+                self.assertEqual(run.events[-1][:2], ("published", 1))  # nothing after the bad packet
+
+    def test_end_of_stream_and_socket_errors(self) -> None:
+        self.assertSameAsPaho(puback(1), b"")
+        stock, short = _Run(mqtt.Client), _Run(BufferingClient)
+        for run in (stock, short):
+            run.raw.chunks = []
+            run.raw.recv = lambda size: (_ for _ in ()).throw(ConnectionResetError(errno.ECONNRESET, "reset"))
+        self.assertEqual(short.client._packet_read(), stock.client._packet_read())
+        self.assertEqual(short.client._packet_read(), mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST)
+
+    def test_tls_wants(self) -> None:
+        """SSLWantRead: try again later; SSLWantWrite: also ask to be told when writable, as paho does."""
+        for error, registers in ((ssl.SSLWantReadError(), False), (ssl.SSLWantWriteError(), True)):
+            with self.subTest(error=type(error).__name__):
+                run = _Run(BufferingClient)
+                asked: list[bool] = []
+                run.client.on_socket_register_write = lambda *_, asked=asked: asked.append(True)
+                run.client._registered_write = False
+
+                def want(size: int, error: Exception = error) -> bytes:
+                    raise error
+
+                run.raw.recv = want
+                self.assertEqual(run.client._packet_read(), mqtt.MQTTErrorCode.MQTT_ERR_AGAIN)
+                self.assertEqual(bool(asked), registers)
+
+    def test_mqtt5_uses_paho_s_path(self) -> None:
+        client = BufferingClient(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        decoded: list[str] = []
+        client._handle_pubackcomp = lambda cmd: decoded.append(cmd) or mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        raw = FakeSocket()
+        raw.chunks = [puback(1)]
+        client._sock = BufferedSocket(raw)
+        client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+        client._packet_read()
+        self.assertEqual(decoded, ["PUBACK"])
+
+    def test_last_bytes_received_is_updated(self) -> None:
+        """paho's keepalive check counts any packet read as sign of life."""
+        run = _Run(BufferingClient)
+        run.client._last_bytes_received = 0.0
+        run.read(puback(1))
+        self.assertGreater(run.client._last_bytes_received, 0.0)

@@ -449,6 +449,29 @@ class SubscriptionTests(_LinkTestCase):
         )
         self.assertEqual(self.metrics.value("mqtt_unroutable"), 2)
 
+    def test_raw_messages_dispatched_alike(self) -> None:
+        """A client offering ``on_raw_message`` (the reactor link's) delivers through it, topics as bytes."""
+
+        class RawClient(FakePahoClient):
+            on_raw_message: Any = None
+
+        self.link = PahoThreadLink(
+            self.reactor,
+            self.config,
+            self.metrics,
+            client_factory=lambda **kw: self.clients.append(RawClient(**kw)) or self.clients[-1],
+        )
+        client = self.started()
+        self.connect()
+        got: list[tuple[str, bytes]] = []
+        self.link.subscribe("cs/+", 1, lambda t, p: got.append((t, p)))
+        in_thread(client.on_raw_message, b"cs/CP1", b"m")
+        in_thread(client.on_raw_message, b"cs/\xff", b"bad")
+        self.reactor.pump()
+        self.assertEqual(got, [("cs/CP1", b"m")])
+        self.assertEqual(self.metrics.value("mqtt_received"), 2)
+        self.assertEqual(self.metrics.value("mqtt_unroutable"), 1)
+
     def test_refused_subscription_logged(self) -> None:
         """A SUBACK failure is logged with the filter it refers to."""
         client = self.started()

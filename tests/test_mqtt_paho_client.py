@@ -145,7 +145,7 @@ class _Run:
         if isinstance(client, BufferingClient):
             client.short_path = short_path
         client.on_message = lambda c, u, m: self.events.append(
-            ("message", m.topic, bytes(m.payload), m.qos, m.retain, m.dup, m.mid)
+            ("message", m._topic, bytes(m.payload), m.qos, m.retain, m.dup, m.mid)
         )
         client.on_publish = lambda c, u, mid, reason, props: self.events.append(
             ("published", mid, reason.value, reason.is_failure, props.json())
@@ -218,6 +218,21 @@ class ShortPathTests(SynchronousTestCase):
         self.assertEqual([e[0] for e in run.events].count("message"), 4)
         self.assertEqual([e[1] for e in run.events if e[0] == "published"], [2, 1])
         self.assertEqual(run.written, puback(9) + puback(65535))
+
+    def test_raw_message_sink(self) -> None:
+        """With ``on_raw_message`` set, messages go there as bytes, on_message is not called, and
+        QoS 1 is acknowledged as before."""
+        stream = publish(b"down/CP1", b"one", qos=1, mid=9) + publish(b"down/\xff", b"two", qos=0) + puback(1)
+        stock = _Run(mqtt.Client)
+        stock.read(stream)
+        run = _Run(BufferingClient)
+        raw: list[tuple[bytes, bytes]] = []
+        run.client.on_raw_message = lambda topic, payload: raw.append((topic, payload))
+        run.read(stream)
+        self.assertEqual(raw, [(b"down/CP1", b"one"), (b"down/\xff", b"two")])
+        self.assertEqual([e[0] for e in run.events], ["published"])
+        self.assertEqual(run.written, stock.written)
+        self.assertEqual(run.written, puback(9))
 
     def test_the_short_path_is_taken(self) -> None:
         """paho's own decoders are never reached for PUBACK and QoS 0/1 PUBLISH."""

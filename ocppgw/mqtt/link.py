@@ -291,6 +291,8 @@ class PahoLink:
         client.on_connect_fail = self._paho_connect_fail
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
+        if hasattr(client, "on_raw_message"):  # the reactor link's client: no MQTTMessage per message
+            client.on_raw_message = self._paho_raw_message
         client.on_publish = self._paho_publish
         client.on_subscribe = self._paho_subscribe
         self._client = client
@@ -416,6 +418,13 @@ class PahoLink:
         except UnicodeDecodeError:
             topic = None
         self._post((_MESSAGE, topic, message.payload))
+
+    def _paho_raw_message(self, topic: bytes, payload: bytes) -> None:
+        try:
+            text: str | None = topic.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        self._post((_MESSAGE, text, payload))
 
     def _paho_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         self._post((_ACK, mid))
@@ -587,35 +596,34 @@ class PahoLink:
         if (qos > 0 or not direct) and self._outstanding() >= self._limit:
             self._refuse(topic, qos, "the buffer is full")
             return False
-        message = _Outgoing(topic, payload, qos, retain)
         if direct:
-            outcome = self._send(message)
+            outcome = self._send(topic, payload, qos, retain)
             if outcome == _REJECTED:
                 self._refuse(topic, qos, "paho refused it")
                 return False
             if outcome == _SENT:
                 return True
             self._ready = False  # QoS 0 without a connection: hold it and everything after it
-        self._pending.append(message)
+        self._pending.append(_Outgoing(topic, payload, qos, retain))
         return True
 
     def _outstanding(self) -> int:
         return len(self._unacked) + len(self._pending)
 
-    def _send(self, message: _Outgoing) -> str:
+    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> str:
         """Hand one message to paho."""
-        info = self._client.publish(message.topic, message.payload, message.qos, message.retain)
+        info = self._client.publish(topic, payload, qos, retain)
         rc = info.rc
-        if rc == mqtt.MQTT_ERR_SUCCESS or (rc == mqtt.MQTT_ERR_NO_CONN and message.qos > 0):
+        if rc == mqtt.MQTT_ERR_SUCCESS or (rc == mqtt.MQTT_ERR_NO_CONN and qos > 0):
             # Without a connection paho keeps a QoS>0 message and sends it after CONNACK.
-            if message.qos > 0:
+            if qos > 0:
                 self._unacked.add(info.mid)
             self._metrics.inc("mqtt_published")
             return _SENT
         if rc == mqtt.MQTT_ERR_NO_CONN:
             return _NO_CONNECTION  # paho drops QoS 0 without a connection
         self._log.error(
-            "paho refused a message on {topic}: {error}", topic=message.topic, error=mqtt.error_string(rc)
+            "paho refused a message on {topic}: {error}", topic=topic, error=mqtt.error_string(rc)
         )
         return _REJECTED
 
@@ -666,7 +674,7 @@ class PahoLink:
         pending = self._pending
         while pending:
             message = pending.popleft()
-            outcome = self._send(message)
+            outcome = self._send(message.topic, message.payload, message.qos, message.retain)
             if outcome == _NO_CONNECTION:
                 pending.appendleft(message)  # the next connect sends it
                 return

@@ -14,6 +14,7 @@ format strings.  When such a packet lies whole in the buffer, ``_packet_read``
 decodes it here and hands it to paho's own handling of its outcome
 (``_do_on_publish``, ``_handle_on_message``, ``_send_puback``), so paho's state
 (messages in flight, acknowledgements, callbacks and their locks) stays paho's.
+A message may instead go straight to ``on_raw_message``, which the link uses.
 Every other packet, a packet that has only partly arrived, and everything under
 MQTT 5 take paho's own path unchanged.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import ssl
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from paho.mqtt import client as mqtt
@@ -179,6 +181,10 @@ class BufferingClient(mqtt.Client):
     """paho's client, given a ``BufferedSocket`` once it has connected (and done TLS), reading
     PUBACK and QoS 0/1 PUBLISH packets through the short path under MQTT 3.1.1."""
 
+    on_raw_message: Callable[[bytes, bytes], None] | None = None
+    """When set, the short path hands each PUBLISH it reads here, as (topic, payload), and builds no
+    ``MQTTMessage`` for ``on_message`` (nor consults ``message_callback_add`` filters)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.short_path = short_path_supported(self)
@@ -253,13 +259,19 @@ class BufferingClient(mqtt.Client):
             if start > size:
                 return self._malformed("PUBLISH too short for its topic")
             payload_start = start
-        message = mqtt.MQTTMessage(mid, body[2:start])
-        message.dup = bool(command & 0x08)
-        message.qos = qos
-        message.retain = bool(command & 0x01)
-        message.payload = body[payload_start:]
-        message.timestamp = mqtt.time_func()
-        self._handle_on_message(message)
+        topic = body[2:start]
+        payload = body[payload_start:]
+        sink = self.on_raw_message
+        if sink is not None:
+            sink(topic, payload)
+        else:
+            message = mqtt.MQTTMessage(mid, topic)
+            message.dup = bool(command & 0x08)
+            message.qos = qos
+            message.retain = bool(command & 0x01)
+            message.payload = payload
+            message.timestamp = mqtt.time_func()
+            self._handle_on_message(message)
         if qos and not self._manual_ack:
             return self._send_puback(mid)
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS

@@ -6,7 +6,8 @@ PUBACK.  This drives a paho client through exactly that, 100 calls per batch
 like 100 charge points, over an in-memory socket wrapped in the gateway's
 ``BufferedSocket``, and prints one JSON object with the CPU time per call: for
 paho's own ``Client`` and for the gateway's ``BufferingClient`` (its short path
-for PUBACK and QoS 0/1 PUBLISH), in the same run.
+for PUBACK, QoS 0/1 PUBLISH in and QoS 1 PUBLISH out, with the raw callbacks the
+reactor link uses), in the same run.
 It pokes paho's private state (``_sock``, ``_state``) to skip the CONNECT: a
 measuring tool, not product code.
 
@@ -73,6 +74,9 @@ def measure(client_class: type[mqtt.Client], calls: int, batch: int = 100) -> fl
     )
     client.on_message = lambda *_: received.__setitem__(0, received[0] + 1)
     client.on_publish = lambda *_: None
+    if isinstance(client, BufferingClient):  # as the reactor link sets it up
+        client.on_raw_message = client.on_message
+        client.on_raw_ack = client.on_publish
     client.on_socket_register_write = lambda *_: None
     client.on_socket_unregister_write = lambda *_: None
     client.max_inflight_messages_set(0)

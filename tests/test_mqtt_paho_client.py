@@ -152,6 +152,7 @@ class _Run:
         )
         client.on_socket_register_write = lambda *_: None
         client.on_socket_unregister_write = lambda *_: None
+        client.max_inflight_messages_set(0)  # as the link sets it
         self.raw = FakeSocket()
         self.sock = BufferedSocket(self.raw)
         client._sock = self.sock
@@ -334,3 +335,120 @@ class ShortPathTests(SynchronousTestCase):
         run.client._last_bytes_received = 0.0
         run.read(puback(1))
         self.assertGreater(run.client._last_bytes_received, 0.0)
+
+
+class ShortPublishTests(SynchronousTestCase):
+    """QoS 1 publishes packed by ``BufferingClient`` leave the same bytes and paho state as paho's own."""
+
+    def fresh(self, client_class: type[mqtt.Client]) -> _Run:
+        run = _Run(client_class)
+        run.client._out_messages.clear()
+        run.client._inflight_messages = 0
+        return run
+
+    def publish_all(self, run: _Run) -> list[tuple[int, int]]:
+        outcomes = []
+        for topic, payload, qos, retain in [
+            ("up/CP1", b'{"a":1}', 1, False),
+            ("up/CP2", b"r", 1, True),
+            ("up/CP3", b"x" * 200, 1, False),
+            ("up/\u00e9", b"y" * 70000, 1, False),
+            ("up/q0", b"zero", 0, False),
+            ("up/q2", b"two", 2, False),
+            ("up/ba", bytearray(b"array"), 1, False),
+            ("up/str", "text", 1, False),
+            ("up/none", None, 1, False),
+        ]:
+            info = run.client.publish(topic, payload, qos, retain)
+            outcomes.append((info.rc, info.mid))
+            run.client.loop_write()
+            run.sock.flush()
+        return outcomes
+
+    def test_same_bytes_and_state_as_paho(self) -> None:
+        stock, short = self.fresh(mqtt.Client), self.fresh(BufferingClient)
+        self.assertEqual(self.publish_all(short), self.publish_all(stock))
+        self.assertEqual(short.written, stock.written)
+        for name in ("_inflight_messages", "_last_mid"):
+            self.assertEqual(getattr(short.client, name), getattr(stock.client, name))
+        self.assertEqual(
+            [
+                (m.mid, m.topic, bytes(m.payload), m.qos, m.retain, m.dup, m.state)
+                for m in short.client._out_messages.values()
+            ],
+            [
+                (m.mid, m.topic, bytes(m.payload), m.qos, m.retain, m.dup, m.state)
+                for m in stock.client._out_messages.values()
+            ],
+        )
+        # and the PUBACKs settle both alike
+        acks = b"".join(puback(mid) for mid in list(stock.client._out_messages))
+        self.assertEqual(short.read(acks), stock.read(acks))
+        self.assertEqual(short.events, stock.events)
+        self.assertEqual(len(short.client._out_messages), 0)
+
+    def test_qos1_bytes_skip_paho_s_queue(self) -> None:
+        run = self.fresh(BufferingClient)
+
+        def refuse(*args: Any) -> Any:
+            raise AssertionError("paho's own publish path was used")
+
+        run.client._send_publish = refuse
+        info = run.client.publish("up/CP1", b"p", 1)
+        self.assertEqual(info.rc, mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS)
+        self.assertFalse(run.client.want_write())
+        self.assertTrue(run.sock.has_output)
+
+    def test_publish_counts_as_sending_for_keepalive(self) -> None:
+        """paho pings only after keepalive seconds without sending; a packed publish is a send."""
+        run = self.fresh(BufferingClient)
+        run.client._last_msg_out = 0.0
+        run.client.publish("up/CP1", b"p", 1)
+        self.assertGreater(run.client._last_msg_out, 0.0)
+
+    def test_queued_packets_go_first(self) -> None:
+        """With a PUBACK still in paho's queue, the publish queues behind it: the order on the wire holds."""
+        run = self.fresh(BufferingClient)
+        run.raw.chunks = [publish(b"down/CP1", b"d", qos=1, mid=7)]
+        run.client._packet_read()
+        self.assertTrue(run.client.want_write())
+        info = run.client.publish("up/CP1", b"p", 1)
+        run.client.loop_write()
+        run.sock.flush()
+        self.assertEqual(run.written, puback(7) + publish(b"up/CP1", b"p", qos=1, mid=info.mid))
+
+    def test_not_connected_is_paho_s_answer(self) -> None:
+        stock, short = self.fresh(mqtt.Client), self.fresh(BufferingClient)
+        for run in (stock, short):
+            run.client._state = mqtt._ConnectionState.MQTT_CS_CONNECTION_LOST
+        self.assertEqual(self.publish_all(short), self.publish_all(stock))
+        self.assertEqual(short.written, stock.written)
+        self.assertEqual(list(short.client._out_messages), list(stock.client._out_messages))
+
+    def test_in_flight_limit_is_paho_s(self) -> None:
+        """With paho's in-flight limit set, publishes and acknowledgements are paho's own."""
+        stock, short = self.fresh(mqtt.Client), self.fresh(BufferingClient)
+        acked: list[int] = []
+        short.client.on_raw_ack = acked.append
+        for run in (stock, short):
+            run.client._max_inflight_messages = 2
+        self.assertEqual(self.publish_all(short), self.publish_all(stock))
+        self.assertEqual(short.written, stock.written)
+        self.assertEqual(short.read(puback(1) + puback(2)), stock.read(puback(1) + puback(2)))
+        self.assertEqual(short.events, stock.events)
+        self.assertEqual(short.written, stock.written)  # the next queued ones went out after the acks
+        self.assertEqual(acked, [])
+
+    def test_raw_ack(self) -> None:
+        """``on_raw_ack`` hears of each acknowledged message; paho's bookkeeping is done as on_publish's."""
+        run = self.fresh(BufferingClient)
+        acked: list[int] = []
+        run.client.on_raw_ack = acked.append
+        infos = [run.client.publish(f"up/{n}", b"p", 1) for n in range(3)]
+        run.read(puback(infos[1].mid) + puback(999))
+        self.assertEqual(acked, [infos[1].mid])
+        self.assertEqual(run.events, [])  # no on_publish
+        self.assertTrue(infos[1].is_published())
+        self.assertFalse(infos[0].is_published())
+        self.assertEqual(list(run.client._out_messages), [infos[0].mid, infos[2].mid])
+        self.assertEqual(run.client._inflight_messages, 2)

@@ -293,6 +293,7 @@ class PahoLink:
         client.on_message = self._paho_message
         if hasattr(client, "on_raw_message"):  # the reactor link's client: no MQTTMessage per message
             client.on_raw_message = self._paho_raw_message
+            client.on_raw_ack = self._paho_raw_ack
         client.on_publish = self._paho_publish
         client.on_subscribe = self._paho_subscribe
         self._client = client
@@ -425,6 +426,9 @@ class PahoLink:
         except UnicodeDecodeError:
             text = None
         self._post((_MESSAGE, text, payload))
+
+    def _paho_raw_ack(self, mid: int) -> None:
+        self._post((_ACK, mid))
 
     def _paho_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         self._post((_ACK, mid))

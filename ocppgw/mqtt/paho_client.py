@@ -47,6 +47,21 @@ _SHORT_PATH_FIRST_BYTES = frozenset(
     {_PUBACK} | {0x30 | qos | dup | retain for qos in (0, 2) for dup in (0, 8) for retain in (0, 1)}
 )
 _u16 = struct.Struct("!H").unpack_from
+_u16_pack = struct.Struct("!H").pack
+_MAX_PAYLOAD = 268435455
+
+
+def _remaining_length(size: int) -> bytes:
+    """MQTT's variable-length encoding of a packet's remaining length."""
+    if size < 128:
+        return bytes((size,))
+    out = bytearray()
+    while True:
+        size, byte = divmod(size, 128)
+        out.append(byte | 0x80 if size else byte)
+        if not size:
+            return bytes(out)
+
 
 # What paho passes on_publish for a 3.1.1 PUBACK, which carries neither: built once, not per PUBACK.
 _PUBACK_REASON = ReasonCode(PacketTypes.PUBACK)
@@ -54,6 +69,13 @@ _NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 
 PRIVATE_MEMBERS = (
     "_sock",
+    "_out_packet",
+    "_max_inflight_messages",
+    "_max_queued_messages",
+    "_inflight_messages",
+    "_mid_generate",
+    "_raise_for_invalid_topic",
+    "_last_msg_out",
     "_protocol",
     "_in_packet",
     "_packet_read",
@@ -181,6 +203,10 @@ class BufferingClient(mqtt.Client):
     """paho's client, given a ``BufferedSocket`` once it has connected (and done TLS), reading
     PUBACK and QoS 0/1 PUBLISH packets through the short path under MQTT 3.1.1."""
 
+    on_raw_ack: Callable[[int], None] | None = None
+    """When set, the short path reports each acknowledged QoS 1 message here, by message id, instead of
+    through ``on_publish`` (which builds nothing for it, but takes two locks and a reason code)."""
+
     on_raw_message: Callable[[bytes, bytes], None] | None = None
     """When set, the short path hands each PUBLISH it reads here, as (topic, payload), and builds no
     ``MQTTMessage`` for ``on_message`` (nor consults ``message_callback_add`` filters)."""
@@ -235,10 +261,79 @@ class BufferingClient(mqtt.Client):
         if len(body) != 2:
             return self._malformed("wrong size of packet")
         (mid,) = _u16(body)
+        sink = self.on_raw_ack
+        with self._out_message_mutex:
+            if mid not in self._out_messages:
+                return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            if sink is None or self._max_inflight_messages > 0:
+                return self._do_on_publish(mid, _PUBACK_REASON, _NO_PROPERTIES)
+            message = self._out_messages.pop(mid)
+            if message.qos > 0:
+                self._inflight_messages -= 1
+        message.info._set_as_published()
+        sink(mid)
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def publish(
+        self,
+        topic: str,
+        payload: mqtt.PayloadType = None,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> mqtt.MQTTMessageInfo:
+        """paho's ``publish``; a QoS 1 message of bytes, when paho has nothing queued to write before it,
+        is packed here and handed to the buffered socket directly (paho's send queue stays empty).
+
+        paho keeps the message in ``_out_messages`` as its own ``publish`` does, so the PUBACK, a
+        reconnect's re-send and the in-flight count work unchanged."""
+        sock = self._sock
+        if (
+            qos != 1
+            or type(sock) is not BufferedSocket
+            or type(payload) is not bytes
+            or properties is not None
+            or not self.short_path
+            or self._out_packet
+            or self._max_inflight_messages > 0
+            or self._max_queued_messages > 0
+            or self._protocol != mqtt.MQTTv311
+            or not self.is_connected()
+            or not topic
+        ):
+            return super().publish(topic, payload, qos, retain, properties)
+        topic_bytes = topic.encode("utf-8")
+        self._raise_for_invalid_topic(topic_bytes)
+        if len(payload) > _MAX_PAYLOAD:
+            raise ValueError("Payload too large.")
+        mid = self._mid_generate()
+        message = mqtt.MQTTMessage(mid, topic_bytes)
+        message.timestamp = mqtt.time_func()
+        message.payload = payload
+        message.qos = 1
+        message.retain = retain
+        info = message.info
         with self._out_message_mutex:
             if mid in self._out_messages:
-                return self._do_on_publish(mid, _PUBACK_REASON, _NO_PROPERTIES)
-        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+                info.rc = mqtt.MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+                return info
+            self._out_messages[mid] = message
+            self._inflight_messages += 1
+            message.state = mqtt.mqtt_ms_wait_for_puback
+            size = 4 + len(topic_bytes) + len(payload)
+            sock.send(
+                bytes((0x33 if retain else 0x32,))
+                + _remaining_length(size)
+                + _u16_pack(len(topic_bytes))
+                + topic_bytes
+                + _u16_pack(mid)
+                + payload
+            )
+        with self._msgtime_mutex:
+            self._last_msg_out = mqtt.time_func()
+        self._call_socket_register_write()
+        info.rc = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return info
 
     def _read_publish(self, command: int, body: bytes) -> mqtt.MQTTErrorCode:
         qos = (command & _QOS_MASK) >> 1

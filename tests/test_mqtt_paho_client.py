@@ -407,15 +407,27 @@ class ShortPublishTests(SynchronousTestCase):
         self.assertGreater(run.client._last_msg_out, 0.0)
 
     def test_queued_packets_go_first(self) -> None:
-        """With a PUBACK still in paho's queue, the publish queues behind it: the order on the wire holds."""
+        """With a packet still in paho's queue (a SUBSCRIBE here), a PUBACK and a publish queue behind
+        it: the order on the wire holds."""
         run = self.fresh(BufferingClient)
+        run.client.subscribe("down/#", 1)
+        self.assertTrue(run.client.want_write())
         run.raw.chunks = [publish(b"down/CP1", b"d", qos=1, mid=7)]
         run.client._packet_read()
-        self.assertTrue(run.client.want_write())
         info = run.client.publish("up/CP1", b"p", 1)
         run.client.loop_write()
         run.sock.flush()
-        self.assertEqual(run.written, puback(7) + publish(b"up/CP1", b"p", qos=1, mid=info.mid))
+        subscribe = b"\x82\x0b" + struct.pack("!H", info.mid - 1) + b"\x00\x06down/#\x01"
+        self.assertEqual(run.written, subscribe + puback(7) + publish(b"up/CP1", b"p", qos=1, mid=info.mid))
+
+    def test_puback_straight_to_the_socket(self) -> None:
+        run = self.fresh(BufferingClient)
+        run.client._send_puback = lambda mid: self.fail("paho's own PUBACK path was used")
+        run.raw.chunks = [publish(b"down/CP1", b"d", qos=1, mid=7)]
+        run.client._packet_read()
+        self.assertFalse(run.client.want_write())
+        run.sock.flush()
+        self.assertEqual(run.written, puback(7))
 
     def test_not_connected_is_paho_s_answer(self) -> None:
         stock, short = self.fresh(mqtt.Client), self.fresh(BufferingClient)

@@ -23,6 +23,9 @@ from tests.test_mqtt_link import CONFIG
 class FakeLoopClient(FakePahoClient):
     """paho's external-loop API: reconnect() opens a socket; loop_read() plays what the broker sent."""
 
+    on_raw_message: Any = None  # as BufferingClient offers them
+    on_raw_ack: Any = None
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.on_socket_open: Any = None
@@ -198,6 +201,23 @@ class ConnectTests(ReactorLinkTestCase):
         self.descriptor().doRead()
         self.assertEqual(got, [b"%d" % n for n in range(1000)])
         self.assertEqual(self.reactor.pending_from_thread, 0)
+
+    def test_acks_by_message_id(self) -> None:
+        """Acknowledgements by message id count at once inside the read; while stopping they still let
+        the stop go on to DISCONNECT."""
+        client = self.start()
+        self.connack()
+        for n in range(3):
+            self.link.publish("t", b"%d" % n, 1)
+        client.incoming.append(lambda: client.on_raw_ack(1))
+        self.descriptor().doRead()
+        self.assertIn("ocppgw_mqtt_outstanding 2", self.metrics.render())
+        self.assertEqual(self.reactor.pending_from_thread, 0)
+        self.link.stop(10)
+        client.incoming.append(lambda: [client.on_raw_ack(2), client.on_raw_ack(3)])
+        self.descriptor().doRead()
+        self.assertIn("ocppgw_mqtt_outstanding 0", self.metrics.render())
+        self.assertIn("DISCONNECT", client.out)
 
     def test_publish_registers_writer_until_written(self) -> None:
         """A publish only queues in paho; the writer is registered until doWrite has written it."""

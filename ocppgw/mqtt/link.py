@@ -428,7 +428,11 @@ class PahoLink:
         self._post((_MESSAGE, text, payload))
 
     def _paho_raw_ack(self, mid: int) -> None:
-        self._post((_ACK, mid))
+        if self._driving and self._state == "started" and not self._refused:
+            # the reactor thread, inside paho, and no stop or refusal report waits for the count to drop
+            self._unacked.discard(mid)
+        else:
+            self._post((_ACK, mid))
 
     def _paho_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         self._post((_ACK, mid))

@@ -40,6 +40,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 _PUBACK = 0x40
+_PUBACK_HEAD = b"\x40\x02"
 _QOS_MASK = 0x06
 # First bytes the short path reads: PUBACK (no flags, as 3.1.1 requires) and PUBLISH at QoS 0 or 1
 # (with or without DUP and RETAIN). QoS 2 and every other packet go through paho.
@@ -321,7 +322,7 @@ class BufferingClient(mqtt.Client):
             self._inflight_messages += 1
             message.state = mqtt.mqtt_ms_wait_for_puback
             size = 4 + len(topic_bytes) + len(payload)
-            sock.send(
+            self._write_now(
                 bytes((0x33 if retain else 0x32,))
                 + _remaining_length(size)
                 + _u16_pack(len(topic_bytes))
@@ -329,9 +330,6 @@ class BufferingClient(mqtt.Client):
                 + _u16_pack(mid)
                 + payload
             )
-        with self._msgtime_mutex:
-            self._last_msg_out = mqtt.time_func()
-        self._call_socket_register_write()
         info.rc = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
         return info
 
@@ -368,8 +366,17 @@ class BufferingClient(mqtt.Client):
             message.timestamp = mqtt.time_func()
             self._handle_on_message(message)
         if qos and not self._manual_ack:
-            return self._send_puback(mid)
+            if self._out_packet:  # behind what paho has queued
+                return self._send_puback(mid)
+            self._write_now(_PUBACK_HEAD + _u16_pack(mid))
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _write_now(self, packet: bytes) -> None:
+        """Hand a packet to the buffered socket, as paho's ``_packet_write`` would once its queue is empty."""
+        self._sock.send(packet)
+        with self._msgtime_mutex:
+            self._last_msg_out = mqtt.time_func()
+        self._call_socket_register_write()
 
     def _malformed(self, reason: str) -> mqtt.MQTTErrorCode:
         self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", reason)

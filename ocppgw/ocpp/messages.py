@@ -115,6 +115,15 @@ def _finite_float(text: str) -> float:
 # every call, which costs more than decoding a small frame.  Both are stateless and reentrant.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# JSONEncoder.encode builds its C encoder anew on every call, which costs as much as encoding a
+# frame; this is the one it builds, made once (no cycle check: values come from JSON or from here).
+_C_ENCODE = (
+    None
+    if json.encoder.c_make_encoder is None
+    else json.encoder.c_make_encoder(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+)
 
 
 def _loads(text: str | bytes) -> Any:
@@ -122,12 +131,17 @@ def _loads(text: str | bytes) -> Any:
     if isinstance(text, str) and not text.startswith("\ufeff"):
         value = _DECODER.decode(text)
     elif isinstance(text, bytes | bytearray):
-        value = _DECODER.decode(text.decode(json.detect_encoding(text), "surrogatepass"))
+        # An object or array whose second byte is not NUL is UTF-8 to detect_encoding: skip asking it.
+        utf8 = len(text) > 1 and text[0] in _OPENERS and text[1] != 0
+        value = _DECODER.decode(text.decode("utf-8" if utf8 else json.detect_encoding(text), "surrogatepass"))
     else:  # a BOM or not JSON text: json.loads raises, in its own words
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     if isinstance(value, list | dict) and _may_nest_deeper(text):
         _check_depth(value)
     return value
+
+
+_OPENERS = (ord("{"), ord("["))
 
 
 def _may_nest_deeper(text: str | bytes) -> bool:
@@ -148,7 +162,7 @@ def _check_depth(value: Any) -> None:
 
 
 def _dumps(value: Any) -> str:
-    text = _ENCODER.encode(value)
+    text = _ENCODER.encode(value) if _C_ENCODE is None else "".join(_C_ENCODE(value, 0))
     if not text.isascii():
         try:
             text.encode("utf-8")

@@ -202,6 +202,21 @@ class ConnectTests(ReactorLinkTestCase):
         self.assertEqual(got, [b"%d" % n for n in range(1000)])
         self.assertEqual(self.reactor.pending_from_thread, 0)
 
+    def test_raw_messages_handled_in_the_read_and_in_order(self) -> None:
+        """A message by topic bytes is handled at once inside paho's read, unless an earlier event waits:
+        then it waits behind it."""
+        client = self.start()
+        self.connack()
+        got: list[tuple[bytes, bool]] = []
+        self.link.subscribe("cs/+", 1, lambda topic, payload: got.append((payload, self.link._driving)))
+        client.incoming.append(
+            lambda: [client.deliver("cs/CP1", b"1"), client.on_raw_message(b"cs/CP2", b"2")]
+        )
+        self.descriptor().doRead()
+        client.incoming.append(lambda: client.on_raw_message(b"cs/CP3", b"3"))
+        self.descriptor().doRead()
+        self.assertEqual(got, [(b"1", False), (b"2", False), (b"3", True)])
+
     def test_acks_by_message_id(self) -> None:
         """Acknowledgements by message id count at once inside the read; while stopping they still let
         the stop go on to DISCONNECT."""

@@ -425,7 +425,14 @@ class PahoLink:
             text: str | None = topic.decode("utf-8")
         except UnicodeDecodeError:
             text = None
-        self._post((_MESSAGE, text, payload))
+        if self._driving and not self._events:
+            # the reactor thread, inside paho, nothing earlier waiting: handled now, in order
+            try:
+                self._dispatch(text, payload)
+            except Exception:
+                self._log.failure("handling MQTT event {event!r} failed", event=_MESSAGE)
+        else:
+            self._post((_MESSAGE, text, payload))
 
     def _paho_raw_ack(self, mid: int) -> None:
         if self._driving and self._state == "started" and not self._refused:

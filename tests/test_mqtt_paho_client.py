@@ -399,6 +399,20 @@ class ShortPublishTests(SynchronousTestCase):
         self.assertFalse(run.client.want_write())
         self.assertTrue(run.sock.has_output)
 
+    def test_raw_write_hook(self) -> None:
+        """With ``on_raw_write`` set, each packet the short path buffers calls it, not paho's
+        register-write callback."""
+        run = self.fresh(BufferingClient)
+        hooked: list[bool] = []
+        registered: list[bool] = []
+        run.client.on_raw_write = lambda: hooked.append(True)
+        run.client.on_socket_register_write = lambda *_: registered.append(True)
+        run.client._registered_write = False
+        run.client.publish("up/CP1", b"p", 1)
+        run.raw.chunks = [publish(b"down/CP1", b"d", qos=1, mid=7)]
+        run.client._packet_read()
+        self.assertEqual((hooked, registered), ([True, True], []))
+
     def test_publish_counts_as_sending_for_keepalive(self) -> None:
         """paho pings only after keepalive seconds without sending; a packed publish is a send."""
         run = self.fresh(BufferingClient)

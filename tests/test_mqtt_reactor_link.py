@@ -13,7 +13,7 @@ from zope.interface.verify import verifyObject
 
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.link import IMqttLink
-from ocppgw.mqtt.paho_client import BufferingClient
+from ocppgw.mqtt.paho_client import BufferedSocket, BufferingClient
 from ocppgw.mqtt.reactor_link import PahoReactorLink
 from tests.fakes import FakePahoClient, FakeSocket
 from tests.support import ThreadedMemoryReactorClock
@@ -25,6 +25,8 @@ class FakeLoopClient(FakePahoClient):
 
     on_raw_message: Any = None  # as BufferingClient offers them
     on_raw_ack: Any = None
+    on_raw_write: Any = None
+    buffered = False  # give the link a BufferedSocket, as BufferingClient does
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -47,7 +49,7 @@ class FakeLoopClient(FakePahoClient):
         self.on_pre_connect(self, None)
         if self.refuse is not None:
             raise self.refuse
-        self.sock = FakeSocket(self.next_fd)
+        self.sock = BufferedSocket(FakeSocket(self.next_fd)) if self.buffered else FakeSocket(self.next_fd)
         self.next_fd += 1
         self.on_socket_open(self, None, self.sock)
         self.queue("CONNECT")
@@ -216,6 +218,47 @@ class ConnectTests(ReactorLinkTestCase):
         client.incoming.append(lambda: client.on_raw_message(b"cs/CP3", b"3"))
         self.descriptor().doRead()
         self.assertEqual(got, [(b"1", False), (b"2", False), (b"3", True)])
+
+    def test_short_path_writes_flushed_once_per_turn(self) -> None:
+        """What the short path buffers leaves in one send after the turn's events, with no writer
+        registered; a send that would block waits for the socket to be writable."""
+        self.patch(FakeLoopClient, "buffered", True)
+        client = self.start()
+        self.connack()
+        sock = client.sock
+        self.assertIsInstance(sock, BufferedSocket)
+        raw = sock.sock
+        for packet in (b"a", b"b"):
+            sock.send(packet)
+            client.on_raw_write()
+        flushes = [c for c in self.reactor.getDelayedCalls() if c.func == self.link._flush_buffered]
+        self.assertEqual(len(flushes), 1)
+        self.assertEqual(self.reactor.getWriters(), [])
+        self.reactor.advance(0)
+        self.assertEqual(raw.sent, [b"ab"])
+        self.assertEqual(self.reactor.getWriters(), [])
+        raw.accept = [BlockingIOError(), 1]
+        sock.send(b"cd")
+        client.on_raw_write()
+        self.reactor.advance(0)
+        self.assertEqual(self.reactor.getWriters(), [self.descriptor()])
+        self.descriptor().doWrite()
+        self.assertEqual(raw.sent, [b"ab", b"c"])  # the kernel took one byte: still waiting
+        self.descriptor().doWrite()
+        self.assertEqual(raw.sent, [b"ab", b"c", b"d"])
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_pending_flush_dropped_with_the_socket(self) -> None:
+        self.patch(FakeLoopClient, "buffered", True)
+        client = self.start()
+        self.connack()
+        client.sock.send(b"x")
+        client.on_raw_write()
+        client.incoming.append(client.drops)
+        self.descriptor().doRead()
+        self.assertEqual(
+            [c for c in self.reactor.getDelayedCalls() if c.func == self.link._flush_buffered], []
+        )
 
     def test_acks_by_message_id(self) -> None:
         """Acknowledgements by message id count at once inside the read; while stopping they still let

@@ -208,6 +208,10 @@ class BufferingClient(mqtt.Client):
     """When set, the short path reports each acknowledged QoS 1 message here, by message id, instead of
     through ``on_publish`` (which builds nothing for it, but takes two locks and a reason code)."""
 
+    on_raw_write: Callable[[], None] | None = None
+    """When set, called instead of paho's ``on_socket_register_write`` each time the short path has put a
+    packet in the buffered socket: its owner then flushes the socket (paho's own send queue is empty)."""
+
     on_raw_message: Callable[[bytes, bytes], None] | None = None
     """When set, the short path hands each PUBLISH it reads here, as (topic, payload), and builds no
     ``MQTTMessage`` for ``on_message`` (nor consults ``message_callback_add`` filters)."""
@@ -376,7 +380,11 @@ class BufferingClient(mqtt.Client):
         self._sock.send(packet)
         with self._msgtime_mutex:
             self._last_msg_out = mqtt.time_func()
-        self._call_socket_register_write()
+        hook = self.on_raw_write
+        if hook is None:
+            self._call_socket_register_write()
+        else:
+            hook()
 
     def _malformed(self, reason: str) -> mqtt.MQTTErrorCode:
         self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", reason)

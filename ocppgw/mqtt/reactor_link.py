@@ -79,6 +79,7 @@ class PahoReactorLink(PahoLink):
         self._misc: LoopingCall | None = None
         self._closed: Deferred[None] | None = None  # fired when stopping and paho's socket is gone
         self._close_call: Any = None
+        self._flush_later: Any = None  # a flush of what the short path buffered, due this reactor turn
 
     # -- starting and stopping ---------------------------------------------------
 
@@ -86,6 +87,8 @@ class PahoReactorLink(PahoLink):
         config = self._config
         client.on_socket_close = self._paho_socket_close
         client.on_socket_register_write = self._paho_register_write
+        if hasattr(client, "on_raw_write"):
+            client.on_raw_write = self._flush_soon
         client.on_socket_unregister_write = self._paho_unregister_write
         client.connect_async(config.host, config.port, config.keepalive)  # remembers, does not connect
         self._misc = LoopingCall(self._misc_step)
@@ -200,6 +203,9 @@ class PahoReactorLink(PahoLink):
             self._network_closed()
 
     def _unregister(self) -> _BrokerSocket | None:
+        if self._flush_later is not None:
+            self._flush_later.cancel()
+            self._flush_later = None
         registered, self._socket = self._socket, None
         if registered is not None:
             self._reactor.removeReader(registered)
@@ -252,6 +258,18 @@ class PahoReactorLink(PahoLink):
             elif not done:
                 self._reactor.addWriter(registered)
         return done
+
+    def _flush_soon(self) -> None:
+        """The short path put a packet in the buffered socket (no writer registered for it): write
+        whatever is buffered once the events of this reactor turn are handled, in one send."""
+        if self._flush_later is None:
+            self._flush_later = self._reactor.callLater(0, self._flush_buffered)
+
+    def _flush_buffered(self) -> None:
+        self._flush_later = None
+        registered = self._socket
+        if registered is not None and isinstance(registered.sock, BufferedSocket):
+            self._flush_socket(registered.sock)
 
     def _misc_step(self) -> None:
         if not self._connecting and self._socket is not None:

@@ -241,15 +241,14 @@ class BufferingClient(mqtt.Client):
             return super()._packet_read()
         command, body = packet
         if command == _PUBACK:
-            rc = self._read_puback(body)
-        else:
-            rc = self._read_publish(command, body)
-        with self._msgtime_mutex:
-            self._last_bytes_received = mqtt.time_func()
-        return rc
+            return self._read_puback(body)
+        return self._read_publish(command, body)
 
     def _fill(self, sock: BufferedSocket) -> mqtt.MQTTErrorCode | None:
-        """Refill the buffer; None when there are bytes, else what paho's own read would return."""
+        """Refill the buffer; None when there are bytes, else what paho's own read would return.
+
+        Bytes arriving are what paho's keepalive check counts as a sign of life (paho notes it per
+        packet; the packets of one chunk arrived together)."""
         try:
             data = sock._fill()
         except (BlockingIOError, ssl.SSLWantReadError):
@@ -260,7 +259,11 @@ class BufferingClient(mqtt.Client):
         except OSError as err:
             self._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
             return mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
-        return None if data else mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
+        if not data:
+            return mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        return None
 
     def _read_puback(self, body: bytes) -> mqtt.MQTTErrorCode:
         if len(body) != 2:

@@ -17,9 +17,10 @@ Each round opens N fresh connections, warms up, and measures a fixed window.
 Prints one JSON object: per side the medians over the rounds of calls/s and
 p50/p99 round-trip latency (ms), the CPU each process used in the window (cores,
 and microseconds per call), every round's figures, the ratio gateway/bare of the
-median rates, and versions.
+median rates (the target's figure), the ratio of each back-to-back pair of rounds
+and their median, and versions.
 
-    .venv/bin/python bench/closed_loop.py [--cps 100] [--duration 10] [--rounds 3] [--out FILE]
+    .venv/bin/python bench/closed_loop.py [--cps 100] [--duration 10] [--rounds 5] [--out FILE]
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ def main() -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
+        default=5,
         help="rounds per side, alternating gateway and bare; the JSON gives medians and every round",
     )
     parser.add_argument("--loadgen-procs", type=int, default=1, help="load generator processes")
@@ -311,6 +312,12 @@ def main() -> int:
             bare_rounds.append(bare_stack.run(f"bare{i}-"))
         gateway, bare = summarize(gateway_rounds), summarize(bare_rounds)
         ratio = round(gateway["calls_per_s"] / bare["calls_per_s"], 3) if bare["calls_per_s"] else None
+        # Round i of each side ran back to back: their ratio is free of slow drift in machine speed.
+        pairs = [
+            round(g["calls_per_s"] / b["calls_per_s"], 3)
+            for g, b in zip(gateway_rounds, bare_rounds, strict=True)
+            if b["calls_per_s"]
+        ]
         result = {
             "benchmark": "closed_loop",
             "date": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -326,6 +333,8 @@ def main() -> int:
             "gateway": gateway,
             "bare": bare,
             "ratio_gateway_to_bare": ratio,
+            "ratio_per_round_pair": pairs,
+            "ratio_paired_median": round(common.median(pairs), 3) if pairs else None,
             # the load generator is not the bottleneck while it stays well below one core
             "loadgen_max_cpu_cores": max(
                 cores

@@ -12,7 +12,7 @@ PY=${PYTHON:-.venv/bin/python}
 OUT=bench/results
 mkdir -p "$OUT"
 
-echo "== closed loop: 100 charge points, gateway vs bare Autobahn (3 rounds of 10 s each)" >&2
+echo "== closed loop: 100 charge points, gateway vs bare Autobahn (5 rounds of 10 s each)" >&2
 timeout --kill-after=30 900 "$PY" bench/closed_loop.py --wait-quiet 120 --out "$OUT/closed_loop.json" >/dev/null
 
 echo "== idle memory: 10000 idle charge points" >&2
@@ -27,7 +27,8 @@ closed, idle, tls = (json.load(open(p)) for p in sys.argv[1:])
 g, b = closed["gateway"], closed["bare"]
 print(f"closed loop ({closed['cps']} CPs): gateway {g['calls_per_s']} calls/s p50 {g['p50_ms']} ms "
       f"p99 {g['p99_ms']} ms; bare {b['calls_per_s']} calls/s p50 {b['p50_ms']} ms p99 {b['p99_ms']} ms; "
-      f"ratio {closed['ratio_gateway_to_bare']} (target >= {closed['target_ratio']})")
+      f"ratio {closed['ratio_gateway_to_bare']} (target >= {closed['target_ratio']}; pairs "
+      f"{closed['ratio_per_round_pair']}, median {closed['ratio_paired_median']})")
 print(f"idle memory ({idle['opened']}/{idle['cps']} connections): {idle['kb_per_connection']} KB each "
       f"(RSS {idle['rss_before_kb']} -> {idle['rss_after_kb']} KB; target < {idle['target_kb_per_connection']})")
 hs, im = tls["handshakes"], tls["idle_memory"]

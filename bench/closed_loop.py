@@ -40,6 +40,13 @@ LOADGEN = common.LOADGEN
 BARE = os.path.join(common.BENCH_DIR, "bare_server.py")
 
 
+# --pin: the server under test (one Python process) gets a core to itself; the harness (load
+# generator, broker, responder: the rest of the world, elsewhere in production) shares the other.
+SERVERS = ("gateway", "bare_server")
+SERVER_CPU = 0
+HARNESS_CPU = 1
+
+
 def run_load(
     args: argparse.Namespace, work: common.Workdir, label: str, url: str, watched: dict[str, int]
 ) -> dict[str, Any]:
@@ -81,6 +88,9 @@ def run_load(
     pids = dict(watched)
     for i, (process, _) in enumerate(loadgens):
         pids[f"loadgen{i}" if procs > 1 else "loadgen"] = process.pid
+    if args.pin:
+        for name, pid in pids.items():
+            common.pin(pid, SERVER_CPU if name in SERVERS else HARNESS_CPU)
 
     time.sleep(max(0.0, t_start - time.time()))
     profilers = []
@@ -266,6 +276,13 @@ def main() -> int:
         help="rounds per side, alternating gateway and bare; the JSON gives medians and every round",
     )
     parser.add_argument("--loadgen-procs", type=int, default=1, help="load generator processes")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=(os.cpu_count() or 1) >= 2,
+        help="pin the server to CPU 0 and the load generator, broker and responder to CPU 1 "
+        "(default on 2+ CPUs; --no-pin leaves placement to the scheduler)",
+    )
     parser.add_argument("--responder-qos", type=int, default=1, choices=(0, 1, 2))
     parser.add_argument(
         "--broker-option",
@@ -327,6 +344,7 @@ def main() -> int:
             "rounds": args.rounds,
             "loadgen_procs": max(1, min(args.loadgen_procs, args.cps)),
             "responder_qos": args.responder_qos,
+            "pinned": args.pin,
             "gateway_options": args.gateway_option,
             "broker_options": args.broker_option,
             "busy_cores_before_run": round(background, 3),

@@ -72,6 +72,12 @@ def _child_setup() -> None:
     os.setsid()  # a Ctrl-C in the terminal is for the benchmark, which stops its children in order
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Bind every thread of process ``pid`` to ``cpu``."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), {cpu})
+
+
 def spawn(
     argv: Sequence[str], log: IO[bytes] | int | None = None, stdout: Any = None, **kwargs: Any
 ) -> subprocess.Popen:

@@ -789,3 +789,101 @@ class FuzzTests(SynchronousTestCase):
         rng = random.Random(5)
         for _ in range(self.ROUNDS):
             self.check_envelope(bytes(rng.randrange(256) for _ in range(rng.randint(0, 30))))
+
+
+_TEXTS = [
+    '[2,"id","Heartbeat",{}]',
+    '{"MessageTypeId":3,"UniqueId":"u","Payload":{"currentTime":"2026-11-24T20:00:00.000Z","interval":300}}',
+    '[3,"u",{"a":[1,2.5,-0.0,1e5,1E+5,true,false,null],"é":"\\u00e9\\ud83d\\ude00\\/\\n"}]',
+    '{"a":1,"a":2}',
+    " [\r\n\t1] ",
+    '"\x7f\u2028"',
+    "123456789012345678901234567890",
+    "-9223372036854775809",
+    "18446744073709551615",
+    "[0.12345678901234567890123]",
+    "1e400",
+    "-1e400",
+    '"\\ud800"',
+    '["\\udc00x"]',
+    "[" * 64 + "]" * 64,
+    "[" * 65 + "]" * 65,
+    "[" * 2000 + "]" * 2000,
+    '"a\nb"',
+    '"\x00"',
+    "01",
+    "1.",
+    ".5",
+    "+1",
+    "[1,]",
+    '{"a":1,}',
+    "'a'",
+    '"\\x41"',
+    "[1]\x0b",
+    "\x0c[1]",
+    "[1]\u00a0",
+    "True",
+    "NaN",
+    "[Infinity]",
+    "1 2",
+    "\ufeff[1]",
+    "",
+    "-",
+    '{"a"}',
+]
+
+
+class FastJsonTests(SynchronousTestCase):
+    """orjson reads and writes where it agrees with the standard library; the standard library does
+    the rest, so both give the same values and the same errors."""
+
+    def outcome(self, read: Any, text: str | bytes) -> tuple[str, Any]:
+        try:
+            return ("value", read(text))
+        except (ValueError, RecursionError) as e:
+            return ("error", type(e).__name__, str(e))
+
+    def test_reads_like_the_standard_library(self) -> None:
+        inputs: list[str | bytes] = list(_TEXTS)
+        inputs += [t.encode("utf-8", "surrogatepass") for t in _TEXTS]
+        inputs += [b"\xef\xbb\xbf[1]", '{"a":1}'.encode("utf-16-le"), b'"\xed\xa0\x80"', b'"\xff"']
+        for text in inputs:
+            with self.subTest(text=text[:40]):
+                fast, slow = self.outcome(messages._loads, text), self.outcome(messages._std_loads, text)
+                self.assertEqual(fast, slow)
+                if fast[0] == "value":
+                    self.assertEqual(repr(fast[1]), repr(slow[1]))  # 1 and 1.0, -0.0 and 0.0 apart
+
+    def test_big_integers_stay_exact(self) -> None:
+        self.assertEqual(
+            messages._loads("[123456789012345678901234567890]"), [123456789012345678901234567890]
+        )
+        self.assertEqual(messages._loads(b"-9223372036854775809"), -9223372036854775809)
+
+    def test_orjson_reads_the_usual_frame(self) -> None:
+        calls: list[Any] = []
+        real = messages.orjson.loads
+        self.patch(messages.orjson, "loads", lambda text: calls.append(text) or real(text))
+        messages.decode_frame('[2,"id","Heartbeat",{}]')
+        self.assertEqual(len(calls), 1)
+
+    def test_writes_like_the_standard_library(self) -> None:
+        values: list[Any] = [
+            [2, "id", "Heartbeat", {}],
+            {"MessageTypeId": 3, "UniqueId": "u", "Payload": {"currentTime": "2026-11-24T20:00:00Z"}},
+            {"é": '\u00e9\U0001f600\x00\x1f\x7f\u2028/"\\', "n": [1, -0.0, 0.1, 1.5e300, True, None]},
+            [2**63, -(2**63)],
+        ]
+        for value in values:
+            with self.subTest(value=value):
+                self.assertEqual(messages._dumps(value), messages._std_dumps(value))
+
+    def test_standard_library_writes_what_orjson_refuses(self) -> None:
+        for value in ([2**64], {"a": "\ud800"}, [-(2**63) - 1]):
+            with self.subTest(value=value):
+                self.assertEqual(messages._dumps(value), messages._std_dumps(value))
+
+    def test_numbers_round_trip(self) -> None:
+        """orjson may spell an exponent differently (1e-7, not 1e-07): the value is the same."""
+        value = [1e-7, 1e16, 123.456e-300, 5e-324, 1.7976931348623157e308]
+        self.assertEqual(json.loads(messages._dumps(value)), value)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 CALL = 2
 CALLRESULT = 3
@@ -126,7 +129,32 @@ _C_ENCODE = (
 )
 
 
+# orjson reads an integer beyond 64 bits as a float; such numbers (19 digits and more) go to the
+# standard library, which keeps them exact.
+_LONG_DIGITS = re.compile(r"\d{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+
+
 def _loads(text: str | bytes) -> Any:
+    """A JSON value from text or UTF-8 bytes, as the standard library reads it (``_std_loads``).
+
+    orjson reads it when it can, several times faster; anything it refuses (an error, a BOM, a lone
+    surrogate, UTF-16) is read again by the standard library, so errors and what is accepted stay
+    the standard library's. The tests compare the two on valid and invalid texts."""
+    long_digits = _LONG_DIGITS if isinstance(text, str) else _LONG_DIGITS_BYTES
+    if long_digits.search(text) is None:
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if isinstance(value, list | dict) and _may_nest_deeper(text):
+                _check_depth(value)
+            return value
+    return _std_loads(text)
+
+
+def _std_loads(text: str | bytes) -> Any:
     # json.loads step by step, with the decoder built once.
     if isinstance(text, str) and not text.startswith("\ufeff"):
         value = _DECODER.decode(text)
@@ -162,6 +190,15 @@ def _check_depth(value: Any) -> None:
 
 
 def _dumps(value: Any) -> str:
+    """Compact JSON text, non-ASCII as is. orjson writes it; what it refuses (an integer beyond 64
+    bits, a lone surrogate) the standard library writes (``_std_dumps``)."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:
+        return _std_dumps(value)
+
+
+def _std_dumps(value: Any) -> str:
     text = _ENCODER.encode(value) if _C_ENCODE is None else "".join(_C_ENCODE(value, 0))
     if not text.isascii():
         try:

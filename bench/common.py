@@ -546,6 +546,7 @@ def versions() -> dict[str, Any]:
         "twisted": _version("twisted"),
         "autobahn": _version("autobahn"),
         "paho-mqtt": _version("paho-mqtt"),
+        "orjson": _version("orjson"),
         "websockets": _version("websockets"),
         "mosquitto": mosquitto,
         "kernel": platform.release(),

@@ -26,7 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from paho.mqtt import client as mqtt
 
-from ocppgw.mqtt.paho_client import BufferedSocket, BufferingClient
+from ocppgw.mqtt.paho_client import BufferedSocket, BufferingClient, remaining_length
 
 PAYLOAD = b'{"MessageTypeId":3,"UniqueId":"12345678","Payload":{"currentTime":"2026-11-24T20:00:00.000Z"}}'
 
@@ -51,19 +51,10 @@ class MemorySocket:
         pass
 
 
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _publish_packet(topic: str, mid: int) -> bytes:
     encoded = topic.encode()
     body = struct.pack("!H", len(encoded)) + encoded + struct.pack("!H", mid) + PAYLOAD
-    return b"\x32" + _remaining_length(len(body)) + body
+    return b"\x32" + remaining_length(len(body)) + body
 
 
 def measure(client_class: type[mqtt.Client], calls: int, batch: int = 100) -> float:

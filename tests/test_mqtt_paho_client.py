@@ -10,7 +10,7 @@ from typing import Any
 from paho.mqtt import client as mqtt
 from twisted.trial.unittest import SynchronousTestCase
 
-from ocppgw.mqtt.paho_client import PRIVATE_MEMBERS, BufferedSocket, BufferingClient
+from ocppgw.mqtt.paho_client import PRIVATE_MEMBERS, BufferedSocket, BufferingClient, remaining_length
 from tests.fakes import FakeSocket
 
 
@@ -113,21 +113,12 @@ class BufferedSocketTests(SynchronousTestCase):
         self.assertEqual(buffered.pending(), 22)
 
 
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def publish(
     topic: bytes, payload: bytes, qos: int = 1, mid: int = 1, dup: bool = False, retain: bool = False
 ) -> bytes:
     body = struct.pack("!H", len(topic)) + topic + (struct.pack("!H", mid) if qos else b"") + payload
     first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
-    return bytes([first]) + _remaining_length(len(body)) + body
+    return bytes([first]) + remaining_length(len(body)) + body
 
 
 def puback(mid: int) -> bytes:
@@ -205,6 +196,19 @@ class ShortPathTests(SynchronousTestCase):
         )
         self.assertEqual([name for name in PRIVATE_MEMBERS if not hasattr(client, name)], [])
         self.assertTrue(client.short_path)
+
+    def test_a_paho_without_them_gets_paho_s_path(self) -> None:
+        for target, name in ((mqtt, "time_func"), (mqtt.MQTTMessageInfo, "_set_as_published")):
+            with self.subTest(name=name):
+                saved = getattr(target, name)
+                delattr(target, name)
+                try:
+                    client = BufferingClient(
+                        callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311
+                    )
+                finally:
+                    setattr(target, name, saved)
+                self.assertFalse(client.short_path)
 
     def test_pubacks_and_publishes(self) -> None:
         run = self.assertSameAsPaho(

@@ -6,20 +6,28 @@ byte by byte, then the body) and writes each packet with its own ``send``.
 serves many packets from memory, and everything paho writes in one step leaves
 in one ``send`` when the step is over.
 
-Per charge point call the gateway receives two packets, the PUBACK of its
-upstream PUBLISH and the central system's reply (a QoS 1 PUBLISH), and paho
-spends most of its time per call on them: byte-wise reads, a ``Properties`` and
-a ``ReasonCode`` built for every MQTT 3.1.1 PUBACK, packet decoding through
-format strings.  When such a packet lies whole in the buffer, ``_packet_read``
-decodes it here and hands it to paho's own handling of its outcome
-(``_do_on_publish``, ``_handle_on_message``, ``_send_puback``), so paho's state
-(messages in flight, acknowledgements, callbacks and their locks) stays paho's.
-A message may instead go straight to ``on_raw_message``, which the link uses.
-Every other packet, a packet that has only partly arrived, and everything under
-MQTT 5 take paho's own path unchanged.
+Per charge point call the gateway sends a QoS 1 PUBLISH and reads its PUBACK,
+then reads the central system's reply (a QoS 1 PUBLISH) and sends its PUBACK;
+paho spends most of its time per call on these four: byte-wise reads, packet
+decoding through format strings, a ``Properties`` and a ``ReasonCode`` for every
+MQTT 3.1.1 PUBACK, a send queue entry per packet.  Under MQTT 3.1.1 this client
+handles them itself (the short path):
 
-This overrides paho's private ``_create_socket`` and ``_packet_read`` and
-relies on the private members named in ``PRIVATE_MEMBERS``;
+- a PUBACK or QoS 0/1 PUBLISH lying whole in the buffer is decoded here; the
+  outcome goes to paho's own handling (``_do_on_publish``,
+  ``_handle_on_message``) or, when the owner set them, to ``on_raw_ack`` (by
+  message id) and ``on_raw_message`` (topic and payload as bytes);
+- a QoS 1 ``publish`` of bytes and the PUBACK for a received message are packed
+  here and put in the buffered socket, when paho's send queue is empty (else
+  they queue behind it in paho); ``on_raw_write`` then tells the owner to flush.
+
+paho keeps its state: message ids, ``_out_messages`` (so the re-send after a
+reconnect is paho's), the in-flight count, its locks.  Every other packet, a
+packet that has only partly arrived, and everything under MQTT 5 take paho's
+own path unchanged.
+
+This overrides paho's ``publish`` and its private ``_create_socket`` and
+``_packet_read``, and relies on the private members named in ``PRIVATE_MEMBERS``;
 ``short_path_supported`` checks them once per client, and without them the
 client is plain paho (slower, still correct).  ``tests`` check the installed
 paho has them, and that both paths answer every packet alike.
@@ -52,7 +60,7 @@ _u16_pack = struct.Struct("!H").pack
 _MAX_PAYLOAD = 268435455
 
 
-def _remaining_length(size: int) -> bytes:
+def remaining_length(size: int) -> bytes:
     """MQTT's variable-length encoding of a packet's remaining length."""
     if size < 128:
         return bytes((size,))
@@ -196,8 +204,13 @@ class BufferedSocket:
 
 
 def short_path_supported(client: Any) -> bool:
-    """Whether ``client`` (a paho client) has every private member the short path relies on."""
-    return all(hasattr(client, name) for name in PRIVATE_MEMBERS)
+    """Whether ``client`` (a paho client) and paho's module have every private member the short
+    path relies on."""
+    return (
+        all(hasattr(client, name) for name in PRIVATE_MEMBERS)
+        and all(hasattr(mqtt, name) for name in ("time_func", "mqtt_ms_wait_for_puback"))
+        and hasattr(mqtt.MQTTMessageInfo, "_set_as_published")
+    )
 
 
 class BufferingClient(mqtt.Client):
@@ -331,7 +344,7 @@ class BufferingClient(mqtt.Client):
             size = 4 + len(topic_bytes) + len(payload)
             self._write_now(
                 bytes((0x33 if retain else 0x32,))
-                + _remaining_length(size)
+                + remaining_length(size)
                 + _u16_pack(len(topic_bytes))
                 + topic_bytes
                 + _u16_pack(mid)

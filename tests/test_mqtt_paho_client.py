@@ -198,7 +198,7 @@ class ShortPathTests(SynchronousTestCase):
         self.assertTrue(client.short_path)
 
     def test_a_paho_without_them_gets_paho_s_path(self) -> None:
-        for target, name in ((mqtt, "time_func"), (mqtt.MQTTMessageInfo, "_set_as_published")):
+        for target, name in ((mqtt, "mqtt_ms_wait_for_puback"), (mqtt.MQTTMessageInfo, "_set_as_published")):
             with self.subTest(name=name):
                 saved = getattr(target, name)
                 delattr(target, name)

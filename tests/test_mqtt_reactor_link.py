@@ -219,6 +219,17 @@ class ConnectTests(ReactorLinkTestCase):
         self.descriptor().doRead()
         self.assertEqual(got, [(b"1", False), (b"2", False), (b"3", True)])
 
+    def test_ack_by_message_id_after_refusals_reports_them(self) -> None:
+        """With refusals not yet reported, an acknowledgement goes through the event queue, whose drain
+        says how many were refused once there is room again."""
+        client = self.start()
+        self.connack()
+        for n in range(6):  # max_buffered_messages is 5: the sixth is refused
+            self.link.publish("t", b"%d" % n, 1)
+        client.incoming.append(lambda: client.on_raw_ack(1))
+        self.descriptor().doRead()
+        self.assertTrue(any("refused 1 MQTT messages" in line for line in self.logged()))
+
     def test_short_path_writes_flushed_once_per_turn(self) -> None:
         """What the short path buffers leaves in one send after the turn's events, with no writer
         registered; a send that would block waits for the socket to be writable."""

@@ -5,9 +5,10 @@ paho's socket (``addReader``; ``addWriter`` while paho has bytes to send, as
 paho's ``on_socket_register_write`` / ``on_socket_unregister_write`` say) and
 calls ``loop_read`` / ``loop_write``; ``loop_misc`` (keepalive pings, a broker
 that stopped answering) runs on a ``LoopingCall``.  paho's callbacks therefore
-run in the reactor thread, inside those calls.  A message or acknowledgement is
-handled there at once when no earlier event waits; everything else is drained as
-soon as paho returns, so the base class's ordering rules hold unchanged.
+run in the reactor thread, inside those calls.  A message is handled there at
+once when no earlier event waits, an acknowledgement (it only lowers a count)
+when no stop or refusal report waits on it; everything else is drained as soon
+as paho returns, so the base class's ordering rules hold unchanged.
 
 The client is ``ocppgw.mqtt.paho_client.BufferingClient``: paho with a
 buffered socket (one large ``recv`` serves many packets, one ``send`` per paho

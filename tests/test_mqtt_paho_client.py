@@ -10,7 +10,13 @@ from typing import Any
 from paho.mqtt import client as mqtt
 from twisted.trial.unittest import SynchronousTestCase
 
-from ocppgw.mqtt.paho_client import PRIVATE_MEMBERS, BufferedSocket, BufferingClient, remaining_length
+from ocppgw.mqtt.paho_client import (
+    OVERRIDDEN,
+    PRIVATE_MEMBERS,
+    BufferedSocket,
+    BufferingClient,
+    remaining_length,
+)
 from tests.fakes import FakeSocket
 
 
@@ -195,6 +201,7 @@ class ShortPathTests(SynchronousTestCase):
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311
         )
         self.assertEqual([name for name in PRIVATE_MEMBERS if not hasattr(client, name)], [])
+        self.assertEqual([name for name in OVERRIDDEN if name not in vars(mqtt.Client)], [])
         self.assertTrue(client.short_path)
 
     def test_a_paho_without_them_gets_paho_s_path(self) -> None:

@@ -76,6 +76,9 @@ def remaining_length(size: int) -> bytes:
 _PUBACK_REASON = ReasonCode(PacketTypes.PUBACK)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 
+# paho's private methods this client overrides: were one renamed, ours would never be called.
+OVERRIDDEN = ("_create_socket", "_packet_read")
+
 PRIVATE_MEMBERS = (
     "_sock",
     "_out_packet",
@@ -87,7 +90,6 @@ PRIVATE_MEMBERS = (
     "_last_msg_out",
     "_protocol",
     "_in_packet",
-    "_packet_read",
     "_out_messages",
     "_out_message_mutex",
     "_do_on_publish",
@@ -208,6 +210,7 @@ def short_path_supported(client: Any) -> bool:
     path relies on."""
     return (
         all(hasattr(client, name) for name in PRIVATE_MEMBERS)
+        and all(name in vars(mqtt.Client) for name in OVERRIDDEN)
         and all(hasattr(mqtt, name) for name in ("time_func", "mqtt_ms_wait_for_puback"))
         and hasattr(mqtt.MQTTMessageInfo, "_set_as_published")
     )

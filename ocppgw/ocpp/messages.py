@@ -148,9 +148,7 @@ def _loads(text: str | bytes) -> Any:
         except orjson.JSONDecodeError:
             pass
         else:
-            if isinstance(value, list | dict) and _may_nest_deeper(text):
-                _check_depth(value)
-            return value
+            return _within_depth(value, text)
     return _std_loads(text)
 
 
@@ -164,6 +162,11 @@ def _std_loads(text: str | bytes) -> Any:
         value = _DECODER.decode(text.decode("utf-8" if utf8 else json.detect_encoding(text), "surrogatepass"))
     else:  # a BOM or not JSON text: json.loads raises, in its own words
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    return _within_depth(value, text)
+
+
+def _within_depth(value: Any, text: str | bytes) -> Any:
+    """``value`` (read from ``text``), once it is known to nest at most MAX_DEPTH levels deep."""
     if isinstance(value, list | dict) and _may_nest_deeper(text):
         _check_depth(value)
     return value

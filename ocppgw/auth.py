@@ -1,39 +1,11 @@
-"""Who may connect: the authenticator interface the handshake asks.
-
-Backends (built-in table, SQL, Redis, HTTP) implement ``IAuthenticator``; the
-handshake waits on the Deferred, so a backend may answer later.
-"""
+"""Authenticators the handshake asks; the interface is ``ocppgw.core.ports.IAuthenticator``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from twisted.internet.defer import Deferred, succeed
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """What a charge point presented; the password stays bytes and is never logged."""
-
-    cid: str
-    peer: str
-    listener: str
-    username: str | None = None
-    password: bytes | None = field(default=None, repr=False)
-    certificate_cn: str | None = None
-    certificate_dn: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    allowed: bool
-    reason: str = ""
-
-
-class IAuthenticator(Interface):
-    def authenticate(credentials: Credentials) -> Deferred[Decision]:
-        """Decide whether this charge point may connect."""
+from ocppgw.core.ports import Credentials, Decision, IAuthenticator
 
 
 @implementer(IAuthenticator)

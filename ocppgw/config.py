@@ -89,7 +89,7 @@ class MqttSection:
     reconnect_delay_max: float = 30.0
     max_buffered_messages: int = 10000
     network_loop: str = "reactor"  # who drives paho: the reactor, or paho's own thread
-    # TLS to the broker (``ocppgw.mqtt.tls``); paths are absolute, the files read at start-up
+    # TLS to the broker (``ocppgw.tls.broker``); paths are absolute, the files read at start-up
     tls: bool = False
     cacertfile: Path | None = None
     certfile: Path | None = None

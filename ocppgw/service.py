@@ -12,17 +12,18 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from ocppgw.auth import AllowAll, IAuthenticator
-from ocppgw.bridge import Gateway, node_will
+from ocppgw.auth import AllowAll
 from ocppgw.config import GatewayConfig, ListenerSection
+from ocppgw.core.ports import IAuthenticator, IBrokerLink
+from ocppgw.core.router import Gateway, node_will
+from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.link import IMqttLink, PahoThreadLink
+from ocppgw.mqtt.link import PahoThreadLink
 from ocppgw.mqtt.reactor_link import PahoReactorLink
-from ocppgw.ocpp.schemas import SchemaRegistry
-from ocppgw.tls import ReloadableContextFactory, listener_options, reload_listener_options
-from ocppgw.ws.factory import OcppServerFactory
+from ocppgw.tls.listener import ReloadableContextFactory, listener_options, reload_listener_options
 from ocppgw.ws.limits import ListenerLimits, limited
 from ocppgw.ws.proxy import with_proxy_protocol
+from ocppgw.ws.server import OcppServerFactory
 
 
 class GatewayService(MultiService):
@@ -35,7 +36,7 @@ class GatewayService(MultiService):
         config: GatewayConfig,
         reactor: Any,
         schemas: SchemaRegistry | None = None,
-        link: IMqttLink | None = None,
+        link: IBrokerLink | None = None,
         authenticator: IAuthenticator | None = None,
         tls_options: dict[str, Any] | None = None,
         sighup: bool = False,

@@ -8,10 +8,10 @@ from typing import Any
 from twisted.python import usage
 
 from ocppgw.config import ConfigError, load_config
-from ocppgw.mqtt.tls import check_mqtt_tls
-from ocppgw.ocpp.schemas import SchemaLoadError, SchemaRegistry, shipped_schema_dir
+from ocppgw.core.schemas import SchemaLoadError, SchemaRegistry, shipped_schema_dir
 from ocppgw.service import GatewayService
-from ocppgw.tls import listener_options
+from ocppgw.tls.broker import check_mqtt_tls
+from ocppgw.tls.listener import listener_options
 
 
 class Options(usage.Options):

@@ -13,7 +13,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from ocppgw.mqtt.link import ConnectionObserver, Handler, IMqttLink
+from ocppgw.core.ports import ConnectionObserver, Handler, IBrokerLink
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,9 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return len(filter_levels) == len(topic_levels)
 
 
-@implementer(IMqttLink)
+@implementer(IBrokerLink)
 class FakeMqttLink:
-    """An ``IMqttLink`` that records what the gateway asks of it.
+    """An ``IBrokerLink`` that records what the gateway asks of it.
 
     ``deliver`` plays the broker delivering a message, ``set_connected`` a
     (re)connect or disconnect; with ``refuse_publishes`` set, ``publish``
@@ -66,7 +66,7 @@ class FakeMqttLink:
         self.tls_reloads = 0
         self.tls_problems: list[str] = []  # what reload_tls answers
 
-    # -- IMqttLink -------------------------------------------------------
+    # -- IBrokerLink -------------------------------------------------------
 
     def start(self) -> None:
         self.started += 1

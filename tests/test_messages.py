@@ -8,8 +8,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ocppgw.ocpp import messages
-from ocppgw.ocpp.messages import (
+from ocppgw.core import messages
+from ocppgw.core.messages import (
     Call,
     CallError,
     CallResult,

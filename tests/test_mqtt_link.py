@@ -12,8 +12,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from ocppgw.config import MqttSection
+from ocppgw.core.ports import IBrokerLink, Will
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.link import IMqttLink, PahoThreadLink, Will
+from ocppgw.mqtt.link import PahoThreadLink
 from tests.devpki import make_dev_certs
 from tests.fakes import FakeOutMessage, FakePahoClient
 from tests.support import ThreadedMemoryReactorClock
@@ -94,8 +95,8 @@ class StartTests(_LinkTestCase):
     config = replace(CONFIG, username="gw", password="s3cret-pw")
 
     def test_provides_interface(self) -> None:
-        """PahoThreadLink provides IMqttLink."""
-        self.assertTrue(verifyObject(IMqttLink, self.link))
+        """PahoThreadLink provides IBrokerLink."""
+        self.assertTrue(verifyObject(IBrokerLink, self.link))
 
     def test_client_configured_from_config(self) -> None:
         """One paho v2 client (MQTT 3.1.1, clean session) with credentials, will, back-off and limits,

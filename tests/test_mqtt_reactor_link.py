@@ -11,8 +11,8 @@ from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from ocppgw.core.ports import IBrokerLink
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.link import IMqttLink
 from ocppgw.mqtt.paho_client import BufferedSocket, BufferingClient
 from ocppgw.mqtt.reactor_link import PahoReactorLink
 from tests.fakes import FakePahoClient, FakeSocket
@@ -162,8 +162,8 @@ class ReactorLinkTestCase(SynchronousTestCase):
 
 class ConnectTests(ReactorLinkTestCase):
     def test_provides_interface(self) -> None:
-        """PahoReactorLink provides IMqttLink and, by default, makes paho clients with buffered sockets."""
-        self.assertTrue(verifyObject(IMqttLink, self.link))
+        """PahoReactorLink provides IBrokerLink and, by default, makes paho clients with buffered sockets."""
+        self.assertTrue(verifyObject(IBrokerLink, self.link))
         factory = PahoReactorLink(self.reactor, CONFIG, self.metrics)._client_factory
         client = factory(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="x")
         self.assertIsInstance(client, BufferingClient)

@@ -97,7 +97,7 @@ class WheelTests(TestCase):
 
         where = yield self.run_python(
             "-c",
-            "import ocppgw.tap, ocppgw.ocpp.schemas as s;"
+            "import ocppgw.tap, ocppgw.core.schemas as s;"
             " print(ocppgw.tap.__file__); print(s.shipped_schema_dir())",
             cwd=tmp,
             env=env,

@@ -21,10 +21,11 @@ from zope.interface.verify import verifyObject
 
 from ocppgw import tap
 from ocppgw.config import GatewayConfig, config_from_string
-from ocppgw.mqtt.link import IMqttLink, PahoThreadLink
+from ocppgw.core.ports import IBrokerLink
+from ocppgw.mqtt.link import PahoThreadLink
 from ocppgw.mqtt.reactor_link import PahoReactorLink
 from ocppgw.service import GatewayService
-from ocppgw.ws.factory import OcppServerFactory
+from ocppgw.ws.server import OcppServerFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_FILE = ROOT / "twisted" / "plugins" / "ocppgw_plugin.py"
@@ -44,9 +45,9 @@ mountpoint = site-b/
 """
 
 
-@zope.interface.implementer(IMqttLink)
+@zope.interface.implementer(IBrokerLink)
 class FakeLink:
-    """An ``IMqttLink`` that records what the gateway asks of it."""
+    """An ``IBrokerLink`` that records what the gateway asks of it."""
 
     def __init__(self) -> None:
         self.connected = False
@@ -239,8 +240,8 @@ class GatewayServiceWiringTests(SynchronousTestCase):
         self.service = GatewayService(self.config, self.reactor, link=self.link)
 
     def test_fake_link_is_a_link(self) -> None:
-        """The fake used here provides ``IMqttLink``, so the wiring is tested against the real interface."""
-        self.assertTrue(verifyObject(IMqttLink, self.link))
+        """The fake used here provides ``IBrokerLink``, so the wiring is tested against the real interface."""
+        self.assertTrue(verifyObject(IBrokerLink, self.link))
 
     def test_one_factory_per_listener(self) -> None:
         """Every listener gets its own factory, sharing the one gateway."""

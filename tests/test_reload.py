@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.config import config_from_string
 from ocppgw.service import GatewayService
-from ocppgw.tls import ReloadableContextFactory
+from ocppgw.tls.listener import ReloadableContextFactory
 from tests.devpki import make_dev_certs
 from tests.fakes import FakeMqttLink
 from tests.support import ThreadedMemoryReactorClock

@@ -8,8 +8,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ocppgw.ocpp import messages
-from ocppgw.ocpp.schemas import SchemaLoadError, SchemaRegistry, Violation, shipped_schema_dir
+from ocppgw.core import messages
+from ocppgw.core.schemas import SchemaLoadError, SchemaRegistry, Violation, shipped_schema_dir
 
 CORE_PREFIX = "urn:OCPP:1.6:2019:12:"
 SECURITY_PREFIX = "urn:OCPP:1.6:security:2:2020:3:"

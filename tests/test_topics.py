@@ -6,7 +6,7 @@ import dataclasses
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ocppgw.mqtt.topics import MAX_CID_BYTES, TopicPlan, cid_problem, render
+from ocppgw.core.topics import MAX_CID_BYTES, TopicPlan, cid_problem, render
 
 
 class RenderTests(SynchronousTestCase):

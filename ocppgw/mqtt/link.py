@@ -36,56 +36,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ocppgw.config import MqttSection
+from ocppgw.core.ports import ConnectionObserver, Handler, IBrokerLink, Will
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.tls import BrokerContext, TlsConfigError, broker_context
-
-Handler = Callable[[str, bytes], None]
-ConnectionObserver = Callable[[bool], None]
-
-
-class IMqttLink(zope.interface.Interface):
-    """A broker connection used from the reactor thread only."""
-
-    connected = zope.interface.Attribute(
-        "bool: whether the link is connected, as the reactor thread has been told so far"
-    )
-
-    def start() -> None:
-        """Begin connecting; never blocks, never raises when the broker is down."""
-
-    def stop(timeout: float) -> Deferred[None]:
-        """Wait (up to ``timeout`` seconds of reactor time) until every accepted QoS>0 publish is
-        acknowledged, then disconnect cleanly (DISCONNECT, so the will is not sent) and stop the
-        network thread; fires None."""
-
-    def publish(topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
-        """Queue a message; False only when the bounded buffer is full (the caller then refuses the
-        message). Never blocks. Raises ValueError for an invalid topic or QoS."""
-
-    def subscribe(topic_filter: str, qos: int, handler: Handler) -> None:
-        """Deliver messages matching ``topic_filter`` to ``handler(topic, payload)`` in the reactor
-        thread, now and after every reconnect; a second call for the same filter replaces the handler."""
-
-    def unsubscribe(topic_filter: str) -> None:
-        """Forget ``topic_filter`` and tell the broker if connected."""
-
-    def add_connection_observer(observer: ConnectionObserver) -> None:
-        """Call ``observer(True)`` on each connect and ``observer(False)`` on each disconnect, in the
-        reactor thread."""
-
-    def reload_tls() -> list[str]:
-        """Re-read the ``[mqtt]`` TLS files for the next connection to the broker (the live one is kept);
-        returns one line per problem (``[mqtt] <key>: <reason>``), and then keeps the files it had."""
-
-
-@dataclass(frozen=True)
-class Will:
-    """The last will the broker publishes if the link drops without DISCONNECT."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
+from ocppgw.tls.broker import BrokerContext, TlsConfigError, broker_context
 
 
 @dataclass(frozen=True)
@@ -162,9 +115,9 @@ def _default_client_factory(**kwargs: Any) -> Any:
     return mqtt.Client(**kwargs)
 
 
-@zope.interface.implementer(IMqttLink)
+@zope.interface.implementer(IBrokerLink)
 class PahoLink:
-    """``IMqttLink`` over one paho-mqtt client; subclasses decide who runs paho's network loop.
+    """``IBrokerLink`` over one paho-mqtt client; subclasses decide who runs paho's network loop.
 
     Call every method from the reactor thread.  ``client_factory`` takes paho ``Client``'s
     keyword arguments and returns a client; tests inject a fake.

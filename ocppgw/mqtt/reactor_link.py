@@ -63,7 +63,7 @@ class _BrokerSocket:
 
 
 class PahoReactorLink(PahoLink):
-    """``IMqttLink`` whose paho client is driven by the reactor's own I/O loop."""
+    """``IBrokerLink`` whose paho client is driven by the reactor's own I/O loop."""
 
     misc_interval = 1.0
     """Seconds between ``loop_misc`` calls, as paho's own loop does (its select timeout)."""

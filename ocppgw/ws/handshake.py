@@ -6,7 +6,7 @@ import base64
 import binascii
 from urllib.parse import unquote_to_bytes
 
-from ocppgw.mqtt.topics import cid_problem
+from ocppgw.core.topics import cid_problem
 
 SUBPROTOCOL = "ocpp1.6"
 

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
 from ocppgw.config import ListenerSection
-from ocppgw.ws.protocol import _peer_address
+from ocppgw.ws.server import _peer_address
 
 _V1_SIGNATURE = b"PROXY "
 _V2_SIGNATURE = V2Parser.PREFIX

@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from ocppgw.config import config_from_string
-from ocppgw.ocpp.schemas import SchemaRegistry, shipped_schema_dir
+from ocppgw.core.schemas import SchemaRegistry, shipped_schema_dir
 from ocppgw.service import GatewayService
 from tests.devpki import make_dev_certs
 from tests.support import MosquittoBroker, MqttRecorder, poll_until

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from websockets.exceptions import InvalidStatus
 from zope.interface import implementer
 
-from ocppgw.auth import Credentials, Decision, IAuthenticator
+from ocppgw.core.ports import Credentials, Decision, IAuthenticator
 from tests.integration.harness import GatewayHarness
 from tests.support import poll_until
 

@@ -11,8 +11,9 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from ocppgw.config import MqttSection
+from ocppgw.core.ports import Will
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.link import PahoLink, PahoThreadLink, Will
+from ocppgw.mqtt.link import PahoLink, PahoThreadLink
 from ocppgw.mqtt.paho_client import BufferedSocket
 from ocppgw.mqtt.reactor_link import PahoReactorLink
 from tests.support import MosquittoBroker, MqttRecorder, poll_until

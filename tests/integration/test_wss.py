@@ -15,7 +15,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from websockets.exceptions import InvalidStatus
 from zope.interface import implementer
 
-from ocppgw.auth import Credentials, Decision, IAuthenticator
+from ocppgw.core.ports import Credentials, Decision, IAuthenticator
 from tests.devpki import client_context
 from tests.integration.harness import UPGRADE, WssTestCase
 

@@ -16,10 +16,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from txaio.testutil import replace_loop
 
 from ocppgw.auth import AllowAll
-from ocppgw.bridge import Gateway
 from ocppgw.config import config_from_string
+from ocppgw.core.router import Gateway
 from ocppgw.metrics import Metrics
-from ocppgw.ws.factory import OcppServerFactory
+from ocppgw.ws.server import OcppServerFactory
 from tests.fakes import FakeMqttLink
 
 txaio.use_twisted()

@@ -15,15 +15,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ocppgw.auth import Credentials, Decision, IAuthenticator
 from ocppgw.config import GatewayConfig, ListenerSection
+from ocppgw.core.messages import Call, CallResult, Message, encode_envelope
+from ocppgw.core.ports import Credentials, Decision, IAuthenticator, IBrokerLink, PeerIdentity, Will
+from ocppgw.core.schemas import SchemaRegistry
+from ocppgw.core.session import ChargePointSession, SessionSettings
+from ocppgw.core.topics import TopicPlan, render
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.link import IMqttLink, Will
-from ocppgw.mqtt.topics import TopicPlan, render
-from ocppgw.ocpp.messages import Call, CallResult, Message, encode_envelope
-from ocppgw.ocpp.schemas import SchemaRegistry
-from ocppgw.ocpp.session import ChargePointSession, SessionSettings
-from ocppgw.tls import PeerIdentity
 
 
 class Connection(Protocol):
@@ -75,7 +73,7 @@ class Gateway:
     def __init__(
         self,
         config: GatewayConfig,
-        link: IMqttLink,
+        link: IBrokerLink,
         clock: IReactorTime,
         metrics: Metrics,
         authenticator: IAuthenticator,

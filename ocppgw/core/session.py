@@ -16,10 +16,10 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from ocppgw.core import messages
+from ocppgw.core.messages import Call, CallError, CallResult, EnvelopeError, FrameError, Message
+from ocppgw.core.schemas import Kind, SchemaRegistry, Violation
 from ocppgw.metrics import Metrics
-from ocppgw.ocpp import messages
-from ocppgw.ocpp.messages import Call, CallError, CallResult, EnvelopeError, FrameError, Message
-from ocppgw.ocpp.schemas import Kind, SchemaRegistry, Violation
 
 # Bounded memories of recent UniqueIds, so a hostile peer cannot grow them.
 _PENDING_UPSTREAM_LIMIT = 64

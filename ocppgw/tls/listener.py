@@ -9,7 +9,6 @@ On SIGHUP they are read again (``reload_listener_options``) and swapped in the l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from twisted.internet.ssl import (
 from zope.interface import implementer
 
 from ocppgw.config import ConfigError, GatewayConfig, ListenerSection, TlsSection
+from ocppgw.core.ports import PeerIdentity
 
 _TWISTED_VERSIONS = {
     "tlsv1": TLSVersion.TLSv1_0,
@@ -45,14 +45,6 @@ class TlsConfigError(Exception):
         super().__init__(reason)
         self.key = key
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class PeerIdentity:
-    """What a client certificate says about its holder."""
-
-    cn: str | None
-    dn: str
 
 
 class _ListenerCertificateOptions(CertificateOptions):

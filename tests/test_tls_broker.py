@@ -1,4 +1,4 @@
-"""``[mqtt]`` TLS keys and ``ocppgw.mqtt.tls``: the broker context, start-up errors, the name check."""
+"""``[mqtt]`` TLS keys and ``ocppgw.tls.broker``: the broker context, start-up errors, the name check."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.config import ConfigError, config_from_string
-from ocppgw.mqtt.tls import BrokerContext, broker_context, check_mqtt_tls
 from ocppgw.tap import Options
-from ocppgw.tls import TlsConfigError
+from ocppgw.tls.broker import BrokerContext, broker_context, check_mqtt_tls
+from ocppgw.tls.listener import TlsConfigError
 from tests.devpki import make_dev_certs
 
 LISTENER = "[listeners.ws.a]\nbind = 127.0.0.1:0\n"

@@ -1,14 +1,14 @@
-"""The Autobahn protocol for one charge point: handshake decisions and frames in and out.
+"""The Autobahn server of one listener: its factory and the protocol of one charge point.
 
-OCPP logic lives in the session; this class only turns WebSocket events into
+OCPP logic lives in the session; the protocol only turns WebSocket events into
 session calls and session output into WebSocket frames.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener
@@ -17,13 +17,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ocppgw.auth import Credentials, Decision
-from ocppgw.ocpp.session import ChargePointSession
-from ocppgw.tls import PeerIdentity, identity_refusal, peer_identity
-from ocppgw.ws.handshake import Refusal, basic_credentials, cid_from_path, pick_subprotocol
-
-if TYPE_CHECKING:
-    from ocppgw.ws.factory import OcppServerFactory
+from ocppgw.config import GatewaySection, ListenerSection
+from ocppgw.core.ports import Credentials, Decision, PeerIdentity
+from ocppgw.core.router import Gateway
+from ocppgw.core.session import ChargePointSession
+from ocppgw.metrics import Metrics
+from ocppgw.tls.listener import identity_refusal, peer_identity
+from ocppgw.ws.handshake import SUBPROTOCOL, Refusal, basic_credentials, cid_from_path, pick_subprotocol
 
 
 class OcppServerProtocol(WebSocketServerProtocol):
@@ -198,6 +198,33 @@ class OcppTlsServerProtocol(OcppServerProtocol):
         self._log.info("TLS handshake from {peer} timed out", peer=_peer_address(self.transport))
         if self.transport is not None:
             self.transport.abortConnection()
+
+
+class OcppServerFactory(WebSocketServerFactory):
+    """Builds ``OcppServerProtocol`` instances for one listener."""
+
+    protocol = OcppServerProtocol
+
+    def __init__(
+        self, gateway: Gateway, listener: ListenerSection, settings: GatewaySection, metrics: Metrics
+    ) -> None:
+        super().__init__(protocols=[SUBPROTOCOL], server="ocppgw")
+        if listener.tls is not None:
+            self.protocol = OcppTlsServerProtocol
+        self.gateway = gateway
+        self.listener = listener
+        self.metrics = metrics
+        self.setProtocolOptions(
+            maxFramePayloadSize=settings.max_frame_size,
+            maxMessagePayloadSize=settings.max_frame_size,
+            openHandshakeTimeout=settings.idle_timeout,
+            closeHandshakeTimeout=5,
+            autoPingInterval=settings.ping_interval,
+            autoPingTimeout=settings.ping_timeout,
+            autoPingSize=12,
+            failByDrop=True,
+            echoCloseCodeReason=False,
+        )
 
 
 def _peer_address(transport: Any) -> str:

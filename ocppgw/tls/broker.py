@@ -23,7 +23,7 @@ from service_identity import CertificateError, VerificationError
 from service_identity.cryptography import verify_certificate_hostname, verify_certificate_ip_address
 
 from ocppgw.config import ConfigError, GatewayConfig, MqttSection
-from ocppgw.tls import TlsConfigError, _load_certificates, _load_key, _public_der
+from ocppgw.tls.listener import TlsConfigError, _load_certificates, _load_key, _public_der
 
 Refused = Callable[[str], None]
 

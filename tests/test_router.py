@@ -9,13 +9,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from ocppgw.auth import AllowAll, Credentials, Decision
-from ocppgw.bridge import Gateway, node_will
+from ocppgw.auth import AllowAll
 from ocppgw.config import GatewayConfig, config_from_string
+from ocppgw.core.messages import Call, CallError, decode_envelope
+from ocppgw.core.ports import Credentials, Decision, IBrokerLink, Will
+from ocppgw.core.router import Gateway, node_will
+from ocppgw.core.schemas import SchemaRegistry, shipped_schema_dir
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.link import IMqttLink, Will
-from ocppgw.ocpp.messages import Call, CallError, decode_envelope
-from ocppgw.ocpp.schemas import SchemaRegistry, shipped_schema_dir
 from tests.fakes import FakeConnection, FakeMqttLink, Published, topic_matches
 
 BASE = "[listeners.ws.default]\nbind = 33033\n"
@@ -47,8 +47,8 @@ class FakeMqttLinkTests(SynchronousTestCase):
     """The fake link itself behaves like the interface says."""
 
     def test_provides_interface(self) -> None:
-        """FakeMqttLink provides IMqttLink."""
-        self.assertTrue(verifyObject(IMqttLink, FakeMqttLink()))
+        """FakeMqttLink provides IBrokerLink."""
+        self.assertTrue(verifyObject(IBrokerLink, FakeMqttLink()))
 
     def test_publish_records_and_refuses(self) -> None:
         """Publishes are recorded; with refuse_publishes set they answer False."""

@@ -17,10 +17,11 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.config import ConfigError, ListenerSection, TlsSection, config_from_string
+from ocppgw.core.ports import PeerIdentity
 from ocppgw.service import GatewayService
 from ocppgw.tap import Options
-from ocppgw.tls import PeerIdentity, identity_refusal, listener_options, peer_identity
-from ocppgw.ws.protocol import OcppTlsServerProtocol
+from ocppgw.tls.listener import identity_refusal, listener_options, peer_identity
+from ocppgw.ws.server import OcppTlsServerProtocol
 from tests.devpki import make_dev_certs
 from tests.test_plugin import FakeLink
 

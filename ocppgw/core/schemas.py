@@ -18,7 +18,7 @@ from jsonschema import FormatChecker, ValidationError, validators
 from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
-from ocppgw.ocpp import messages
+from ocppgw.core import messages
 
 Kind = Literal["Request", "Response"]
 

@@ -1,0 +1,106 @@
+"""The interfaces the core calls out through, and the values that cross them.
+
+Adapters implement these: the MQTT link (``IBrokerLink``), each charge point's
+WebSocket (``IChargePoint``) and the authenticators (``IAuthenticator``). The
+core reads the typed config and counts through ``ocppgw.metrics``, and imports
+no adapter (a test checks that importing it loads no Autobahn, paho or OpenSSL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import zope.interface
+from twisted.internet.defer import Deferred
+
+Handler = Callable[[str, bytes], None]
+ConnectionObserver = Callable[[bool], None]
+
+
+class IBrokerLink(zope.interface.Interface):
+    """A broker connection used from the reactor thread only."""
+
+    connected = zope.interface.Attribute(
+        "bool: whether the link is connected, as the reactor thread has been told so far"
+    )
+
+    def start() -> None:
+        """Begin connecting; never blocks, never raises when the broker is down."""
+
+    def stop(timeout: float) -> Deferred[None]:
+        """Wait (up to ``timeout`` seconds of reactor time) until every accepted QoS>0 publish is
+        acknowledged, then disconnect cleanly (DISCONNECT, so the will is not sent) and stop the
+        network thread; fires None."""
+
+    def publish(topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
+        """Queue a message; False only when the bounded buffer is full (the caller then refuses the
+        message). Never blocks. Raises ValueError for an invalid topic or QoS."""
+
+    def subscribe(topic_filter: str, qos: int, handler: Handler) -> None:
+        """Deliver messages matching ``topic_filter`` to ``handler(topic, payload)`` in the reactor
+        thread, now and after every reconnect; a second call for the same filter replaces the handler."""
+
+    def unsubscribe(topic_filter: str) -> None:
+        """Forget ``topic_filter`` and tell the broker if connected."""
+
+    def add_connection_observer(observer: ConnectionObserver) -> None:
+        """Call ``observer(True)`` on each connect and ``observer(False)`` on each disconnect, in the
+        reactor thread."""
+
+    def reload_tls() -> list[str]:
+        """Re-read the ``[mqtt]`` TLS files for the next connection to the broker (the live one is kept);
+        returns one line per problem (``[mqtt] <key>: <reason>``), and then keeps the files it had."""
+
+
+@dataclass(frozen=True)
+class Will:
+    """The last will the broker publishes if the link drops without DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class IChargePoint(Protocol):
+    """The WebSocket side of one charge point, as the core sees it."""
+
+    def send_text(self, text: str) -> None:
+        """Write one text frame."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the WebSocket with this code and reason."""
+
+
+@dataclass(frozen=True)
+class PeerIdentity:
+    """What a client certificate says about its holder."""
+
+    cn: str | None
+    dn: str
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a charge point presented; the password stays bytes and is never logged."""
+
+    cid: str
+    peer: str
+    listener: str
+    username: str | None = None
+    password: bytes | None = field(default=None, repr=False)
+    certificate_cn: str | None = None
+    certificate_dn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+
+
+class IAuthenticator(zope.interface.Interface):
+    def authenticate(credentials: Credentials) -> Deferred[Decision]:
+        """Decide whether this charge point may connect."""

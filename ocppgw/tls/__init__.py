@@ -1,0 +1,1 @@
+"""TLS for both sides: the wss listeners (``listener``) and the broker connection (``broker``)."""

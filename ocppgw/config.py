@@ -28,6 +28,12 @@ CHECKING_MODES = ("all", "upstream_only", "dnstream_only", "disable")
 NETWORK_LOOPS = ("reactor", "thread")
 
 
+def problem_line(source: str, section: str, key: str | None, reason: str) -> str:
+    """The one form of every config problem, wherever it is found: ``gw.ini: [section] key: reason``."""
+    where = f"[{section}]:" if key is None else f"[{section}] {key}:"
+    return f"{source}: {where} {reason}"
+
+
 class ConfigError(Exception):
     """One or more problems in a config file; ``problems`` holds one line each."""
 
@@ -662,8 +668,7 @@ class _Reader:
         self._token = ""
 
     def problem(self, section: str, key: str | None, reason: str) -> None:
-        where = f"[{section}]:" if key is None else f"[{section}] {key}:"
-        self.problems.append(f"{self.source}: {where} {reason}")
+        self.problems.append(problem_line(self.source, section, key, reason))
 
     # -- INI syntax ---------------------------------------------------------
 

@@ -9,11 +9,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.core import messages
+from ocppgw.core import session as session_module
 from ocppgw.core.messages import Call, CallError, CallResult, Message
 from ocppgw.core.schemas import SchemaRegistry, shipped_schema_dir
 from ocppgw.core.session import ChargePointSession, SessionSettings
 from ocppgw.metrics import Metrics
-from ocppgw.core import session as session_module
 
 BOOT = {"chargePointVendor": "VendorX", "chargePointModel": "ModelY"}
 BOOT_ACCEPTED = {"currentTime": "2024-01-01T00:00:00Z", "interval": 300, "status": "Accepted"}

@@ -32,6 +32,36 @@ def cid_problem(cid: str) -> str | None:
     return None
 
 
+def topic_problem(topic: str) -> str | None:
+    """Why ``topic`` cannot be published to, or None when it can."""
+    if not topic:
+        return "MQTT topic must not be empty"
+    if "+" in topic or "#" in topic:
+        return f"MQTT topic must not contain wildcards, got {topic!r}"
+    if len(topic.encode("utf-8")) > 65535:
+        return "MQTT topic is longer than 65535 bytes"
+    return None
+
+
+def is_wildcard(topic_filter: str) -> bool:
+    """Whether a subscription filter holds ``+`` or ``#``."""
+    return "+" in topic_filter or "#" in topic_filter
+
+
+def filter_problem(topic_filter: str) -> str | None:
+    """Why ``topic_filter`` cannot be subscribed to, or None when it can."""
+    if not topic_filter:
+        return "MQTT topic filter must not be empty"
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if ("+" in level and level != "+") or ("#" in level and (level != "#" or index != len(levels) - 1)):
+            return (
+                f"MQTT topic filter must use + as a whole level and # only as the whole last level, "
+                f"got {topic_filter!r}"
+            )
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class TopicPlan:
     """The topics of one charge point, rendered once when it connects."""

@@ -37,6 +37,7 @@ from twisted.logger import Logger
 
 from ocppgw.config import MqttSection
 from ocppgw.core.ports import ConnectionObserver, Handler, IBrokerLink, Will
+from ocppgw.core.topics import filter_problem, is_wildcard, topic_problem
 from ocppgw.metrics import Metrics
 from ocppgw.tls.broker import BrokerContext, TlsConfigError, broker_context
 
@@ -87,28 +88,15 @@ def _check_qos(qos: int) -> None:
 
 
 def _check_topic(topic: str) -> None:
-    if not topic:
-        raise ValueError("MQTT topic must not be empty")
-    if "+" in topic or "#" in topic:
-        raise ValueError(f"MQTT topic must not contain wildcards, got {topic!r}")
-    if len(topic.encode("utf-8")) > 65535:
-        raise ValueError("MQTT topic is longer than 65535 bytes")
-
-
-def _is_wildcard(topic_filter: str) -> bool:
-    return "+" in topic_filter or "#" in topic_filter
+    problem = topic_problem(topic)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def _check_filter(topic_filter: str) -> None:
-    if not topic_filter:
-        raise ValueError("MQTT topic filter must not be empty")
-    levels = topic_filter.split("/")
-    for index, level in enumerate(levels):
-        if ("+" in level and level != "+") or ("#" in level and (level != "#" or index != len(levels) - 1)):
-            raise ValueError(
-                f"MQTT topic filter must use + as a whole level and # only as the whole last level, "
-                f"got {topic_filter!r}"
-            )
+    problem = filter_problem(topic_filter)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def _default_client_factory(**kwargs: Any) -> Any:
@@ -657,7 +645,7 @@ class PahoLink:
     def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> None:
         _check_filter(topic_filter)
         _check_qos(qos)
-        table = self._wildcards if _is_wildcard(topic_filter) else self._exact
+        table = self._wildcards if is_wildcard(topic_filter) else self._exact
         previous = table.get(topic_filter)
         table[topic_filter] = _Subscription(qos, handler)
         self._wildcard_items = tuple(self._wildcards.items())
@@ -665,7 +653,7 @@ class PahoLink:
             self._send_subscribe([(topic_filter, qos)])
 
     def unsubscribe(self, topic_filter: str) -> None:
-        table = self._wildcards if _is_wildcard(topic_filter) else self._exact
+        table = self._wildcards if is_wildcard(topic_filter) else self._exact
         if table.pop(topic_filter, None) is None:
             return
         self._wildcard_items = tuple(self._wildcards.items())

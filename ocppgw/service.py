@@ -1,33 +1,44 @@
-"""The running gateway: MQTT link, gateway registry and WebSocket listeners, started and stopped in order."""
+"""The running gateway: a service tree of the MQTT link and one service per listener over the core.
+
+Children start in dependency order (the link, then the listeners). Stopping is sequenced here
+rather than left to ``MultiService``, which stops every child at once: stop accepting, close the
+charge points with 1001 and publish them disconnected, mark the node offline, then wait up to
+``shutdown_timeout`` for the broker's acknowledgements and disconnect.
+"""
 
 from __future__ import annotations
 
 import signal
-import sys
 from typing import Any
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.interfaces import IListeningPort
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
 from ocppgw.auth import AllowAll
-from ocppgw.config import GatewayConfig, ListenerSection
+from ocppgw.config import GatewayConfig
 from ocppgw.core.ports import IAuthenticator, IBrokerLink
-from ocppgw.core.router import Gateway, node_will
+from ocppgw.core.router import Router, node_will
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.link import PahoThreadLink
 from ocppgw.mqtt.reactor_link import PahoReactorLink
+from ocppgw.mqtt.service import LinkService
 from ocppgw.tls.listener import ReloadableContextFactory, listener_options, reload_listener_options
-from ocppgw.ws.limits import ListenerLimits, limited
-from ocppgw.ws.proxy import with_proxy_protocol
-from ocppgw.ws.server import OcppServerFactory
+from ocppgw.ws.service import ListenerService
+from ocppgw.ws.stack import listener_stack
+
+
+class StartupError(Exception):
+    """The gateway cannot start; the message holds one ``gw.ini: [section] key: reason`` line per problem.
+
+    An ordinary exception, not ``SystemExit``: a daemonised twistd reports it to the waiting parent
+    and removes its pidfile only for an ``Exception``.
+    """
 
 
 class GatewayService(MultiService):
-    """Binds the listeners before privileges are dropped and shuts down without losing accepted messages."""
+    """The gateway: builds the core and its adapters, binds before privileges are dropped."""
 
     _log = Logger()
 
@@ -42,81 +53,65 @@ class GatewayService(MultiService):
         sighup: bool = False,
     ) -> None:
         """``tls_options`` holds ``CertificateOptions`` per wss listener (``wss.<name>``), as
-        ``ocppgw.tls.listener_options`` makes them; they are made here when not given.
+        ``ocppgw.tls.listener.listener_options`` makes them; they are made here when not given.
         ``sighup``: reload certificates on SIGHUP (twistd; see ``reload_certificates``)."""
         super().__init__()
         self.config = config
         self.reactor = reactor
-        self.tls_options = tls_options if tls_options is not None else listener_options(config)
-        self.tls_contexts = {name: ReloadableContextFactory(o) for name, o in self.tls_options.items()}
         self.sighup = sighup
         self._previous_sighup: Any = None
         self.metrics = Metrics()
+        options = tls_options if tls_options is not None else listener_options(config)
+        self.tls_contexts = {name: ReloadableContextFactory(o) for name, o in options.items()}
         if link is None:
             link_class = PahoReactorLink if config.mqtt.network_loop == "reactor" else PahoThreadLink
             link = link_class(reactor, config.mqtt, self.metrics, will=node_will(config))
         self.link = link
-        self.gateway = Gateway(config, self.link, reactor, self.metrics, authenticator or AllowAll(), schemas)
-        self.factories = {
-            listener: OcppServerFactory(self.gateway, listener, config.gateway, self.metrics)
-            for listener in config.listeners
-        }
-        self.limits: dict[ListenerSection, ListenerLimits] = {}  # wss: TLS under the limits
-        for listener, factory in self.factories.items():
-            tls = self.tls_contexts[f"wss.{listener.name}"] if listener.tls is not None else None
-            self.limits[listener] = limited(factory, listener, reactor, self.metrics, tls)
-        for listener, limits in self.limits.items():
-            if listener.proxy_protocol:  # TCP -> limits -> PROXY header -> TLS (wss) -> WebSocket
-                with_proxy_protocol(limits, listener, reactor)
-        self.ports: dict[str, IListeningPort] = {}
+        self.router = Router(config, link, reactor, self.metrics, schemas)
+        self.link_service = LinkService(link, config.gateway.shutdown_timeout)
+        self.link_service.setServiceParent(self)
+        authenticator = authenticator or AllowAll()
+        self.listeners: list[ListenerService] = []
+        for listener in config.listeners:
+            stack = listener_stack(
+                listener,
+                config.gateway,
+                self.router,
+                authenticator,
+                self.metrics,
+                reactor,
+                self.tls_contexts.get(f"wss.{listener.name}") if listener.tls is not None else None,
+            )
+            service = ListenerService(listener, stack, reactor, config.source)
+            service.setServiceParent(self)
+            self.listeners.append(service)
 
     def privilegedStartService(self) -> None:
         """Bind every listener now, so a port in use stops start-up with one line per listener."""
-        problems = []
-        for listener, factory in self.limits.items():
-            d = _endpoint(self.reactor, listener, self.tls_contexts).listen(factory)
-            results: list[Any] = []
-            d.addBoth(results.append)
-            outcome = results[0] if results else None
-            if IListeningPort.providedBy(outcome):
-                self.ports[f"{listener.kind}.{listener.name}"] = outcome
-            else:
-                reason = outcome.getErrorMessage() if outcome is not None else "no answer"
-                problems.append(
-                    f"[listeners.{listener.kind}.{listener.name}] bind: cannot listen on "
-                    f"{listener.host}:{listener.port}: {reason}"
-                )
+        problems = [problem for problem in (s.bind() for s in self.listeners) if problem is not None]
         if problems:
-            for port in self.ports.values():
-                port.stopListening()
-            sys.stderr.write("".join(f"{self.config.source}: {line}\n" for line in problems))
-            raise SystemExit(1)
+            for service in self.listeners:
+                service.stopService()
+            for line in problems:
+                self._log.critical("{problem}", problem=line)
+            raise StartupError("\n".join(problems))
         super().privilegedStartService()
 
     def startService(self) -> None:
-        if not self.ports:
+        if not all(s.port is not None for s in self.listeners):
             self.privilegedStartService()
         super().startService()
         if self.sighup:
             self._install_sighup()
-        self.link.start()
-        for name, port in self.ports.items():
-            address = port.getHost()
-            self._log.info(
-                "listener {name} on {host}:{port}", name=name, host=address.host, port=address.port
-            )
 
     @inlineCallbacks
     def stopService(self) -> Deferred[None]:
         """Stop accepting, close charge points with 1001, flush what MQTT accepted, then disconnect."""
-        yield maybeDeferred(super().stopService)
+        Service.stopService(self)
         self._restore_sighup()
-        yield DeferredList([maybeDeferred(port.stopListening) for port in self.ports.values()])
-        self.ports.clear()
-        for limits in self.limits.values():
-            limits.stop()
-        self.gateway.shutdown()
-        yield self.link.stop(self.config.gateway.shutdown_timeout)
+        yield DeferredList([service.stopService() for service in self.listeners])
+        self.router.shutdown()
+        yield self.link_service.stopService()
 
     def reload_certificates(self) -> list[str]:
         """Re-read every wss listener's certfile, keyfile and cacertfile, and the ``[mqtt]`` TLS files;
@@ -155,10 +150,3 @@ class GatewayService(MultiService):
             (previous,) = self._previous_sighup
             signal.signal(signal.SIGHUP, previous if previous is not None else signal.SIG_DFL)
             self._previous_sighup = None
-
-
-def _endpoint(reactor: Any, listener: ListenerSection, tls_options: dict[str, Any]) -> Any:
-    # wss: TLS is layered under the connection limits by ocppgw.ws.limits.limited, as listenSSL would.
-    # backlog: the kernel caps it at net.core.somaxconn.
-    endpoint = TCP6ServerEndpoint if ":" in listener.host else TCP4ServerEndpoint
-    return endpoint(reactor, listener.port, backlog=listener.backlog, interface=listener.host)

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.config import ConfigError, ListenerSection, config_from_string
 from ocppgw.metrics import Metrics
-from ocppgw.ws.limits import ListenerLimits, TokenBucket, limited
+from ocppgw.ws.limits import ListenerLimits, TokenBucket
 
 
 def listener(**values: Any) -> ListenerSection:
@@ -195,13 +195,3 @@ class SendTimeoutTests(SynchronousTestCase):
         clock.pump([0.25] * 8)
         self.assertFalse(transport.aborted)
         self.assertIsNone(limits._checker)
-
-
-class LimitedTests(SynchronousTestCase):
-    def test_ignored_options_logged_and_nodelay_passed_on(self) -> None:
-        from autobahn.twisted.websocket import WebSocketServerFactory
-
-        factory = WebSocketServerFactory()
-        limits = limited(factory, listener(nodelay=False, ignored_options=("acceptors",)), Clock(), Metrics())
-        self.assertIs(limits.wrappedFactory, factory)
-        self.assertFalse(factory.tcpNoDelay)

@@ -1,31 +1,23 @@
-"""The twistd plugin, ``ocppgw.tap`` (Options and makeService) and how ``GatewayService`` wires listeners."""
+"""The twistd plugin and ``ocppgw.tap``: Options and makeService."""
 
 from __future__ import annotations
 
 import ast
 import io
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
-import zope.interface
 from twisted.application.service import IServiceMaker
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface.verify import verifyObject
 
 from ocppgw import tap
 from ocppgw.config import GatewayConfig, config_from_string
-from ocppgw.core.ports import IBrokerLink
 from ocppgw.mqtt.link import PahoThreadLink
 from ocppgw.mqtt.reactor_link import PahoReactorLink
 from ocppgw.service import GatewayService
-from ocppgw.ws.server import OcppServerFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_FILE = ROOT / "twisted" / "plugins" / "ocppgw_plugin.py"
@@ -43,49 +35,6 @@ bind = 33099
 path = /cp
 mountpoint = site-b/
 """
-
-
-@zope.interface.implementer(IBrokerLink)
-class FakeLink:
-    """An ``IBrokerLink`` that records what the gateway asks of it."""
-
-    def __init__(self) -> None:
-        self.connected = False
-        self.started = False
-        self.stopped_with: float | None = None
-        self.published: list[tuple[str, bytes, int, bool]] = []
-        self.subscriptions: dict[str, Any] = {}
-        self.observers: list[Any] = []
-
-    def start(self) -> None:
-        self.started = True
-
-    def stop(self, timeout: float) -> Deferred[None]:
-        self.stopped_with = timeout
-        return succeed(None)
-
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
-        self.published.append((topic, payload, qos, retain))
-        return True
-
-    def subscribe(self, topic_filter: str, qos: int, handler: Any) -> None:
-        self.subscriptions[topic_filter] = handler
-
-    def unsubscribe(self, topic_filter: str) -> None:
-        self.subscriptions.pop(topic_filter, None)
-
-    def add_connection_observer(self, observer: Any) -> None:
-        self.observers.append(observer)
-
-    def reload_tls(self) -> list[str]:
-        return []
-
-
-class RefusingReactor(MemoryReactorClock):
-    """A memory reactor on which every listenTCP fails as if the port were taken."""
-
-    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
-        raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
 
 class PluginTests(SynchronousTestCase):
@@ -228,76 +177,6 @@ class MakeServiceTests(SynchronousTestCase):
         config = config_from_string(TWO_LISTENERS + "\n[mqtt]\nnetwork_loop = thread\n", source="gw.ini")
         service = GatewayService(config, MemoryReactorClock())
         self.assertIsInstance(service.link, PahoThreadLink)
-
-
-class GatewayServiceWiringTests(SynchronousTestCase):
-    """``GatewayService`` binds one factory per listener and stops in order."""
-
-    def setUp(self) -> None:
-        self.config = config_from_string(TWO_LISTENERS, source="gw.ini")
-        self.reactor = MemoryReactorClock()
-        self.link = FakeLink()
-        self.service = GatewayService(self.config, self.reactor, link=self.link)
-
-    def test_fake_link_is_a_link(self) -> None:
-        """The fake used here provides ``IBrokerLink``, so the wiring is tested against the real interface."""
-        self.assertTrue(verifyObject(IBrokerLink, self.link))
-
-    def test_one_factory_per_listener(self) -> None:
-        """Every listener gets its own factory, sharing the one gateway."""
-        self.assertEqual(list(self.service.factories), list(self.config.listeners))
-        for listener, factory in self.service.factories.items():
-            self.assertIsInstance(factory, OcppServerFactory)
-            self.assertIs(factory.listener, listener)
-            self.assertIs(factory.gateway, self.service.gateway)
-
-    def test_privileged_start_binds_listeners(self) -> None:
-        """privilegedStartService listens on each listener's host and port with its factory."""
-        self.service.privilegedStartService()
-        bound = [(port, factory, interface) for port, factory, _backlog, interface in self.reactor.tcpServers]
-        factories = self.service.limits  # each listener's factory behind its limits
-        a, b = self.config.listeners
-        self.assertEqual(bound, [(0, factories[a], "127.0.0.1"), (33099, factories[b], "0.0.0.0")])
-        self.assertEqual(sorted(self.service.ports), ["ws.a", "ws.b"])
-        self.assertFalse(self.link.started)
-
-    def test_listen_backlog(self) -> None:
-        """Each listener, IPv4 or IPv6, listens with its own ``backlog`` (default 1024), not Twisted's 50."""
-        text = TWO_LISTENERS.replace("path = /cp", "backlog = 200")
-        config = config_from_string(text + "[listeners.ws.c]\nbind = [::1]:0\nbacklog = 7\n")
-        reactor = MemoryReactorClock()
-        GatewayService(config, reactor, link=self.link).privilegedStartService()
-        bound = [(port, backlog, interface) for port, _factory, backlog, interface in reactor.tcpServers]
-        self.assertEqual(bound, [(0, 1024, "127.0.0.1"), (33099, 200, "0.0.0.0"), (0, 7, "::1")])
-
-    def test_start_and_stop(self) -> None:
-        """startService binds and starts the link; stopService stops listening, marks the node
-        offline, and stops the link with ``shutdown_timeout``."""
-        self.service.startService()
-        self.assertTrue(self.link.started)
-        self.assertEqual(len(self.reactor.tcpServers), 2)
-        self.assertEqual(len(self.link.observers), 1)
-        self.successResultOf(self.service.stopService())
-        self.assertEqual(self.service.ports, {})
-        self.assertEqual(self.link.stopped_with, 7.0)
-        topic, payload, _qos, retain = self.link.published[-1]
-        self.assertEqual(topic, "ocpp/gateway/testnode/Presence")
-        self.assertEqual(json.loads(payload), {"node": "testnode", "status": "offline"})
-        self.assertTrue(retain)
-
-    def test_bind_failure(self) -> None:
-        """A listener that cannot bind stops start-up with one ``[listeners.ws.<name>] bind:`` line each."""
-        stderr = io.StringIO()
-        self.patch(sys, "stderr", stderr)
-        service = GatewayService(self.config, RefusingReactor(), link=self.link)
-        with self.assertRaises(SystemExit) as raised:
-            service.privilegedStartService()
-        self.assertEqual(raised.exception.code, 1)
-        lines = stderr.getvalue().splitlines()
-        self.assertEqual(len(lines), 2, lines)
-        self.assertTrue(lines[0].startswith("gw.ini: [listeners.ws.a] bind: cannot listen on 127.0.0.1:0"))
-        self.assertTrue(lines[1].startswith("gw.ini: [listeners.ws.b] bind: cannot listen on 0.0.0.0:33099"))
-        self.assertFalse(self.link.started)
 
 
 def _is_docstring(node: ast.stmt) -> bool:

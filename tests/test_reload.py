@@ -16,7 +16,7 @@ from ocppgw.tls.listener import ReloadableContextFactory
 from tests.devpki import make_dev_certs
 from tests.fakes import FakeMqttLink
 from tests.support import ThreadedMemoryReactorClock
-from tests.test_plugin import FakeLink
+from tests.test_service import FakeLink
 
 CONFIG = (
     "[listeners.ws.a]\nbind = 127.0.0.1:0\n"

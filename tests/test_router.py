@@ -1,4 +1,4 @@
-"""Gateway: routing between charge point sessions and MQTT, takeover, presence, shutdown."""
+"""Router: routing between charge point sessions and MQTT, takeover, presence, shutdown."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from ocppgw.auth import AllowAll
 from ocppgw.config import GatewayConfig, config_from_string
 from ocppgw.core.messages import Call, CallError, decode_envelope
-from ocppgw.core.ports import Credentials, Decision, IBrokerLink, Will
-from ocppgw.core.router import Gateway, node_will
+from ocppgw.core.ports import IBrokerLink, Will
+from ocppgw.core.router import Router, node_will
 from ocppgw.core.schemas import SchemaRegistry, shipped_schema_dir
 from ocppgw.metrics import Metrics
 from tests.fakes import FakeConnection, FakeMqttLink, Published, topic_matches
@@ -96,8 +95,8 @@ class FakeMqttLinkTests(SynchronousTestCase):
         self.assertEqual((link.stop_timeouts, link.connected), ([5.0], False))
 
 
-class GatewayTestCase(SynchronousTestCase):
-    """A Gateway over a FakeMqttLink and a Clock; cleanup checks no timer is left."""
+class RouterTestCase(SynchronousTestCase):
+    """A Router over a FakeMqttLink and a Clock; cleanup checks no timer is left."""
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -111,9 +110,9 @@ class GatewayTestCase(SynchronousTestCase):
             self.gateway.shutdown("test over")
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def make(self, config: GatewayConfig | None = None, schemas: SchemaRegistry | None = None) -> Gateway:
+    def make(self, config: GatewayConfig | None = None, schemas: SchemaRegistry | None = None) -> Router:
         self.config = config or make_config()
-        self.gateway = Gateway(self.config, self.link, self.clock, self.metrics, AllowAll(), schemas)
+        self.gateway = Router(self.config, self.link, self.clock, self.metrics, schemas)
         return self.gateway
 
     def attach(self, cid: str = "CP1", listener: int = 0, peer: str = "10.0.0.1:5555") -> FakeConnection:
@@ -121,11 +120,15 @@ class GatewayTestCase(SynchronousTestCase):
         self.gateway.attach(cid, connection, self.config.listeners[listener], peer)
         return connection
 
+    def connected(self) -> list[str]:
+        """Which of the ids these tests use are connected now, as the router answers per id."""
+        return [cid for cid in ("CP1", "CP2", "CP3", "CP4") if self.gateway.session(cid) is not None]
+
     def envelopes(self, topic: str) -> list[Any]:
         return [decode_envelope(m.payload) for m in self.link.published_to(topic)]
 
 
-class TopicTests(GatewayTestCase):
+class TopicTests(RouterTestCase):
     """Where each message goes, with the default and custom topics."""
 
     def test_default_topics(self) -> None:
@@ -236,7 +239,7 @@ class TopicTests(GatewayTestCase):
         self.assertEqual(self.link.subscribe_calls, [("ocpp/cs/Säule-Ω", 1)])
 
 
-class AttachDetachTests(GatewayTestCase):
+class AttachDetachTests(RouterTestCase):
     """Subscriptions and presence follow the charge point's connection."""
 
     def test_subscribe_on_attach_unsubscribe_on_detach(self) -> None:
@@ -244,11 +247,11 @@ class AttachDetachTests(GatewayTestCase):
         self.make()
         connection = self.attach()
         self.assertEqual(list(self.link.subscriptions), ["ocpp/cs/CP1"])
-        self.assertEqual(self.gateway.connected(), ["CP1"])
+        self.assertEqual(self.connected(), ["CP1"])
         self.gateway.detach("CP1", connection, "closed by charge point (1000)")
         self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
         self.assertEqual(self.link.subscriptions, {})
-        self.assertEqual(self.gateway.connected(), [])
+        self.assertEqual(self.connected(), [])
         self.assertIsNone(self.gateway.session("CP1"))
         self.assertEqual((self.metrics.total("connects"), self.metrics.total("disconnects")), (1, 1))
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -289,7 +292,7 @@ class AttachDetachTests(GatewayTestCase):
         self.gateway.detach("CP1", FakeConnection(), "x")
         self.assertEqual(self.link.unsubscribe_calls, [])
         self.assertEqual(self.link.published, [])
-        self.assertEqual(self.gateway.connected(), ["CP1"])
+        self.assertEqual(self.connected(), ["CP1"])
 
     def test_detach_twice(self) -> None:
         """A second detach of the same connection does nothing."""
@@ -330,14 +333,8 @@ class AttachDetachTests(GatewayTestCase):
         two = self.attach("CP2")
         self.link.deliver("ocpp/cs/CP2", dn_call("c2"))
         self.assertEqual((one.sent, len(two.sent)), ([], 1))
-        self.assertEqual(sorted(self.gateway.connected()), ["CP1", "CP2"])
+        self.assertEqual(sorted(self.connected()), ["CP1", "CP2"])
         self.assertIn("ocppgw_connected_charge_points 2\n", self.metrics.render())
-
-    def test_authenticate_delegates(self) -> None:
-        """authenticate() asks the configured authenticator."""
-        self.make()
-        credentials = Credentials(cid="CP1", peer="p", listener="ws:default", username="CP1", password=b"pw")
-        self.assertEqual(self.successResultOf(self.gateway.authenticate(credentials)), Decision(True))
 
     def test_settings_from_config(self) -> None:
         """Heartbeat interval, reply timeout and queue length come from the config."""
@@ -398,7 +395,7 @@ class AttachDetachTests(GatewayTestCase):
         self.assertEqual(self.metrics.total("published"), 0)
 
 
-class TakeoverTests(GatewayTestCase):
+class TakeoverTests(RouterTestCase):
     """A second connection with the same cid replaces the first."""
 
     def test_takeover(self) -> None:
@@ -419,7 +416,7 @@ class TakeoverTests(GatewayTestCase):
         self.assertEqual(self.link.subscribe_calls, [("ocpp/cs/CP1", 1)])
         self.assertEqual(self.link.unsubscribe_calls, [])
         self.assertEqual(list(self.link.subscriptions), ["ocpp/cs/CP1"])
-        self.assertEqual(self.gateway.connected(), ["CP1"])
+        self.assertEqual(self.connected(), ["CP1"])
         self.assertEqual(self.metrics.total("takeovers"), 1)
 
     def test_new_connection_gets_messages(self) -> None:
@@ -440,7 +437,7 @@ class TakeoverTests(GatewayTestCase):
         self.assertEqual([p["status"] for p in presence], ["connected", "connected"])
         self.assertEqual(presence[-1]["peer"], "10.0.0.2:2222")
         self.assertEqual(self.link.unsubscribe_calls, [])
-        self.assertEqual(self.gateway.connected(), ["CP1"])
+        self.assertEqual(self.connected(), ["CP1"])
         self.assertEqual(self.metrics.total("disconnects"), 0)
         self.gateway.detach("CP1", new, "bye")
         self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
@@ -474,7 +471,7 @@ class TakeoverTests(GatewayTestCase):
         connections = [self.attach("CP1", peer=f"10.0.0.1:{n}") for n in range(50)]
         for old in connections[:-1]:
             self.gateway.detach("CP1", old, "replaced by a newer connection")
-        self.assertEqual(self.gateway.connected(), ["CP1"])
+        self.assertEqual(self.connected(), ["CP1"])
         self.assertEqual(len(self.link.subscriptions), 1)
         self.assertEqual(self.link.unsubscribe_calls, [])
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
@@ -482,7 +479,7 @@ class TakeoverTests(GatewayTestCase):
         self.assertEqual(self.metrics.total("takeovers"), 49)
 
 
-class PresenceTests(GatewayTestCase):
+class PresenceTests(RouterTestCase):
     """Retained presence per charge point and per node."""
 
     def test_connected_presence(self) -> None:
@@ -533,13 +530,13 @@ class PresenceTests(GatewayTestCase):
         self.link.set_connected(True)
         self.gateway.shutdown()
         self.assertEqual(self.link.published, [])
-        self.assertIsNone(self.gateway.node_will)
+        self.assertIsNone(node_will(self.config))
 
     def test_node_will(self) -> None:
         """The node's last will is a retained 'offline' message on the node topic."""
         self.make()
         self.assertEqual(
-            self.gateway.node_will,
+            node_will(self.config),
             Will("ocpp/gateway/gw1/Presence", b'{"node":"gw1","status":"offline"}', 1, True),
         )
         self.assertEqual(node_will(self.config, "online").payload, b'{"node":"gw1","status":"online"}')
@@ -548,8 +545,8 @@ class PresenceTests(GatewayTestCase):
         """With ``mountpoint = ocpp/${cid}/`` the node topic has no charge point to fill in: it is
         published without the mountpoint, never with a literal ``${cid}``."""
         self.make(make_config(gateway="mountpoint = ocpp/${cid}/\n"))
-        assert self.gateway.node_will is not None
-        self.assertEqual(self.gateway.node_will.topic, "gateway/gw1/Presence")
+        assert node_will(self.config) is not None
+        self.assertEqual(node_will(self.config).topic, "gateway/gw1/Presence")
         self.attach("CP1")
         self.assertIn("ocpp/CP1/cp/CP1/Presence", [m.topic for m in self.link.published])
 
@@ -596,7 +593,7 @@ class PresenceTests(GatewayTestCase):
         self.gateway.shutdown()
         self.assertEqual(one.closes, [(1001, "gateway shutting down")])
         self.assertEqual(two.closes, [(1001, "gateway shutting down")])
-        self.assertEqual(self.gateway.connected(), [])
+        self.assertEqual(self.connected(), [])
         self.assertEqual(self.link.subscriptions, {})
         self.assertEqual(sorted(self.link.unsubscribe_calls), ["ocpp/cs/CP1", "ocpp/cs/CP2"])
         self.assertEqual(

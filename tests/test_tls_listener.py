@@ -18,12 +18,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.config import ConfigError, ListenerSection, TlsSection, config_from_string
 from ocppgw.core.ports import PeerIdentity
-from ocppgw.service import GatewayService
+from ocppgw.service import GatewayService, StartupError
 from ocppgw.tap import Options
 from ocppgw.tls.listener import identity_refusal, listener_options, peer_identity
 from ocppgw.ws.server import OcppTlsServerProtocol
 from tests.devpki import make_dev_certs
-from tests.test_plugin import FakeLink
+from tests.test_service import FakeLink
 
 PASSWORD = "correct horse"
 
@@ -498,25 +498,20 @@ class ServiceTests(_PkiTestCase):
         ((port, limits, _backlog, interface),) = [s for s in reactor.tcpServers if s[0] == 33034]
         wss_listener = self.config().listeners[1]
         self.assertEqual((port, interface), (33034, "127.0.0.1"))
-        self.assertIs(limits, service.limits[wss_listener])
-        options = limits.tls_context
-        self.assertIs(options, service.tls_contexts["wss.x"])
-        self.assertIs(options.options, service.tls_options["wss.x"])
+        self.assertIs(limits, service.getServiceNamed("wss.x").factory)
+        self.assertEqual(sorted(service.tls_contexts), ["wss.x"])
         self.assertIsInstance(limits.wrappedFactory, TLSMemoryBIOFactory)
         factory = limits.wrappedFactory.wrappedFactory
-        self.assertIs(factory, service.factories[wss_listener])
+        self.assertEqual(factory.listener, wss_listener)
         self.assertIs(factory.protocol, OcppTlsServerProtocol)
-        self.assertEqual(sorted(service.ports), ["ws.a", "wss.x"])
+        self.assertEqual([child.name for child in service.listeners], ["ws.a", "wss.x"])
 
     def test_bind_failure(self) -> None:
         """A wss listener that cannot bind stops start-up with one line, as a ws one does."""
-        stderr = io.StringIO()
-        self.patch(sys, "stderr", stderr)
         service = GatewayService(self.config(), _RefusingSSLReactor(), link=FakeLink())
-        with self.assertRaises(SystemExit) as raised:
+        with self.assertRaises(StartupError) as raised:
             service.privilegedStartService()
-        self.assertEqual(raised.exception.code, 1)
-        (line,) = stderr.getvalue().splitlines()
+        (line,) = str(raised.exception).splitlines()
         self.assertTrue(
             line.startswith("gw.ini: [listeners.wss.x] bind: cannot listen on 127.0.0.1:33034"), line
         )

@@ -50,10 +50,8 @@ class AbortableTransport(StringTransport):
 class ProxyProtocolWrapperTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        inner = Factory.forProtocol(Recorder)
-        inner.metrics = Metrics()  # type: ignore[attr-defined]
-        self.metrics = inner.metrics  # type: ignore[attr-defined]
-        self.factory = ProxyProtocolFactory(inner, self.clock, 3.0)
+        self.metrics = Metrics()
+        self.factory = ProxyProtocolFactory(Factory.forProtocol(Recorder), self.clock, 3.0, self.metrics)
         self.transport = AbortableTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
         self.wrapper = self.factory.buildProtocol(self.transport.getPeer())
         self.wrapper.makeConnection(self.transport)
@@ -136,3 +134,38 @@ class ProxyProtocolWrapperTests(SynchronousTestCase):
         self.wrapper.connectionLost(None)
         self.assertTrue(self.inner.lost)
         self.assertEqual(len(self.factory.protocols), 0)
+
+
+class TwistedPrivateNamesTests(SynchronousTestCase):
+    """``ocppgw.ws.proxy`` builds on Twisted's private haproxy modules; this fails naming what changed."""
+
+    def test_private_names_still_there(self) -> None:
+        """Every private module, class and attribute the PROXY layer uses still exists."""
+        import importlib
+
+        wanted = {
+            "twisted.protocols.haproxy._exceptions": ["InvalidProxyHeader"],
+            "twisted.protocols.haproxy._info": ["ProxyInfo"],
+            "twisted.protocols.haproxy._v1parser": ["V1Parser"],
+            "twisted.protocols.haproxy._v2parser": ["V2Parser"],
+            "twisted.protocols.haproxy._wrapper": ["HAProxyProtocolWrapper", "HAProxyWrappingFactory"],
+        }
+        missing = []
+        for module_name, names in wanted.items():
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                missing.append(module_name)
+                continue
+            missing.extend(f"{module_name}.{name}" for name in names if not hasattr(module, name))
+        if not missing:
+            from twisted.protocols.haproxy._v1parser import V1Parser
+            from twisted.protocols.haproxy._v2parser import V2Parser
+            from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+
+            wrapper = HAProxyProtocolWrapper(Factory(), Protocol())
+            state = ("_proxyInfo", "_parser")
+            missing.extend(f"HAProxyProtocolWrapper.{a}" for a in state if not hasattr(wrapper, a))
+            missing.extend(f"V1Parser.{a}" for a in ("parse", "feed") if not hasattr(V1Parser, a))
+            missing.extend(f"V2Parser.{a}" for a in ("PREFIX", "feed") if not hasattr(V2Parser, a))
+        self.assertEqual(missing, [], f"Twisted changed {missing}: ocppgw/ws/proxy.py must follow")

@@ -17,7 +17,7 @@ from txaio.testutil import replace_loop
 
 from ocppgw.auth import AllowAll
 from ocppgw.config import config_from_string
-from ocppgw.core.router import Gateway
+from ocppgw.core.router import Router
 from ocppgw.metrics import Metrics
 from ocppgw.ws.server import OcppServerFactory
 from tests.fakes import FakeMqttLink
@@ -69,10 +69,11 @@ class ProtocolTests(SynchronousTestCase):
             "[listeners.ws.default]\nbind = 33033\n"
         )
         self.metrics = Metrics()
-        self.gateway = Gateway(config, self.link, self.clock, self.metrics, AllowAll())
+        self.router = Router(config, self.link, self.clock, self.metrics)
         with replace_loop(self.clock):
-            self.factory = OcppServerFactory(self.gateway, config.listeners[0], config.gateway, self.metrics)
-        self.factory.reactor = self.clock
+            self.factory = OcppServerFactory(
+                self.router, AllowAll(), config.listeners[0], config.gateway, self.metrics, self.clock
+            )
 
     def connect(self, request: bytes, byte_by_byte: bool = False) -> tuple[Any, _Transport]:
         with replace_loop(self.clock):
@@ -94,7 +95,7 @@ class ProtocolTests(SynchronousTestCase):
         response = transport.value().decode("latin-1")
         self.assertTrue(response.startswith("HTTP/1.1 101"), response)
         self.assertIn("Sec-WebSocket-Protocol: ocpp1.6", response)
-        self.assertEqual(self.gateway.connected(), ["CP 1"])
+        self.assertIsNotNone(self.router.session("CP 1"))
         self.assertEqual(protocol.peer_address, "10.1.2.3:5555")
         self.assertEqual(self.link.subscriptions["ocpp/cs/CP 1"][0], 1)
 
@@ -112,7 +113,8 @@ class ProtocolTests(SynchronousTestCase):
             self.assertTrue(
                 transport.value().startswith(f"HTTP/1.1 {status}".encode()), transport.value()[:60]
             )
-        self.assertEqual(self.gateway.connected(), [])
+        self.assertIsNone(self.router.session("ok"))
+        self.assertEqual(self.metrics.value("connects"), 0)
         self.assertEqual(self.link.published, [])
 
     def test_frame_fed_byte_by_byte(self) -> None:
@@ -131,9 +133,21 @@ class ProtocolTests(SynchronousTestCase):
         with replace_loop(self.clock):
             protocol.dataReceived(client_frame(b"ping", opcode=0xA))
         self.clock.advance(15)
-        self.assertEqual(self.gateway.connected(), ["CP3"])
+        self.assertIsNotNone(self.router.session("CP3"))
         self.assertFalse(transport.disconnecting)
         self.clock.advance(50)
+        self.assertEqual(self.metrics.value("liveness_closes"), 1)
+
+    def test_invalid_frame_counts_as_activity(self) -> None:
+        """Even a frame the codec refuses proves the charge point is alive."""
+        protocol, transport = self.connect(upgrade_request("/ocpp/CP4"))
+        self.clock.advance(50)
+        with replace_loop(self.clock):
+            protocol.dataReceived(client_frame(b"garbage"))
+        self.clock.advance(59)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.metrics.value("liveness_closes"), 0)
+        self.clock.advance(2)
         self.assertEqual(self.metrics.value("liveness_closes"), 1)
 
     def test_binary_frame_closes(self) -> None:

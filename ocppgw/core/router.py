@@ -9,63 +9,41 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Protocol
+from functools import partial
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ocppgw.config import GatewayConfig, ListenerSection
-from ocppgw.core.messages import Call, CallResult, Message, encode_envelope
-from ocppgw.core.ports import Credentials, Decision, IAuthenticator, IBrokerLink, PeerIdentity, Will
+from ocppgw.core.ports import IBrokerLink, IChargePoint, PeerIdentity, Will
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.core.session import ChargePointSession, SessionSettings
 from ocppgw.core.topics import TopicPlan, render
+from ocppgw.core.upstream import Upstream
 from ocppgw.metrics import Metrics
 
 
-class Connection(Protocol):
-    """The WebSocket side of one charge point, as the gateway sees it."""
-
-    def send_text(self, text: str) -> None:
-        """Write one text frame."""
-
-    def close(self, code: int, reason: str) -> None:
-        """Close the WebSocket with this code and reason."""
-
-
 class _Attached:
-    """One live charge point: its connection, session and topics."""
+    """What the router keeps of one live charge point."""
 
-    __slots__ = ("connection", "gateway", "peer", "session", "since", "topics")
+    __slots__ = ("connection", "peer", "session", "since", "upstream")
 
     def __init__(
-        self, gateway: Gateway, connection: Connection, topics: TopicPlan, peer: str, since: float
+        self,
+        connection: IChargePoint,
+        upstream: Upstream,
+        session: ChargePointSession,
+        peer: str,
+        since: float,
     ) -> None:
-        self.gateway = gateway
         self.connection = connection
-        self.topics = topics
+        self.upstream = upstream
+        self.session = session
         self.peer = peer
         self.since = since  # when the handshake completed: what "connected" presence reports
-        self.session: ChargePointSession
-
-    def send_text(self, text: str) -> None:
-        self.connection.send_text(text)
-
-    def close(self, code: int, reason: str) -> None:
-        self.connection.close(code, reason)
-
-    def publish(self, message: Message) -> bool:
-        if isinstance(message, Call):
-            topic = self.topics.for_call(message.action)
-        elif isinstance(message, CallResult):
-            topic = self.topics.reply
-        else:
-            topic = self.topics.error
-        return self.gateway.publish_upstream(topic, message)
 
 
-class Gateway:
+class Router:
     """The registry of connected charge points and the routes between them and MQTT."""
 
     _log = Logger()
@@ -76,14 +54,12 @@ class Gateway:
         link: IBrokerLink,
         clock: IReactorTime,
         metrics: Metrics,
-        authenticator: IAuthenticator,
         schemas: SchemaRegistry | None = None,
     ) -> None:
         self._config = config
         self._link = link
         self._clock = clock
         self._metrics = metrics
-        self._authenticator = authenticator
         self._schemas = schemas
         checking = config.gateway.message_format_checking
         self._settings = SessionSettings(
@@ -95,36 +71,21 @@ class Gateway:
             check_dnstream=schemas is not None and checking in ("all", "dnstream_only"),
         )
         self._attached: dict[str, _Attached] = {}
-        self._subscribed: dict[str, str] = {}
+        self._subscribed: dict[str, str] = {}  # cid -> its downstream topic
         self._node = config.gateway.node_name
         metrics.gauge("connected_charge_points", lambda: len(self._attached), "charge points connected now")
         link.add_connection_observer(self._link_state_changed)
 
-    @property
-    def node_will(self) -> Will | None:
-        """The last will that marks this whole node offline."""
-        return node_will(self._config)
-
-    def connected(self) -> list[str]:
-        """Ids of the charge points connected now."""
-        return list(self._attached)
-
     def session(self, cid: str) -> ChargePointSession | None:
         attached = self._attached.get(cid)
         return attached.session if attached is not None else None
-
-    # -- handshake -------------------------------------------------------
-
-    def authenticate(self, credentials: Credentials) -> Deferred[Decision]:
-        """Ask the configured authenticator."""
-        return self._authenticator.authenticate(credentials)
 
     # -- attach and detach -----------------------------------------------
 
     def attach(
         self,
         cid: str,
-        connection: Connection,
+        connection: IChargePoint,
         listener: ListenerSection,
         peer: str,
         certificate: PeerIdentity | None = None,
@@ -144,10 +105,11 @@ class Gateway:
             )
             previous.session.end("replaced by a newer connection")
             previous.connection.close(1000, "replaced by a newer connection")
-        attached = _Attached(self, connection, topics, peer, self._clock.seconds())
-        attached.session = ChargePointSession(
-            cid, self._settings, attached, self._clock, self._metrics, self._schemas
+        upstream = Upstream(self._link, topics, self._config.upstream.qos, self._metrics)
+        session = ChargePointSession(
+            cid, self._settings, connection, upstream, self._clock, self._metrics, self._schemas
         )
+        attached = _Attached(connection, upstream, session, peer, self._clock.seconds())
         self._attached[cid] = attached
         self._subscribe(cid, topics.dnstream)
         attached.session.start()
@@ -165,7 +127,7 @@ class Gateway:
         self._publish_presence(cid, attached, "connected")
         return attached.session
 
-    def detach(self, cid: str, connection: Connection, reason: str) -> None:
+    def detach(self, cid: str, connection: IChargePoint, reason: str) -> None:
         """A connection ended; forget it unless a newer one already took its place."""
         attached = self._attached.get(cid)
         if attached is None or attached.connection is not connection:
@@ -193,13 +155,6 @@ class Gateway:
 
     # -- MQTT ------------------------------------------------------------
 
-    def publish_upstream(self, topic: str, message: Message) -> bool:
-        """Publish an envelope from a charge point; False when the link refuses it."""
-        accepted = self._link.publish(topic, encode_envelope(message), self._config.upstream.qos)
-        if accepted:
-            self._metrics.inc("published", kind=type(message).__name__)
-        return accepted
-
     def _subscribe(self, cid: str, topic: str) -> None:
         current = self._subscribed.get(cid)
         if current == topic:
@@ -207,15 +162,18 @@ class Gateway:
         if current is not None:
             self._link.unsubscribe(current)
         self._subscribed[cid] = topic
-        self._link.subscribe(
-            topic, self._config.dnstream.qos, lambda _topic, payload: self._deliver(cid, payload)
-        )
+        self._link.subscribe(topic, self._config.dnstream.qos, partial(self._deliver, cid))
 
-    def _deliver(self, cid: str, payload: bytes) -> None:
+    def _deliver(self, cid: str, topic: str, payload: bytes) -> None:
+        """A message on ``cid``'s downstream filter: to its live session, whichever connection that is."""
         attached = self._attached.get(cid)
         if attached is None:
             self._metrics.inc("envelopes_unroutable")
-            self._log.info("downstream message for {cid}, which is not connected: dropped", cid=cid)
+            self._log.info(
+                "downstream message on {topic} for {cid}, which is not connected: dropped",
+                topic=topic,
+                cid=cid,
+            )
             return
         attached.session.envelope_received(payload)
 
@@ -245,7 +203,8 @@ class Gateway:
         if reason:
             body["reason"] = reason
         data = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        if not self._link.publish(attached.topics.presence, data, self._config.presence.qos, retain=True):
+        topic = attached.upstream.topics.presence
+        if not self._link.publish(topic, data, self._config.presence.qos, retain=True):
             self._metrics.inc("presence_dropped")
             self._log.warn("upstream buffer full: presence of {cid} not published", cid=cid)
 

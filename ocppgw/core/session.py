@@ -4,7 +4,8 @@ A session owns what OCPP-J asks of the central-system side of one WebSocket:
 one downstream Call in flight with a reply timeout and a bounded queue behind
 it, immediate forwarding of replies to the charge point's own Calls, CallErrors
 for bad frames, schema checks, and the liveness deadline. Time comes from an
-injected clock; frames and publishes go through ``SessionOutput``.
+injected clock; frames go to the charge point's ``IChargePoint`` and
+envelopes to its ``UpstreamOutput``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from twisted.logger import Logger
 
 from ocppgw.core import messages
 from ocppgw.core.messages import Call, CallError, CallResult, EnvelopeError, FrameError, Message
+from ocppgw.core.ports import IChargePoint
 from ocppgw.core.schemas import Kind, SchemaRegistry, Violation
+from ocppgw.core.timers import cancel
 from ocppgw.metrics import Metrics
 
 # Bounded memories of recent UniqueIds, so a hostile peer cannot grow them.
@@ -26,17 +29,17 @@ _PENDING_UPSTREAM_LIMIT = 64
 _EXPIRED_DOWNSTREAM_LIMIT = 32
 
 
-class SessionOutput(Protocol):
-    """Where a session's effects go: the WebSocket and the MQTT side."""
+class UpstreamOutput(Protocol):
+    """Where a session's messages for the central system go (``ocppgw.core.upstream.Upstream``)."""
 
-    def send_text(self, text: str) -> None:
-        """Write one text frame to the charge point."""
+    def publish_call(self, call: Call) -> bool:
+        """Publish a Call; False when the gateway cannot accept it now."""
 
-    def publish(self, message: Message) -> bool:
-        """Publish an envelope upstream; False when the gateway cannot accept it now."""
+    def publish_result(self, result: CallResult) -> bool:
+        """Publish a CallResult; False when the gateway cannot accept it now."""
 
-    def close(self, code: int, reason: str) -> None:
-        """Close the charge point's WebSocket."""
+    def publish_error(self, error: CallError) -> bool:
+        """Publish a CallError; False when the gateway cannot accept it now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +61,16 @@ class ChargePointSession:
         self,
         cid: str,
         settings: SessionSettings,
-        output: SessionOutput,
+        connection: IChargePoint,
+        upstream: UpstreamOutput,
         clock: IReactorTime,
         metrics: Metrics,
         schemas: SchemaRegistry | None = None,
     ) -> None:
         self.cid = cid
         self._settings = settings
-        self._output = output
+        self._connection = connection
+        self._upstream = upstream
         self._clock = clock
         self._metrics = metrics
         self._schemas = schemas
@@ -91,9 +96,8 @@ class ChargePointSession:
         if self._ended:
             return
         self._ended = True
-        for timer in (self._liveness_timer, self._reply_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        cancel(self._liveness_timer)
+        cancel(self._reply_timer)
         self._liveness_timer = self._reply_timer = None
         undelivered = list(self._queue)
         self._queue.clear()
@@ -121,8 +125,7 @@ class ChargePointSession:
         return self.heartbeat_interval * max(1, self._settings.heartbeat_backoff)
 
     def _arm_liveness(self) -> None:
-        if self._liveness_timer is not None and self._liveness_timer.active():
-            self._liveness_timer.cancel()
+        cancel(self._liveness_timer)
         self._liveness_timer = None
         limit = self._liveness_limit()
         if limit <= 0 or self._ended:
@@ -145,7 +148,7 @@ class ChargePointSession:
                 silent=silent,
                 limit=limit,
             )
-            self._output.close(1000, f"no data for {limit:g}s")
+            self._connection.close(1000, f"no data for {limit:g}s")
             return
         self._arm_liveness()
 
@@ -160,8 +163,7 @@ class ChargePointSession:
     # -- upstream: frames from the charge point --------------------------
 
     def frame_received(self, text: str) -> None:
-        """Handle one text frame from the charge point."""
-        self.activity()
+        """Handle one text frame from the charge point (its bytes were already noted by ``activity``)."""
         try:
             message = messages.decode_frame(text)
         except FrameError as e:
@@ -187,7 +189,7 @@ class ChargePointSession:
             self._answer_error(error.unique_id, error.code, error.description)
 
     def _answer_error(self, unique_id: str, code: str, description: str) -> None:
-        self._output.send_text(messages.encode_frame(CallError(unique_id, code, description, {})))
+        self._connection.send_text(messages.encode_frame(CallError(unique_id, code, description, {})))
 
     def _upstream_call(self, call: Call) -> None:
         if self._settings.check_upstream:
@@ -195,7 +197,7 @@ class ChargePointSession:
             if violation is not None:
                 self._answer_error(call.unique_id, violation.code, violation.description)
                 return
-        if not self._output.publish(call):
+        if not self._upstream.publish_call(call):
             self._metrics.inc("calls_refused", action=call.action)
             self._log.warn(
                 "upstream buffer full: refusing {action} {unique_id} from {cid}",
@@ -251,18 +253,22 @@ class ChargePointSession:
             if self._settings.check_upstream and action is not None:
                 violation = self._violation(action, "Response", reply.payload, "upstream", reply.unique_id)
             if violation is not None:
-                published: Message = CallError(
-                    reply.unique_id,
-                    violation.code,
-                    f"Invalid CallResult from charge point: {violation.description}",
-                    {},
-                    action,
+                accepted = self._upstream.publish_error(
+                    CallError(
+                        reply.unique_id,
+                        violation.code,
+                        f"Invalid CallResult from charge point: {violation.description}",
+                        {},
+                        action,
+                    )
                 )
             else:
-                published = CallResult(reply.unique_id, reply.payload, action)
+                accepted = self._upstream.publish_result(CallResult(reply.unique_id, reply.payload, action))
         else:
-            published = CallError(reply.unique_id, reply.code, reply.description, reply.details, action)
-        if not self._output.publish(published):
+            accepted = self._upstream.publish_error(
+                CallError(reply.unique_id, reply.code, reply.description, reply.details, action)
+            )
+        if not accepted:
             self._metrics.inc("replies_dropped")
             self._log.error(
                 "upstream buffer full: reply {unique_id} from {cid} dropped",
@@ -299,7 +305,7 @@ class ChargePointSession:
             self._downstream_result(message)
         else:
             self._pending_upstream.pop(message.unique_id, None)
-            self._output.send_text(messages.encode_frame(message))
+            self._connection.send_text(messages.encode_frame(message))
 
     def _downstream_check(self, action: str | None, kind: Kind, message: Message, payload: Any) -> bool:
         """False (and a CallError envelope upstream) when a downstream message fails its schema."""
@@ -315,7 +321,7 @@ class ChargePointSession:
         action = self._pending_upstream.pop(result.unique_id, None) or result.action
         if not self._downstream_check(action, "Response", result, result.payload):
             return
-        self._output.send_text(messages.encode_frame(result))
+        self._connection.send_text(messages.encode_frame(result))
         if self._is_accepted_boot(action, result.payload):
             interval = result.payload["interval"]
             if isinstance(interval, int | float) and not isinstance(interval, bool) and interval > 0:
@@ -353,7 +359,7 @@ class ChargePointSession:
 
     def _send_call(self, call: Call) -> None:
         self._in_flight = call
-        self._output.send_text(messages.encode_frame(call))
+        self._connection.send_text(messages.encode_frame(call))
         self._reply_timer = self._clock.callLater(self._settings.reply_timeout, self._reply_timed_out)
 
     def _send_next(self) -> None:
@@ -385,7 +391,7 @@ class ChargePointSession:
         self._publish_error(call.unique_id, call.action, messages.GENERIC_ERROR, description)
 
     def _publish_error(self, unique_id: str, action: str | None, code: str, description: str) -> None:
-        if not self._output.publish(CallError(unique_id, code, description, {}, action)):
+        if not self._upstream.publish_error(CallError(unique_id, code, description, {}, action)):
             self._metrics.inc("replies_dropped")
             self._log.error(
                 "upstream buffer full: gateway error for {unique_id} ({cid}) dropped",

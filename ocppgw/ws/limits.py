@@ -18,18 +18,17 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocppgw.config import ListenerSection
 from ocppgw.metrics import Metrics
+from ocppgw.ws.transport import buffered, peer_address, socket_transport
 
 _log = Logger()
 
@@ -53,22 +52,6 @@ class TokenBucket:
             self.tokens -= 1
             return True
         return False
-
-
-def socket_transport(transport: Any) -> FileDescriptor | None:
-    """The socket-level transport under ``transport`` (through TLS and other wrappers), if any."""
-    for _ in range(8):
-        if transport is None:
-            return None
-        if isinstance(transport, FileDescriptor):
-            return transport
-        transport = getattr(transport, "transport", None)
-    return None
-
-
-def buffered(transport: FileDescriptor) -> int:
-    """Bytes Twisted holds for ``transport`` that the kernel has not taken yet."""
-    return len(transport.dataBuffer) - transport.offset + getattr(transport, "_tempDataLen", 0)
 
 
 class _Refused(Protocol):
@@ -144,7 +127,7 @@ class LimitedProtocol(ProtocolWrapper):
                 "listener {listener}: peer {peer} has not read for {seconds:g}s ({pending} bytes "
                 "waiting){outcome}",
                 listener=name,
-                peer=_peer(below),
+                peer=peer_address(below),
                 seconds=listener.send_timeout,
                 pending=pending,
                 outcome=": closing" if close else "; send_timeout_close is off",
@@ -162,7 +145,6 @@ class ListenerLimits(WrappingFactory):
     """
 
     protocol = LimitedProtocol
-    tls_context: Any = None  # wss: the context factory of the TLS layer under the limits
 
     def __init__(self, wrappedFactory: Any, listener: ListenerSection, clock: Any, metrics: Metrics) -> None:
         super().__init__(wrappedFactory)
@@ -260,36 +242,3 @@ class ListenerLimits(WrappingFactory):
         if self._checker is not None:
             checker, self._checker = self._checker, None
             checker.stop()
-
-
-def limited(
-    factory: Any, listener: ListenerSection, clock: Any, metrics: Metrics, tls_context: Any = None
-) -> ListenerLimits:
-    """``factory`` behind ``listener``'s limits; Autobahn's own TCP_NODELAY follows ``nodelay``.
-
-    With ``tls_context`` (wss), TLS sits between the limits and ``factory``, as ``listenSSL`` would
-    put it: a refused connection costs no TLS handshake, and Autobahn sees the TLS transport itself.
-    """
-    if hasattr(factory, "setProtocolOptions"):
-        factory.setProtocolOptions(tcpNoDelay=listener.nodelay)
-    if tls_context is not None:
-        factory = TLSMemoryBIOFactory(tls_context, False, factory)
-    if listener.ignored_options:
-        _log.info(
-            "listener {kind}.{name}: {keys} accepted and ignored (one reactor accepts; no meaning in "
-            "Twisted)",
-            kind=listener.kind,
-            name=listener.name,
-            keys=", ".join(listener.ignored_options),
-        )
-    limits = ListenerLimits(factory, listener, clock, metrics)
-    limits.tls_context = tls_context
-    return limits
-
-
-def _peer(transport: Any) -> str:
-    try:
-        peer = transport.getPeer()
-        return f"{peer.host}:{peer.port}"
-    except Exception:
-        return "unknown"

@@ -1,5 +1,11 @@
 """PROXY protocol v1 and v2 in front of a listener: Twisted's haproxy wrapper with a header deadline.
 
+This module is where ocppgw reaches Twisted's private ``twisted.protocols.haproxy._*`` modules
+(the parsers, ``ProxyInfo``, the wrapper and its ``_proxyInfo``/``_parser`` state): Twisted's only
+public PROXY API is ``proxyEndpoint``, which puts the header under the connection limits, has no
+header deadline and refuses HAProxy's bare ``PROXY UNKNOWN``. ``tests/test_ws_proxy.py`` checks
+every private name used here and fails naming it when a Twisted release changes one.
+
 The layers of a listener with ``proxy_protocol = true`` are TCP (limits, ``ocppgw.ws.limits``) ->
 PROXY header -> TLS (wss only) -> WebSocket, as behind HAProxy's ``send-proxy``/``send-proxy-v2``
 with TLS passed through. The layer above the header is connected only once the header is parsed,
@@ -21,12 +27,12 @@ from twisted.protocols.haproxy._info import ProxyInfo
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
-from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
-from ocppgw.config import ListenerSection
-from ocppgw.ws.server import _peer_address
+from ocppgw.core.timers import cancel
+from ocppgw.metrics import Metrics
+from ocppgw.ws.transport import peer_address
 
 _V1_SIGNATURE = b"PROXY "
 _V2_SIGNATURE = V2Parser.PREFIX
@@ -98,8 +104,7 @@ class ProxyProtocolWrapper(HAProxyProtocolWrapper):
 
     def _cancel_timer(self) -> None:
         timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        cancel(timer)
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -108,13 +113,9 @@ class ProxyProtocolWrapper(HAProxyProtocolWrapper):
     def _refuse(self, reason: str, metric: str) -> None:
         self._refused = True
         self._cancel_timer()
-        metrics = getattr(self.factory.wrappedFactory, "metrics", None)
-        if metrics is None:  # wss: the WebSocket factory is inside the TLS factory
-            metrics = getattr(getattr(self.factory.wrappedFactory, "wrappedFactory", None), "metrics", None)
-        if metrics is not None:
-            metrics.inc("handshakes_refused", status="proxy", reason=metric)
+        self.factory.metrics.inc("handshakes_refused", status="proxy", reason=metric)
         self._log.info(
-            "closing connection from {peer}: {reason}", peer=_peer_address(self.transport), reason=reason
+            "closing connection from {peer}: {reason}", peer=peer_address(self.transport), reason=reason
         )
         self.disconnecting = True
         self.transport.abortConnection()
@@ -149,18 +150,8 @@ class ProxyProtocolFactory(HAProxyWrappingFactory):
 
     protocol = ProxyProtocolWrapper
 
-    def __init__(self, wrappedFactory: Any, reactor: Any, timeout: float) -> None:
+    def __init__(self, wrappedFactory: Any, reactor: Any, timeout: float, metrics: Metrics) -> None:
         super().__init__(wrappedFactory)
         self.reactor = reactor
         self.timeout = timeout
-
-
-def with_proxy_protocol(limits: WrappingFactory, listener: ListenerSection, reactor: Any) -> None:
-    """Put the PROXY header layer under ``limits`` (``ocppgw.ws.limits``), above TLS and WebSocket.
-
-    Limits and TCP options stay on the socket (a refused connection is closed before its header
-    is read); everything above sees the header's address.
-    """
-    limits.wrappedFactory = ProxyProtocolFactory(
-        limits.wrappedFactory, reactor, listener.proxy_protocol_timeout
-    )
+        self.metrics = metrics

@@ -18,12 +18,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocppgw.config import GatewaySection, ListenerSection
-from ocppgw.core.ports import Credentials, Decision, PeerIdentity
-from ocppgw.core.router import Gateway
+from ocppgw.core.ports import Credentials, Decision, IAuthenticator, PeerIdentity
+from ocppgw.core.router import Router
 from ocppgw.core.session import ChargePointSession
+from ocppgw.core.timers import cancel
 from ocppgw.metrics import Metrics
 from ocppgw.tls.listener import identity_refusal, peer_identity
 from ocppgw.ws.handshake import SUBPROTOCOL, Refusal, basic_credentials, cid_from_path, pick_subprotocol
+from ocppgw.ws.transport import peer_address
 
 
 class OcppServerProtocol(WebSocketServerProtocol):
@@ -43,9 +45,8 @@ class OcppServerProtocol(WebSocketServerProtocol):
     # -- handshake -------------------------------------------------------
 
     def onConnect(self, request: ConnectionRequest) -> Deferred[str] | str:
-        gateway = self.factory.gateway
         listener = self.factory.listener
-        self.peer_address = _peer_address(self.transport)
+        self.peer_address = peer_address(self.transport)
         try:
             cid = cid_from_path(request.path, listener.path)
             subprotocol = pick_subprotocol(list(request.protocols))
@@ -85,7 +86,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
             certificate_cn=identity.cn if identity is not None else None,
             certificate_dn=identity.dn if identity is not None else None,
         )
-        d = gateway.authenticate(credentials)
+        d = self.factory.authenticator.authenticate(credentials)
 
         def decided(decision: Decision) -> str:
             if not decision.allowed:
@@ -107,7 +108,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         try:
             assert self.cid is not None
-            self._session = self.factory.gateway.attach(
+            self._session = self.factory.router.attach(
                 self.cid, self, self.factory.listener, self.peer_address, self._identity
             )
         except Exception:
@@ -142,7 +143,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
             return
         why = self._close_reason or _describe_close(wasClean, code, reason, self.wasNotCleanReason)
         try:
-            self.factory.gateway.detach(self.cid, self, why)
+            self.factory.router.detach(self.cid, self, why)
         except Exception:
             self._log.failure("detaching charge point {cid} failed", cid=self.cid)
 
@@ -189,13 +190,12 @@ class OcppTlsServerProtocol(OcppServerProtocol):
 
     def _cancel_tls_timer(self) -> None:
         timer, self._tls_timer = self._tls_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        cancel(timer)
 
     def _tls_timed_out(self) -> None:
         self._tls_timer = None
         self.factory.metrics.inc("handshakes_refused", status="tls", reason="tls_handshake_timeout")
-        self._log.info("TLS handshake from {peer} timed out", peer=_peer_address(self.transport))
+        self._log.info("TLS handshake from {peer} timed out", peer=peer_address(self.transport))
         if self.transport is not None:
             self.transport.abortConnection()
 
@@ -206,12 +206,19 @@ class OcppServerFactory(WebSocketServerFactory):
     protocol = OcppServerProtocol
 
     def __init__(
-        self, gateway: Gateway, listener: ListenerSection, settings: GatewaySection, metrics: Metrics
+        self,
+        router: Router,
+        authenticator: IAuthenticator,
+        listener: ListenerSection,
+        settings: GatewaySection,
+        metrics: Metrics,
+        reactor: Any,
     ) -> None:
-        super().__init__(protocols=[SUBPROTOCOL], server="ocppgw")
+        super().__init__(protocols=[SUBPROTOCOL], server="ocppgw", reactor=reactor)
         if listener.tls is not None:
             self.protocol = OcppTlsServerProtocol
-        self.gateway = gateway
+        self.router = router
+        self.authenticator = authenticator
         self.listener = listener
         self.metrics = metrics
         self.setProtocolOptions(
@@ -225,18 +232,6 @@ class OcppServerFactory(WebSocketServerFactory):
             failByDrop=True,
             echoCloseCodeReason=False,
         )
-
-
-def _peer_address(transport: Any) -> str:
-    try:
-        peer = transport.getPeer()
-    except Exception:
-        return "unknown"
-    host = getattr(peer, "host", None)
-    port = getattr(peer, "port", None)
-    if host is None:
-        return str(peer)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _describe_close(was_clean: bool, code: int | None, reason: str | None, unclean: str | None) -> str:

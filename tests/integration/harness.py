@@ -154,7 +154,7 @@ class GatewayHarness:
     @property
     def port(self) -> int:
         assert self.service is not None
-        return self.service.ports["ws.default"].getHost().port
+        return self.service.getServiceNamed("ws.default").port.getHost().port
 
     def url(self, cid: str) -> str:
         return f"ws://127.0.0.1:{self.port}/ocpp/{cid}"
@@ -268,7 +268,7 @@ class WssTestCase(TestCase):
     @property
     def port(self) -> int:
         assert self.gw.service is not None
-        return self.gw.service.ports["wss.tls"].getHost().port
+        return self.gw.service.getServiceNamed("wss.tls").port.getHost().port
 
     def url(self, cid: str) -> str:
         return f"wss://localhost:{self.port}/ocpp/{cid}"

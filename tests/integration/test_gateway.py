@@ -49,7 +49,7 @@ class BootAndCommandTests(_GatewayTestCase):
         self.assertEqual(boot["MessageTypeId"], 2)
         self.assertEqual(boot["Action"], "BootNotification")
         self.assertEqual(boot["Payload"], {"chargePointModel": "model1", "chargePointVendor": "vendor1"})
-        session = self.gw.service.gateway.session("CP1")
+        session = self.gw.service.router.session("CP1")
         self.assertEqual(session.heartbeat_interval, 300)
 
     @inlineCallbacks
@@ -107,7 +107,7 @@ class QueueTests(_GatewayTestCase):
         for _ in range(3):
             frame = json.loads((yield client.recv()))
             seen.append(frame[1])
-            session = self.gw.service.gateway.session("Q1")
+            session = self.gw.service.router.session("Q1")
             self.assertEqual(session.in_flight.unique_id, frame[1])
             yield client.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
         self.assertEqual(seen, ["c0", "c1", "c2"])
@@ -294,7 +294,8 @@ class TakeoverTests(_GatewayTestCase):
         code, reason = yield old.wait_closed()
         self.assertEqual(code, 1000)
         self.assertIn("replaced", reason)
-        self.assertEqual(self.gw.service.gateway.connected(), ["D1"])
+        self.assertIsNotNone(self.gw.service.router.session("D1"))
+        self.assertEqual(self.gw.service.metrics.value("takeovers"), 1)
         self.gw.publish("D1", {"MessageTypeId": 2, "UniqueId": "t1", "Action": "ClearCache", "Payload": {}})
         frame = json.loads((yield new.recv()))
         self.assertEqual(frame[1], "t1")

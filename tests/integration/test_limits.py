@@ -14,7 +14,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from ocppgw.ws.limits import buffered, socket_transport
+from ocppgw.ws.transport import buffered, socket_transport
 from tests.integration.harness import GatewayHarness
 from tests.integration.test_wss import _WssTestCase, probe
 from tests.support import MqttRecorder, poll_until
@@ -29,7 +29,7 @@ class _LimitsTestCase(TestCase):
         self.sockets: list[socket.socket] = []
         self.addCleanup(self._close_sockets)
         yield self.gw.start()
-        (self.limits,) = self.gw.service.limits.values()
+        self.limits = self.gw.service.getServiceNamed("ws.default").factory
 
     def _close_sockets(self) -> None:
         for sock in self.sockets:
@@ -111,7 +111,7 @@ class MaxConnectionsTests(_LimitsTestCase):
         )
         for n, client in enumerate(clients):
             yield self.heartbeat(client, f"L{n}", f"hb{n}")
-        self.assertIsNone(self.gw.service.gateway.session("L3"))
+        self.assertIsNone(self.gw.service.router.session("L3"))
         # a raw socket past the limit sees its connection closed without a byte
         sock = self.raw()
         yield poll_until(lambda: _closed_by_peer(sock), timeout=10)
@@ -163,7 +163,7 @@ class SendTimeoutTests(_LimitsTestCase):
                 "Sec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
             ).encode()
         )
-        yield poll_until(lambda: self.gw.service.gateway.session("SLOW") is not None, timeout=10)
+        yield poll_until(lambda: self.gw.service.router.session("SLOW") is not None, timeout=10)
         flood_started = time.monotonic()
         blob = "x" * 2000
         for n in range(2000):
@@ -186,7 +186,7 @@ class SendTimeoutTests(_LimitsTestCase):
             lambda: self.gw.service.metrics.value("send_timeouts", listener="ws.default") == 1, timeout=15
         )
         self.assertGreaterEqual(time.monotonic() - flood_started, 1.0)
-        yield poll_until(lambda: self.gw.service.gateway.session("SLOW") is None, timeout=10)
+        yield poll_until(lambda: self.gw.service.router.session("SLOW") is None, timeout=10)
         self.assertEqual(self.limits.live, 1)
         for n in range(3):
             during.append((yield self.heartbeat(fast, "FAST", f"after{n}", central)))
@@ -210,7 +210,7 @@ class WssMaxConnectionsTests(_WssTestCase):
         client = yield self.booted("CP1", self.context())
         outcome = yield deferToThread(_probe, self.port, self.context(), "CP2")
         self.assertTrue(outcome.startswith("refused: "), outcome)
-        limits = next(v for k, v in self.gw.service.limits.items() if k.kind == "wss")
+        limits = next(s.factory for s in self.gw.service.listeners if s.listener.kind == "wss")
         self.assertEqual((limits.live, limits.refused["max_connections"]), (1, 1))
         reply = client.call(call.Heartbeat())
         yield poll_until(lambda: any(m["Action"] == "Heartbeat" for m in self.gw.messages("ocpp/cp/CP1")))

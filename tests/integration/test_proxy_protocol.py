@@ -236,7 +236,7 @@ class WssProxyTests(_ProxyTestCase):
         yield super().setUp()
 
     def routes(self) -> dict[str, tuple[int, str]]:
-        port = self.gw.service.ports["wss.tls"].getHost().port
+        port = self.gw.service.getServiceNamed("wss.tls").port.getHost().port
         return {"v1": (port, "send-proxy"), "v2": (port, "send-proxy-v2")}
 
     def test_v1(self) -> Any:

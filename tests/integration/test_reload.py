@@ -67,7 +67,7 @@ class ReloadTests(TestCase):
         extra = f"[listeners.wss.tls]\nbind = 127.0.0.1:0\ncertfile = {self.cert}\nkeyfile = {self.key}\n"
         self.gw = GatewayHarness(self, extra)
         yield self.gw.start()
-        self.port = self.gw.service.ports["wss.tls"].getHost().port
+        self.port = self.gw.service.getServiceNamed("wss.tls").port.getHost().port
 
     @inlineCallbacks
     def connect_a(self) -> Any:

@@ -1,0 +1,73 @@
+"""One listener as a Twisted service: its port is bound before privileges are dropped, and a port that
+cannot be had is reported as one config line, not a traceback from deep in the reactor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from ocppgw.config import ListenerSection, problem_line
+from ocppgw.ws.limits import ListenerLimits
+
+
+class ListenerService(Service):
+    """Listens with ``factory`` (``ocppgw.ws.stack.listener_stack``) on ``listener``'s bind."""
+
+    _log = Logger()
+
+    def __init__(self, listener: ListenerSection, factory: ListenerLimits, reactor: Any, source: str) -> None:
+        self.setName(f"{listener.kind}.{listener.name}")
+        self.listener = listener
+        self.factory = factory
+        self.reactor = reactor
+        self.source = source
+        self.port: IListeningPort | None = None
+
+    def bind(self) -> str | None:
+        """Listen now, unless already listening; the problem line when the port cannot be had."""
+        if self.port is not None:
+            return None
+        listener = self.listener
+        try:
+            # backlog: the kernel caps it at net.core.somaxconn.
+            self.port = self.reactor.listenTCP(
+                listener.port, self.factory, backlog=listener.backlog, interface=listener.host
+            )
+        except CannotListenError as e:
+            reason = e.socketError.strerror if isinstance(e.socketError, OSError) else e.socketError
+            return problem_line(
+                self.source,
+                f"listeners.{listener.kind}.{listener.name}",
+                "bind",
+                f"cannot listen on {listener.host}:{listener.port}: {reason or e}",
+            )
+        return None
+
+    def privilegedStartService(self) -> None:
+        problem = self.bind()
+        if problem is not None:
+            raise RuntimeError(problem)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        problem = self.bind()
+        if problem is not None:
+            raise RuntimeError(problem)
+        super().startService()
+        assert self.port is not None
+        address = self.port.getHost()
+        self._log.info(
+            "listener {name} on {host}:{port}", name=self.name, host=address.host, port=address.port
+        )
+
+    def stopService(self) -> Deferred[None]:
+        """Stop accepting; connections already open are the router's to close."""
+        super().stopService()
+        port, self.port = self.port, None
+        self.factory.stop()
+        return maybeDeferred(port.stopListening) if port is not None else succeed(None)

@@ -30,7 +30,6 @@ import json
 import os
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -168,11 +167,12 @@ def run_load(
 
 
 class GatewayStack:
-    """Private Mosquitto, the gateway under twistd, and the responder."""
+    """Private Mosquitto, the gateway under twistd (from source tree ``src``), and the responder."""
 
-    def __init__(self, args: argparse.Namespace, work: common.Workdir) -> None:
+    def __init__(self, args: argparse.Namespace, work: common.Workdir, src: str = common.REPO) -> None:
         self.args = args
         self.work = work
+        self.src = src
         self.broker = common.Broker(work, args.broker_option)
         self.gateway: common.Gateway | None = None
         self.responder: Any = None
@@ -180,7 +180,8 @@ class GatewayStack:
     def start(self, lifetime: float) -> None:
         args, work = self.args, self.work
         self.broker.start()
-        self.gateway = common.Gateway(work, self.broker.port, _gateway_options(args.gateway_option))
+        options = _gateway_options(args.gateway_option)
+        self.gateway = common.Gateway(work, self.broker.port, options, src=self.src)
         self.gateway.start()
         self.responder = common.start_responder(
             work, self.broker.port, lifetime, "--qos", str(args.responder_qos)
@@ -264,8 +265,8 @@ def _gateway_options(options: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The closed loop's options (``compare_trees.py`` takes them too)."""
     parser.add_argument("--cps", type=int, default=100, help="charge points (connections)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring")
@@ -306,76 +307,81 @@ def main() -> int:
     )
     parser.add_argument("--py-spy", default=os.path.join(os.path.dirname(common.PYTHON), "py-spy"))
     parser.add_argument("--py-spy-opt", action="append", default=[], help="extra py-spy option, e.g. --gil")
-    args = parser.parse_args()
-    common.raise_nofile()
-    if args.profile:
-        os.makedirs(args.profile, exist_ok=True)
 
-    background = common.wait_quiet(args.wait_quiet, name="closed_loop")
-    work = common.Workdir("ocppgw-bench-closed-", keep=args.keep)
-    ok = False
-    stacks: list[Any] = []
+
+def lifetime(args: argparse.Namespace, rounds: int) -> float:
+    """Seconds after which the children stop by themselves: ``rounds`` rounds of load, with room."""
+    return rounds * (2.0 + args.cps / 250 + args.warmup + args.duration + 15) + 120
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings, for its JSON."""
+    return {
+        "cps": args.cps,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "rounds": args.rounds,
+        "loadgen_procs": max(1, min(args.loadgen_procs, args.cps)),
+        "responder_qos": args.responder_qos,
+        "pinned": args.pin,
+        "gateway_options": args.gateway_option,
+        "broker_options": args.broker_option,
+    }
+
+
+def ratios(gateway_rounds: list[dict[str, Any]], bare_rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Both sides' medians, the ratio of the median rates (the target's figure), and the ratio of
+    each back-to-back pair of rounds (free of slow drift in machine speed) with its median."""
+    gateway, bare = summarize(gateway_rounds), summarize(bare_rounds)
+    ratio = round(gateway["calls_per_s"] / bare["calls_per_s"], 3) if bare["calls_per_s"] else None
+    pairs = [
+        round(g["calls_per_s"] / b["calls_per_s"], 3)
+        for g, b in zip(gateway_rounds, bare_rounds, strict=True)
+        if b["calls_per_s"]
+    ]
+    return {
+        "gateway": gateway,
+        "bare": bare,
+        "ratio_gateway_to_bare": ratio,
+        "ratio_per_round_pair": pairs,
+        "ratio_paired_median": round(common.median(pairs), 3) if pairs else None,
+        # the load generator is not the bottleneck while it stays well below one core
+        "loadgen_max_cpu_cores": max(
+            cores
+            for r in gateway_rounds + bare_rounds
+            for name, cores in r["cpu_cores"].items()
+            if name.startswith("loadgen")
+        ),
+    }
+
+
+def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
+    """Both stacks started once, then ``--rounds`` rounds alternating gateway and bare."""
+    gateway_stack, bare_stack = GatewayStack(args, work, args.gateway_src), BareStack(args, work)
     try:
-        started = datetime.now(UTC)
-        per_round = 2.0 + args.cps / 250 + args.warmup + args.duration + 15
-        lifetime = 2 * args.rounds * per_round + 120  # children stop by themselves after this
-        gateway_stack, bare_stack = GatewayStack(args, work), BareStack(args, work)
-        stacks.extend([gateway_stack, bare_stack])
-        gateway_stack.start(lifetime)
-        bare_stack.start(lifetime)
+        children_lifetime = lifetime(args, 2 * args.rounds)
+        gateway_stack.start(children_lifetime)
+        bare_stack.start(children_lifetime)
         gateway_rounds, bare_rounds = [], []
         for i in range(args.rounds):
             gateway_rounds.append(gateway_stack.run(f"gw{i}-"))
             bare_rounds.append(bare_stack.run(f"bare{i}-"))
-        gateway, bare = summarize(gateway_rounds), summarize(bare_rounds)
-        ratio = round(gateway["calls_per_s"] / bare["calls_per_s"], 3) if bare["calls_per_s"] else None
-        # Round i of each side ran back to back: their ratio is free of slow drift in machine speed.
-        pairs = [
-            round(g["calls_per_s"] / b["calls_per_s"], 3)
-            for g, b in zip(gateway_rounds, bare_rounds, strict=True)
-            if b["calls_per_s"]
-        ]
-        result = {
-            "benchmark": "closed_loop",
-            "date": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "cps": args.cps,
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "rounds": args.rounds,
-            "loadgen_procs": max(1, min(args.loadgen_procs, args.cps)),
-            "responder_qos": args.responder_qos,
-            "pinned": args.pin,
-            "gateway_options": args.gateway_option,
-            "broker_options": args.broker_option,
-            "busy_cores_before_run": round(background, 3),
-            "gateway": gateway,
-            "bare": bare,
-            "ratio_gateway_to_bare": ratio,
-            "ratio_per_round_pair": pairs,
-            "ratio_paired_median": round(common.median(pairs), 3) if pairs else None,
-            # the load generator is not the bottleneck while it stays well below one core
-            "loadgen_max_cpu_cores": max(
-                cores
-                for r in gateway_rounds + bare_rounds
-                for name, cores in r["cpu_cores"].items()
-                if name.startswith("loadgen")
-            ),
-            "target_ratio": 0.5,
-            "target_met": ratio is not None and ratio >= 0.5,
-            "versions": common.versions(),
-        }
-        if args.keep:
-            result["workdir"] = work.path
-        common.dump(result, args.out)
-        ok = True
     finally:
-        for stack in stacks:
-            stack.stop()
-        if not ok:
-            print(f"closed_loop: failed; logs in {work.path}", file=sys.stderr)
-            work.keep = True
-        work.cleanup()
-    return 0
+        gateway_stack.stop()
+        bare_stack.stop()
+    result = {**settings(args), **ratios(gateway_rounds, bare_rounds)}
+    ratio = result["ratio_gateway_to_bare"]
+    return {**result, "target_ratio": 0.5, "target_met": ratio is not None and ratio >= 0.5}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_options(parser)
+    common.add_gateway_src_option(parser)
+    args = parser.parse_args()
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+    return common.run_benchmark("closed_loop", args, "ocppgw-bench-closed-", lambda work: measure(args, work))
 
 
 if __name__ == "__main__":

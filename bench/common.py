@@ -32,8 +32,9 @@ RESPONDER = os.path.join(BENCH_DIR, "responder.py")
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PYTHON = sys.executable
 # What the twistd console script does, with this interpreter (``python -m twisted.scripts.twistd``
-# runs nothing: that module has no __main__ guard). The checkout goes on PYTHONPATH, so the gateway
-# and its plugin are this working tree's whether or not ocppgw is installed.
+# runs nothing: that module has no __main__ guard). The gateway's source tree (this checkout unless
+# told otherwise) goes first on PYTHONPATH and is its working directory, so ``ocppgw.tap`` (the
+# module the twistd plugin names) is that tree's whether or not ocppgw is installed.
 TWISTD = ["-c", "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -51,6 +52,16 @@ def add_run_options(parser: Any) -> None:
         help="first wait up to S seconds for other work on the machine to stop (< 0.3 busy cores)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+
+
+def add_gateway_src_option(parser: Any) -> None:
+    """``--gateway-src DIR``: the source tree to run the gateway from (``run_benchmark`` checks it)."""
+    parser.add_argument(
+        "--gateway-src",
+        default=REPO,
+        metavar="DIR",
+        help="run the gateway from this source tree (default: this checkout)",
+    )
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -142,8 +153,9 @@ def read_line(stream: IO[bytes], timeout: float, what: str) -> str:
 class Workdir:
     """A temporary directory holding configs and logs; kept when ``keep`` is set."""
 
-    def __init__(self, prefix: str, keep: bool = False) -> None:
-        self.path = tempfile.mkdtemp(prefix=prefix)
+    def __init__(self, prefix: str, keep: bool = False, parent: Workdir | None = None) -> None:
+        """``parent``: make it inside that one (one of several stacks in a run), removed with it."""
+        self.path = tempfile.mkdtemp(prefix=prefix, dir=parent.path if parent else None)
         self.keep = keep
 
     def file(self, name: str) -> str:
@@ -213,8 +225,53 @@ def gateway_ini(ws_port: int, mqtt_port: int, extra: dict[str, dict[str, str]] |
     return "\n".join(out)
 
 
+def gateway_env(src: str) -> dict[str, str]:
+    """The environment the gateway from source tree ``src`` runs in: ``src`` first on PYTHONPATH, and
+    no bytecode written, so that running another checkout (one kept read-only) leaves it as it was."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def checkout(src: str) -> str | None:
+    """``git describe --always --dirty`` of the tree at ``src``, or None outside git."""
+    try:
+        described = subprocess.run(
+            ["git", "-C", src, "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return described or None
+
+
+def gateway_source(src: str) -> dict[str, Any]:
+    """Where the gateway started from ``src`` imports ``ocppgw.tap`` from (the module the twistd plugin
+    names), checked to be inside ``src``: an installed copy of ocppgw must not stand in for the tree."""
+    src = os.path.realpath(src)
+    probe = subprocess.run(
+        [PYTHON, "-c", "import ocppgw.tap; print(ocppgw.tap.__file__)"],
+        cwd=src,
+        env=gateway_env(src),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    tap = os.path.realpath(probe.stdout.strip()) if probe.returncode == 0 else ""
+    if not tap.startswith(src + os.sep):
+        detail = probe.stderr.strip().splitlines()[-1:] or [tap]
+        raise SystemExit(f"the gateway from {src} does not import ocppgw.tap from it: {detail[0]}")
+    return {"path": src, "ocppgw_tap": tap, "checkout": checkout(src)}
+
+
 class Gateway:
-    """``twistd -n ocppgw --config gw.ini`` in a subprocess, on a free loopback port.
+    """``twistd -n ocppgw --config gw.ini`` in a subprocess, on a free loopback port, run from the
+    source tree ``src`` (this checkout by default; see ``gateway_env``).
 
     ``label`` goes into the names of its files (``gw<label>.ini``, ``gateway<label>.log``), so that
     gateways started one after another in the same work directory keep their own.
@@ -226,8 +283,10 @@ class Gateway:
         mqtt_port: int,
         extra: dict[str, dict[str, str]] | None = None,
         label: str = "",
+        src: str = REPO,
     ) -> None:
         self.work = work
+        self.src = src
         self.port = free_port()
         self.ini = work.file(f"gw{label}.ini")
         self.log_path = work.file(f"gateway{label}.log")
@@ -253,9 +312,7 @@ class Gateway:
             self.ini,
         ]
         stderr = open(self.stderr_path, "ab")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-        self.process = spawn(argv, log=stderr, cwd=REPO, env=env)
+        self.process = spawn(argv, log=stderr, cwd=self.src, env=gateway_env(self.src))
         stderr.close()
         process = self.process
 
@@ -526,23 +583,10 @@ def versions() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "-C", REPO, "describe", "--always", "--dirty"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=False,
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        commit = None
     return {
         "python": platform.python_version(),
         "ocppgw": _version("ocppgw"),
-        "ocppgw_checkout": commit,
+        "ocppgw_checkout": checkout(REPO),
         "twisted": _version("twisted"),
         "autobahn": _version("autobahn"),
         "paho-mqtt": _version("paho-mqtt"),
@@ -562,9 +606,11 @@ def run_benchmark(
     measure: Callable[[Workdir], dict[str, Any]],
     more_versions: Callable[[], dict[str, Any]] | None = None,
 ) -> int:
-    """A benchmark's main after parsing its options (``add_run_options``): raise RLIMIT_NOFILE, wait
-    for a quiet machine, ``measure`` in a fresh work directory, and print (and write) one JSON object;
-    the work directory is kept when anything fails."""
+    """A benchmark's main after parsing its options (``add_run_options``): check ``--gateway-src``
+    where it has one, raise RLIMIT_NOFILE, wait for a quiet machine, ``measure`` in a fresh work
+    directory, and print (and write) one JSON object; the work directory is kept when anything fails."""
+    src = getattr(args, "gateway_src", None)
+    source = {"gateway_src": gateway_source(src)} if src else {}
     raise_nofile()
     background = wait_quiet(args.wait_quiet, name=name)
     work = Workdir(workdir_prefix, keep=args.keep)
@@ -575,6 +621,7 @@ def run_benchmark(
             "benchmark": name,
             "date": date,
             "busy_cores_before_run": round(background, 3),
+            **source,
             **measure(work),
             "versions": {**versions(), **(more_versions() if more_versions else {})},
         }

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 
 
-def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
+def measure(args: argparse.Namespace, work: common.Workdir, src: str = common.REPO) -> dict[str, Any]:
+    """One gateway, from source tree ``src``, with ``args.cps`` idle connections."""
     broker = common.Broker(work)
     gateway = responder = None
     try:
@@ -33,6 +34,7 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
             work,
             broker.port,
             {"gateway": {"ping_interval": args.ping_interval, "default_heartbeat_interval": "1h"}},
+            src=src,
         )
         gateway.start()
         limit = open(f"/proc/{gateway.pid}/limits", encoding="ascii").read()
@@ -61,22 +63,37 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cps", type=int, default=10000, help="idle charge points (connections)")
+def add_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """This benchmark's own options; ``compare_trees.py`` takes them with ``prefix`` ``idle-`` (its
+    ``--cps`` is the closed loop's)."""
+    parser.add_argument(f"--{prefix}cps", type=int, default=10000, help="idle charge points (connections)")
     parser.add_argument(
-        "--rate",
+        f"--{prefix}rate",
         type=float,
         default=500.0,
         help="connections opened per second at most, in all (the gateway's default max_conn_rate is 1000)",
     )
-    parser.add_argument("--concurrency", type=int, default=200, help="handshakes in progress at most, in all")
-    parser.add_argument("--client-procs", type=int, default=2, help="client processes")
-    parser.add_argument("--settle", type=float, default=3.0, help="seconds to wait before each RSS reading")
-    parser.add_argument("--ping-interval", default="1h", help="the gateway's [gateway] ping_interval")
+    parser.add_argument(
+        f"--{prefix}concurrency", type=int, default=200, help="handshakes in progress at most, in all"
+    )
+    parser.add_argument(f"--{prefix}client-procs", type=int, default=2, help="client processes")
+    parser.add_argument(
+        f"--{prefix}settle", type=float, default=3.0, help="seconds to wait before each RSS reading"
+    )
+    parser.add_argument(
+        f"--{prefix}ping-interval", default="1h", help="the gateway's [gateway] ping_interval"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_options(parser)
+    common.add_gateway_src_option(parser)
     common.add_run_options(parser)
     args = parser.parse_args()
-    return common.run_benchmark("idle_memory", args, "ocppgw-bench-idle-", lambda work: measure(args, work))
+    return common.run_benchmark(
+        "idle_memory", args, "ocppgw-bench-idle-", lambda work: measure(args, work, args.gateway_src)
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from ocppgw.core.ports import ConnectionObserver, Handler, IBrokerLink
+from ocppgw.core.topics import topic_problem
+from ocppgw.mqtt.outbox import check_qos
+from ocppgw.mqtt.subscriptions import topic_matches
 
 
 @dataclass(frozen=True)
@@ -29,27 +32,15 @@ class Published:
         return json.loads(self.payload)
 
 
-def topic_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT topic matching: ``+`` is one whole level, ``#`` the rest (zero or more levels)."""
-    filter_levels = topic_filter.split("/")
-    topic_levels = topic.split("/")
-    for index, level in enumerate(filter_levels):
-        if level == "#":
-            return True
-        if index >= len(topic_levels):
-            return False
-        if level != "+" and level != topic_levels[index]:
-            return False
-    return len(filter_levels) == len(topic_levels)
-
-
 @implementer(IBrokerLink)
 class FakeMqttLink:
     """An ``IBrokerLink`` that records what the gateway asks of it.
 
     ``deliver`` plays the broker delivering a message, ``set_connected`` a
     (re)connect or disconnect; with ``refuse_publishes`` set, ``publish``
-    answers False as a full buffer would.
+    answers False as a full buffer would.  Unlike the real link it checks each
+    topic it is given, so that a core publishing to a topic it did not validate
+    fails its tests; it matches topics as the real link does (``topic_matches``).
     """
 
     def __init__(self, connected: bool = False) -> None:
@@ -79,10 +70,10 @@ class FakeMqttLink:
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
         if not isinstance(payload, bytes):
             raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
-        if qos not in (0, 1, 2):
-            raise ValueError(f"QoS must be 0, 1 or 2, got {qos!r}")
-        if not topic or "+" in topic or "#" in topic:
-            raise ValueError(f"invalid MQTT topic {topic!r}")
+        check_qos(qos)
+        problem = topic_problem(topic)
+        if problem is not None:
+            raise ValueError(problem)
         message = Published(topic, payload, qos, retain)
         if self.refuse_publishes:
             self.refused.append(message)
@@ -91,8 +82,7 @@ class FakeMqttLink:
         return True
 
     def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> None:
-        if qos not in (0, 1, 2):
-            raise ValueError(f"QoS must be 0, 1 or 2, got {qos!r}")
+        check_qos(qos)
         self.subscribe_calls.append((topic_filter, qos))
         self.subscriptions[topic_filter] = (qos, handler)
 

@@ -14,7 +14,8 @@ from zope.interface.verify import verifyObject
 from ocppgw.config import MqttSection
 from ocppgw.core.ports import IBrokerLink, Will
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.link import PahoThreadLink
+from ocppgw.mqtt.link import PahoLink
+from ocppgw.mqtt.thread_loop import PahoThreadLink
 from tests.devpki import make_dev_certs
 from tests.fakes import FakeOutMessage, FakePahoClient
 from tests.support import ThreadedMemoryReactorClock
@@ -57,6 +58,7 @@ class _LinkTestCase(SynchronousTestCase):
         self.metrics = Metrics()
         self.clients: list[FakePahoClient] = []
         self.events: list[dict[str, Any]] = []
+        self.patch(PahoLink, "_log", Logger(namespace="test", observer=self.events.append))
         self.link = self.make_link()
 
     def make_link(self, **kwargs: Any) -> PahoThreadLink:
@@ -65,11 +67,9 @@ class _LinkTestCase(SynchronousTestCase):
             self.clients.append(client)
             return client
 
-        link = PahoThreadLink(
+        return PahoThreadLink(
             self.reactor, kwargs.pop("config", self.config), self.metrics, client_factory=factory, **kwargs
         )
-        link._log = Logger(namespace="test", observer=self.events.append)  # type: ignore[misc]
-        return link
 
     @property
     def client(self) -> FakePahoClient:
@@ -195,7 +195,7 @@ class EventTests(_LinkTestCase):
 
     def test_backlog_beyond_batch_continues_in_later_turns(self) -> None:
         """More events than max_batch are handled over several reactor turns, in order, none lost."""
-        self.link.max_batch = 10
+        self.link._queue.max_batch = 10
         self.started()
         self.connect()
         got: list[bytes] = []
@@ -376,11 +376,19 @@ class PublishTests(_LinkTestCase):
         self.assertTrue(self.link.publish("t", b"direct", 1))
         self.assertEqual(client.published[-1][1], b"direct")
 
-    def test_invalid_topic_or_qos_raises(self) -> None:
-        """Wildcards, an empty topic or a bad QoS are programming errors: ValueError, nothing queued."""
+    def test_topic_not_checked_per_publish(self) -> None:
+        """The link leaves topics to the core, which checks each one once, when it renders it (and to
+        paho's own publish, which refuses wildcards): a publish goes to paho as it is."""
+        client = self.started()
+        self.connect()
+        self.assertTrue(self.link.publish("a/+", b"x", 1))
+        self.assertEqual(client.published, [("a/+", b"x", 1, False)])
+
+    def test_bad_qos_raises_before_it_is_held(self) -> None:
+        """A bad QoS is a programming error: ValueError, nothing held (paho says so for a direct send)."""
         self.started()
-        for topic, qos in (("a/+", 1), ("a/#", 1), ("", 0), ("a", 3)):
-            self.assertRaises(ValueError, self.link.publish, topic, b"", qos)
+        for qos in (3, -1):
+            self.assertRaises(ValueError, self.link.publish, "a", b"", qos)
         self.assertIn("ocppgw_mqtt_outstanding 0", self.metrics.render())
 
 
@@ -449,29 +457,6 @@ class SubscriptionTests(_LinkTestCase):
             ],
         )
         self.assertEqual(self.metrics.value("mqtt_unroutable"), 2)
-
-    def test_raw_messages_dispatched_alike(self) -> None:
-        """A client offering ``on_raw_message`` (the reactor link's) delivers through it, topics as bytes."""
-
-        class RawClient(FakePahoClient):
-            on_raw_message: Any = None
-
-        self.link = PahoThreadLink(
-            self.reactor,
-            self.config,
-            self.metrics,
-            client_factory=lambda **kw: self.clients.append(RawClient(**kw)) or self.clients[-1],
-        )
-        client = self.started()
-        self.connect()
-        got: list[tuple[str, bytes]] = []
-        self.link.subscribe("cs/+", 1, lambda t, p: got.append((t, p)))
-        in_thread(client.on_raw_message, b"cs/CP1", b"m")
-        in_thread(client.on_raw_message, b"cs/\xff", b"bad")
-        self.reactor.pump()
-        self.assertEqual(got, [("cs/CP1", b"m")])
-        self.assertEqual(self.metrics.value("mqtt_received"), 2)
-        self.assertEqual(self.metrics.value("mqtt_unroutable"), 1)
 
     def test_refused_subscription_logged(self) -> None:
         """A SUBACK failure is logged with the filter it refers to."""

@@ -16,6 +16,7 @@ from ocppgw.mqtt.paho_client import (
     BufferedSocket,
     BufferingClient,
     remaining_length,
+    resending,
 )
 from tests.fakes import FakeSocket
 
@@ -203,6 +204,17 @@ class ShortPathTests(SynchronousTestCase):
         self.assertEqual([name for name in PRIVATE_MEMBERS if not hasattr(client, name)], [])
         self.assertEqual([name for name in OVERRIDDEN if name not in vars(mqtt.Client)], [])
         self.assertTrue(client.short_path)
+
+    def test_resending_reads_what_paho_kept(self) -> None:
+        """QoS 1 accepted without a connection is kept for the re-send after CONNACK: resending until
+        paho has written it (then it only awaits PUBACK); QoS 0 and plain fakes never count."""
+        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        client.publish("t", b"x", 0)
+        self.assertFalse(resending(client))
+        client.publish("t", b"x", 1)
+        self.assertTrue(resending(client))
+        self.assertFalse(resending(_Run(mqtt.Client).client))  # written: awaiting PUBACK
+        self.assertFalse(resending(object()))
 
     def test_a_paho_without_them_gets_paho_s_path(self) -> None:
         for target, name in ((mqtt, "mqtt_ms_wait_for_puback"), (mqtt.MQTTMessageInfo, "_set_as_published")):

@@ -13,8 +13,9 @@ from zope.interface.verify import verifyObject
 
 from ocppgw.core.ports import IBrokerLink
 from ocppgw.metrics import Metrics
+from ocppgw.mqtt.link import PahoLink
 from ocppgw.mqtt.paho_client import BufferedSocket, BufferingClient
-from ocppgw.mqtt.reactor_link import PahoReactorLink
+from ocppgw.mqtt.reactor_loop import PahoReactorLink
 from tests.fakes import FakePahoClient, FakeSocket
 from tests.support import ThreadedMemoryReactorClock
 from tests.test_mqtt_link import CONFIG
@@ -121,8 +122,8 @@ class ReactorLinkTestCase(SynchronousTestCase):
             self.clients.append(client)
             return client
 
+        self.patch(PahoLink, "_log", Logger(namespace="test", observer=self.events.append))
         self.link = PahoReactorLink(self.reactor, CONFIG, self.metrics, client_factory=factory)
-        self.link._log = Logger(namespace="test", observer=self.events.append)  # type: ignore[misc]
 
     @property
     def client(self) -> FakeLoopClient:
@@ -210,7 +211,7 @@ class ConnectTests(ReactorLinkTestCase):
         client = self.start()
         self.connack()
         got: list[tuple[bytes, bool]] = []
-        self.link.subscribe("cs/+", 1, lambda topic, payload: got.append((payload, self.link._driving)))
+        self.link.subscribe("cs/+", 1, lambda topic, payload: got.append((payload, self.link._queue.driving)))
         client.incoming.append(
             lambda: [client.deliver("cs/CP1", b"1"), client.on_raw_message(b"cs/CP2", b"2")]
         )
@@ -218,6 +219,21 @@ class ConnectTests(ReactorLinkTestCase):
         client.incoming.append(lambda: client.on_raw_message(b"cs/CP3", b"3"))
         self.descriptor().doRead()
         self.assertEqual(got, [(b"1", False), (b"2", False), (b"3", True)])
+
+    def test_raw_messages_outside_a_paho_step_go_through_the_queue(self) -> None:
+        """A message by topic bytes reported outside paho's read is handed over like any event; a topic
+        that is not UTF-8 is counted and dropped."""
+        client = self.start()
+        self.connack()
+        got: list[tuple[str, bytes]] = []
+        self.link.subscribe("cs/+", 1, lambda topic, payload: got.append((topic, payload)))
+        client.on_raw_message(b"cs/CP1", b"m")
+        client.on_raw_message(b"cs/\xff", b"bad")
+        self.assertEqual(got, [])
+        self.reactor.pump()
+        self.assertEqual(got, [("cs/CP1", b"m")])
+        self.assertEqual(self.metrics.value("mqtt_received"), 2)
+        self.assertEqual(self.metrics.value("mqtt_unroutable"), 1)
 
     def test_ack_by_message_id_after_refusals_reports_them(self) -> None:
         """With refusals not yet reported, an acknowledgement goes through the event queue, whose drain

@@ -1,4 +1,16 @@
-"""The paho client the reactor link drives: buffered socket I/O and a short path for the hot packets.
+"""The gateway's one module that reaches into paho's private members, and why.
+
+paho has no public way to do two things the gateway needs:
+
+- to know whether it still has to re-send, after a reconnect, the QoS>0 messages
+  it kept (it calls ``on_connect`` before it re-sends them, and a message handed
+  to it before that would overtake them): ``resending`` reads ``_out_messages``
+  under ``_out_message_mutex``, for the link's ordered replay;
+- to read and write the packets every charge point call brings without paho's
+  per-packet overhead, which dominates the gateway's cost per call: the client
+  below, which the reactor link drives.
+
+The client: buffered socket I/O and a short path for the hot packets.
 
 paho reads a packet with several ``recv`` calls (one byte of type, the length
 byte by byte, then the body) and writes each packet with its own ``send``.
@@ -30,7 +42,8 @@ This overrides paho's ``publish`` and its private ``_create_socket`` and
 ``_packet_read``, and relies on the private members named in ``PRIVATE_MEMBERS``;
 ``short_path_supported`` checks them once per client, and without them the
 client is plain paho (slower, still correct).  ``tests`` check the installed
-paho has them, and that both paths answer every packet alike.
+paho has them (``resending``'s two among them), and that both paths answer
+every packet alike.
 """
 
 from __future__ import annotations
@@ -101,6 +114,18 @@ PRIVATE_MEMBERS = (
     "_easy_log",
     "_call_socket_register_write",
 )
+
+
+def resending(client: Any) -> bool:
+    """Whether paho still has to re-send QoS>0 messages it kept from an earlier connection.
+
+    A client without paho's ``_out_messages`` (a test's fake) has nothing to re-send."""
+    messages = getattr(client, "_out_messages", None)
+    mutex = getattr(client, "_out_message_mutex", None)
+    if messages is None or mutex is None:
+        return False
+    with mutex:
+        return any(m.qos > 0 and m.state == mqtt.mqtt_ms_publish for m in messages.values())
 
 
 class BufferedSocket:

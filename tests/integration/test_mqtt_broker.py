@@ -13,9 +13,10 @@ from twisted.trial.unittest import TestCase
 from ocppgw.config import MqttSection
 from ocppgw.core.ports import Will
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.link import PahoLink, PahoThreadLink
+from ocppgw.mqtt.link import PahoLink
 from ocppgw.mqtt.paho_client import BufferedSocket
-from ocppgw.mqtt.reactor_link import PahoReactorLink
+from ocppgw.mqtt.reactor_loop import PahoReactorLink
+from ocppgw.mqtt.thread_loop import PahoThreadLink
 from tests.support import MosquittoBroker, MqttRecorder, poll_until
 
 _ids = itertools.count()
@@ -70,7 +71,7 @@ class _BrokerTests:
             [tuple(m) for m in messages],
             [("up/a", b"zero", False), ("up/b", b"one", False), ("up/c", b"two", False)],
         )
-        yield poll_until(lambda: link._outstanding() == 0)
+        yield poll_until(lambda: link._outbox.outstanding() == 0)
 
     @inlineCallbacks
     def test_subscription_delivers_in_reactor_thread(self) -> Any:
@@ -116,12 +117,12 @@ class _BrokerTests:
         yield poll_until(lambda: not link.connected)
         for n in range(25, 50):  # noticed: held by the link
             self.assertTrue(link.publish("up/seq", b"%d" % n, 1))
-        self.assertEqual(link._outstanding(), 50)
+        self.assertEqual(link._outbox.outstanding(), 50)
 
         yield broker.start()
         yield poll_until(lambda: link.connected)
         messages = yield recorder.wait_for(lambda ms: len([m for m in ms if m.topic == "up/seq"]) >= 50)
-        yield poll_until(lambda: link._outstanding() == 0)
+        yield poll_until(lambda: link._outbox.outstanding() == 0)
         self.assertEqual([m.payload for m in messages if m.topic == "up/seq"], [b"%d" % n for n in range(50)])
 
         # The broker forgot the link's clean session: only a new SUBSCRIBE brings "after".
@@ -144,7 +145,7 @@ class _BrokerTests:
         for n in range(10):
             link.publish("up/seq", b"%d" % n, 1)
         yield recorder.wait_for(lambda ms: len(ms) >= 10)
-        yield poll_until(lambda: link._outstanding() == 0)
+        yield poll_until(lambda: link._outbox.outstanding() == 0)
         # One round trip on the recorder's connection: the broker has its acks for 0..9 before the save.
         yield recorder.publish("sync", b"")
         yield broker.save()
@@ -154,13 +155,13 @@ class _BrokerTests:
             self.assertTrue(link.publish("up/seq", b"%d" % n, 1))
         yield broker.crash()
         yield poll_until(lambda: not link.connected)
-        self.assertEqual(link._outstanding(), 20)
+        self.assertEqual(link._outbox.outstanding(), 20)
         for n in range(30, 50):
             self.assertTrue(link.publish("up/seq", b"%d" % n, 1))
 
         yield broker.start()
         yield recorder.wait_for(lambda ms: len(ms) >= 50)
-        yield poll_until(lambda: link._outstanding() == 0)
+        yield poll_until(lambda: link._outbox.outstanding() == 0)
         self.assertEqual([m.payload for m in recorder.messages()], [b"%d" % n for n in range(50)])
         self.assertEqual(recorder.sessions_present, [False, True])
         self.assertEqual(self.metrics.value("mqtt_reconnects"), 1)
@@ -253,7 +254,7 @@ class PahoReactorLinkBrokerTests(_BrokerTests, TestCase):
         yield poll_until(lambda: link.connected)
         self.assertIsInstance(link._client.socket(), BufferedSocket)
         recorder = yield self.recorder(broker, "loop/#")
-        yield poll_until(lambda: link._subscribe_mids == {})
+        yield poll_until(lambda: link._subscriptions.awaiting == {})
         for n in range(200):
             link.publish("loop/back", b"%d" % n, 1)
         yield poll_until(lambda: len(got) == 200)

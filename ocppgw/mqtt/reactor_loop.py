@@ -5,22 +5,25 @@ paho's socket (``addReader``; ``addWriter`` while paho has bytes to send, as
 paho's ``on_socket_register_write`` / ``on_socket_unregister_write`` say) and
 calls ``loop_read`` / ``loop_write``; ``loop_misc`` (keepalive pings, a broker
 that stopped answering) runs on a ``LoopingCall``.  paho's callbacks therefore
-run in the reactor thread, inside those calls.  A message is handled there at
-once when no earlier event waits, an acknowledgement (it only lowers a count)
-when no stop or refusal report waits on it; everything else is drained as soon
-as paho returns, so the base class's ordering rules hold unchanged.
+run in the reactor thread, inside those calls, and queue their events without a
+hand-off; the queue is drained as soon as paho returns, so the base class's
+ordering rules hold unchanged.
 
 The client is ``ocppgw.mqtt.paho_client.BufferingClient``: paho with a
 buffered socket (one large ``recv`` serves many packets, one ``send`` per paho
-step) and a short path for the packets every charge point call brings.  If a
-paho release renames what that relies on, the link still works with paho's own
-reads and writes, and ``tests`` notice.
+step) and a short path for the packets every charge point call brings, which
+reports them through its raw hooks: a message by topic bytes is handled at once
+when no earlier event waits, an acknowledgement (it only lowers a count) when
+no stop or refusal report waits on it.  If a paho release renames what the
+short path relies on, the link still works with paho's own reads and writes,
+and ``tests`` notice.
 
 Only the connect is blocking in paho (name lookup, TCP connect, TLS handshake,
 each bounded by paho's connect timeout), so ``reconnect`` runs in the reactor's
 thread pool; the reactor does not touch the client until it returns.  Back-off
-between attempts follows paho's own: ``reconnect_delay_min``, doubled after
-each failed attempt up to ``reconnect_delay_max``, reset by a successful CONNACK.
+between attempts follows paho's own (Twisted's ``backoffPolicy`` without
+jitter): ``reconnect_delay_min``, doubled after each failed attempt up to
+``reconnect_delay_max``, reset by a successful CONNACK.
 """
 
 from __future__ import annotations
@@ -28,14 +31,29 @@ from __future__ import annotations
 from typing import Any
 
 import zope.interface
+from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
+from ocppgw.mqtt.events import ACK, MESSAGE, Event, EventQueue
 from ocppgw.mqtt.link import PahoLink
 from ocppgw.mqtt.paho_client import BufferedSocket, buffering_client
+
+
+class _DrivenQueue(EventQueue):
+    """Events posted while the reactor thread is inside paho (``driving``) wait for the drain that
+    follows paho's return, with no hand-off."""
+
+    driving = False
+
+    def post(self, event: Event) -> None:
+        if self.driving:
+            self.events.append(event)
+        else:
+            super().post(event)  # the pool thread, while connecting
 
 
 @zope.interface.implementer(IReadDescriptor, IWriteDescriptor)
@@ -65,6 +83,9 @@ class _BrokerSocket:
 class PahoReactorLink(PahoLink):
     """``IBrokerLink`` whose paho client is driven by the reactor's own I/O loop."""
 
+    _event_queue = _DrivenQueue
+    _queue: _DrivenQueue
+
     misc_interval = 1.0
     """Seconds between ``loop_misc`` calls, as paho's own loop does (its select timeout)."""
 
@@ -77,7 +98,10 @@ class PahoReactorLink(PahoLink):
         self._socket: _BrokerSocket | None = None  # registered with the reactor
         self._connecting = False  # reconnect() is running in the thread pool
         self._retry_call: Any = None
-        self._retry_delay: float | None = None
+        self._retry_policy = backoffPolicy(
+            self._config.reconnect_delay_min, self._config.reconnect_delay_max, factor=2.0, jitter=lambda: 0.0
+        )
+        self._retries = 0  # connect attempts since the last CONNACK
         self._misc: LoopingCall | None = None
         self._closed: Deferred[None] | None = None  # fired when stopping and paho's socket is gone
         self._close_call: Any = None
@@ -89,9 +113,10 @@ class PahoReactorLink(PahoLink):
         config = self._config
         client.on_socket_close = self._paho_socket_close
         client.on_socket_register_write = self._paho_register_write
-        if hasattr(client, "on_raw_write"):
-            client.on_raw_write = self._flush_soon
         client.on_socket_unregister_write = self._paho_unregister_write
+        client.on_raw_message = self._paho_raw_message  # BufferingClient's short path
+        client.on_raw_ack = self._paho_raw_ack
+        client.on_raw_write = self._flush_soon
         client.connect_async(config.host, config.port, config.keepalive)  # remembers, does not connect
         self._misc = LoopingCall(self._misc_step)
         self._misc.clock = self._reactor
@@ -168,17 +193,39 @@ class PahoReactorLink(PahoLink):
         self._schedule_connect()
 
     def _schedule_connect(self) -> None:
-        config = self._config
-        if self._retry_delay is None:
-            self._retry_delay = config.reconnect_delay_min
-        else:
-            self._retry_delay = min(self._retry_delay * 2, config.reconnect_delay_max)
-        self._retry_call = self._reactor.callLater(self._retry_delay, self._connect)
+        delay = self._retry_policy(self._retries)
+        self._retries += 1
+        self._retry_call = self._reactor.callLater(delay, self._connect)
 
     def _on_connect(self, failed: bool, reason: str) -> None:
         if not failed:
-            self._retry_delay = None
+            self._retries = 0
         super()._on_connect(failed, reason)
+
+    # -- the short path's hooks (reactor thread, inside paho) -----------------------
+
+    def _paho_raw_message(self, topic: bytes, payload: bytes) -> None:
+        try:
+            text: str | None = topic.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        queue = self._queue
+        if queue.driving and not queue.events:
+            # inside paho, nothing earlier waiting: handled now, in order
+            try:
+                self._subscriptions.dispatch(text, payload)
+            except Exception:
+                self._log.failure("handling MQTT event {event!r} failed", event=MESSAGE)
+        else:
+            queue.post((MESSAGE, text, payload))
+
+    def _paho_raw_ack(self, mid: int) -> None:
+        outbox = self._outbox
+        if self._queue.driving and self._state == "started" and not outbox.refused:
+            # inside paho, and no stop or refusal report waits for the count to drop
+            outbox.unacked.discard(mid)
+        else:
+            self._queue.post((ACK, mid))
 
     # -- paho's socket callbacks (reactor thread, or the pool thread while connecting) ----
 
@@ -218,15 +265,16 @@ class PahoReactorLink(PahoLink):
 
     def _drive(self, step: Any) -> None:
         """Run one paho step; what its callbacks posted is handled right after it returns."""
-        self._driving = True
+        queue = self._queue
+        queue.driving = True
         try:
             step()
         except Exception:
             self._log.failure("paho failed in {step}", step=getattr(step, "__name__", step))
         finally:
-            self._driving = False
-        if self._events:
-            self._drain()
+            queue.driving = False
+        if queue.events:
+            queue.drain()
 
     def _readable(self, sock: Any) -> None:
         client = self._client

@@ -21,9 +21,9 @@ from ocppgw.core.ports import IAuthenticator, IBrokerLink
 from ocppgw.core.router import Router, node_will
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.link import PahoThreadLink
-from ocppgw.mqtt.reactor_link import PahoReactorLink
+from ocppgw.mqtt.reactor_loop import PahoReactorLink
 from ocppgw.mqtt.service import LinkService
+from ocppgw.mqtt.thread_loop import PahoThreadLink
 from ocppgw.tls.listener import ReloadableContextFactory, listener_options, reload_listener_options
 from ocppgw.ws.service import ListenerService
 from ocppgw.ws.stack import listener_stack

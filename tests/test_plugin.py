@@ -15,8 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw import tap
 from ocppgw.config import GatewayConfig, config_from_string
-from ocppgw.mqtt.link import PahoThreadLink
-from ocppgw.mqtt.reactor_link import PahoReactorLink
+from ocppgw.mqtt.reactor_loop import PahoReactorLink
+from ocppgw.mqtt.thread_loop import PahoThreadLink
 from ocppgw.service import GatewayService
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -36,7 +36,8 @@ class IBrokerLink(zope.interface.Interface):
 
     def publish(topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
         """Queue a message; False only when the bounded buffer is full (the caller then refuses the
-        message). Never blocks. Raises ValueError for an invalid topic or QoS."""
+        message). Never blocks. Topics are checked once, by the core, when rendered
+        (``ocppgw.core.topics``), not per message. Raises ValueError for a bad QoS."""
 
     def subscribe(topic_filter: str, qos: int, handler: Handler) -> None:
         """Deliver messages matching ``topic_filter`` to ``handler(topic, payload)`` in the reactor

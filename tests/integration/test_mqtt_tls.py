@@ -13,8 +13,9 @@ from twisted.trial.unittest import TestCase
 
 from ocppgw.config import MqttSection
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.link import PahoLink, PahoThreadLink
-from ocppgw.mqtt.reactor_link import PahoReactorLink
+from ocppgw.mqtt.link import PahoLink
+from ocppgw.mqtt.reactor_loop import PahoReactorLink
+from ocppgw.mqtt.thread_loop import PahoThreadLink
 from tests.devpki import make_dev_certs
 from tests.support import MosquittoBroker, poll_until
 

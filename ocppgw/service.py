@@ -30,11 +30,18 @@ from ocppgw.ws.stack import listener_stack
 
 
 class StartupError(Exception):
-    """The gateway cannot start; the message holds one ``gw.ini: [section] key: reason`` line per problem.
+    """The gateway cannot start; ``problems`` holds one ``gw.ini: [section] key: reason`` line each.
 
     An ordinary exception, not ``SystemExit``: a daemonised twistd reports it to the waiting parent
-    and removes its pidfile only for an ``Exception``.
+    and removes its pidfile only for an ``Exception``. That parent prints at most 100 bytes of it,
+    so its text leads with the first problem's section and key, without the file's path.
     """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        first = problems[0].removeprefix(f"{source}: ")
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(first + more)
+        self.problems = problems
 
 
 class GatewayService(MultiService):
@@ -94,7 +101,7 @@ class GatewayService(MultiService):
                 service.stopService()
             for line in problems:
                 self._log.critical("{problem}", problem=line)
-            raise StartupError("\n".join(problems))
+            raise StartupError(self.config.source, problems)
         super().privilegedStartService()
 
     def startService(self) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.python import usage
 
 from ocppgw.config import ConfigError, load_config
 from ocppgw.core.schemas import SchemaLoadError, SchemaRegistry, shipped_schema_dir
-from ocppgw.service import GatewayService
+from ocppgw.service import GatewayService, StartupError
 from ocppgw.tls.broker import check_mqtt_tls
 from ocppgw.tls.listener import listener_options
 
@@ -45,6 +46,21 @@ class Options(usage.Options):
                 _fail([f"{self['config']}: [gateway] json_schema_dir: no schema files in {directory}"])
 
 
+def startup_errors_without_traceback(previous: Callable[..., Any]) -> Callable[..., Any]:
+    """An excepthook that lets a ``StartupError`` end twistd quietly and leaves the rest to ``previous``.
+
+    twistd re-raises what ``privilegedStartService`` raised once it has told a waiting parent and
+    removed its pidfile; the service has already logged each problem line, so a traceback under
+    them would only bury them.
+    """
+
+    def hook(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
+        if not issubclass(kind, StartupError):
+            previous(kind, value, traceback)
+
+    return hook
+
+
 def _fail(lines: list[str]) -> None:
     sys.stderr.write("".join(line + "\n" for line in lines))
     raise SystemExit(1)
@@ -56,6 +72,7 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    sys.excepthook = startup_errors_without_traceback(sys.excepthook)
     return GatewayService(
         options.gateway_config,
         reactor,

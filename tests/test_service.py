@@ -188,11 +188,16 @@ class GatewayServiceTests(SynchronousTestCase):
         with self.assertRaises(StartupError) as raised:
             service.privilegedStartService()
         self.assertNotIsInstance(raised.exception, SystemExit)
-        lines = str(raised.exception).splitlines()
+        lines = raised.exception.problems
         self.assertEqual(len(lines), 2, lines)
         self.assertTrue(lines[0].startswith("gw.ini: [listeners.ws.a] bind: cannot listen on 127.0.0.1:0"))
         self.assertTrue(lines[1].startswith("gw.ini: [listeners.ws.b] bind: cannot listen on 0.0.0.0:33099"))
         self.assertIn("Address already in use", lines[0])
+        self.assertTrue(
+            str(raised.exception).startswith("[listeners.ws.a] bind: cannot listen on 127.0.0.1:0"),
+            "the text a daemon's parent prints leads with section and key",
+        )
+        self.assertTrue(str(raised.exception).endswith(" (and 1 more)"))
         self.assertFalse(self.link.started)
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 

@@ -511,7 +511,7 @@ class ServiceTests(_PkiTestCase):
         service = GatewayService(self.config(), _RefusingSSLReactor(), link=FakeLink())
         with self.assertRaises(StartupError) as raised:
             service.privilegedStartService()
-        (line,) = str(raised.exception).splitlines()
+        (line,) = raised.exception.problems
         self.assertTrue(
             line.startswith("gw.ini: [listeners.wss.x] bind: cannot listen on 127.0.0.1:33034"), line
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,14 @@ class _Twistd(protocol.ProcessProtocol):
         )
 
 
-def _spawn(testcase: TestCase, config: Path) -> tuple[_Twistd, Any]:
-    """Run ``twistd -n --pidfile= ocppgw --config <config>`` on this checkout; killed at cleanup if alive."""
+def _spawn(
+    testcase: TestCase, config: Path, twistd_options: tuple[str, ...] = ("-n", "--pidfile=")
+) -> tuple[_Twistd, Any]:
+    """Run ``twistd <twistd_options> ocppgw --config <config>`` on this checkout; killed at cleanup."""
     child = _Twistd()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    args = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "ocppgw", "--config", str(config)]
+    args = [sys.executable, "-c", TWISTD, *twistd_options, "ocppgw", "--config", str(config)]
     transport = reactor.spawnProcess(child, sys.executable, args, env=env, path=str(config.parent))
 
     def kill() -> Any:
@@ -217,3 +220,50 @@ class TwistdTests(TestCase):
         lines = child.err.decode("utf-8", "replace").splitlines()
         self.assertEqual(lines, [f"{config}: [gateway] bogus: unknown option"], child.output())
         self.assertNotIn("Traceback", child.output())
+
+
+class PortInUseTests(TestCase):
+    """A listener whose port is taken stops twistd at once, in the foreground and as a daemon, with the
+    one line naming ``[listeners.ws.<name>] bind`` and no pidfile left behind."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.holder = socket.socket()
+        self.addCleanup(self.holder.close)
+        self.holder.bind(("127.0.0.1", 0))
+        self.holder.listen()
+        port = self.holder.getsockname()[1]
+        # No broker is needed: start-up stops before the link is started.
+        self.config = _write(self, f"[mqtt]\nport = 1\n\n[listeners.ws.taken]\nbind = 127.0.0.1:{port}\n")
+        self.line = f"{self.config}: [listeners.ws.taken] bind: cannot listen on 127.0.0.1:{port}"
+
+    @inlineCallbacks
+    def ended(self, child: _Twistd) -> Any:
+        # The failure this guards against is a parent that waits for ever; it takes ~1 s here.
+        yield poll_until(lambda: child.done, timeout=10, description="twistd to exit")
+        self.assertNotEqual(child.exit_code, 0, child.output())
+
+    @inlineCallbacks
+    def test_foreground(self) -> Any:
+        """``twistd -n`` exits non-zero, logs the line once, prints no traceback and removes its pidfile."""
+        child, _transport = _spawn(self, self.config, ("-n",))
+        yield self.ended(child)
+        output = child.out.decode("utf-8", "replace") + child.err.decode("utf-8", "replace")
+        self.assertEqual(output.count(self.line), 1, child.output())
+        self.assertNotIn("Traceback", output)
+        self.assertFalse((self.config.parent / "twistd.pid").exists())
+
+    @inlineCallbacks
+    def test_daemon(self) -> Any:
+        """Daemonised twistd: the waiting parent exits non-zero naming the line, the log file holds it
+        whole, and the pidfile is gone."""
+        pidfile = self.config.parent / "gw.pid"
+        logfile = self.config.parent / "gw.log"
+        child, _transport = _spawn(self, self.config, ("--pidfile", str(pidfile), "--logfile", str(logfile)))
+        yield self.ended(child)
+        self.assertIn("[listeners.ws.taken] bind", child.err.decode("utf-8", "replace"), child.output())
+        self.assertFalse(pidfile.exists())
+        log = logfile.read_text(encoding="utf-8")
+        self.assertIn(self.line + ": Address already in use", log)
+        self.assertNotIn("Traceback", log)

@@ -1,78 +1,165 @@
-"""Counters and gauges an operator reads to see what the gateway dropped or refused.
+"""Counters, gauges and histograms an operator reads to see what the gateway did, dropped or refused.
 
-Kept dependency-free: a dict of labelled counters, rendered in the Prometheus
-text format on demand.
+Every metric is declared once in ``_METRICS`` and lives as a ``prometheus_client`` object in the
+registry of one ``Metrics``, never in the process-wide default registry, so tests and several
+gateways in one process keep apart. Call sites name a metric by its short name; the bound child of
+each label set is cached, so a per-message ``inc`` is one dict lookup and the child's own ``inc``.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
-LabelSet = tuple[tuple[str, str], ...]
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.samples import Sample
+
+# The exposition shows what happened, not when each series began: no ``*_created`` samples.
+# prometheus_client only offers this switch process-wide; it is read when a metric is created.
+disable_created_metrics()
+
+NAMESPACE = "ocppgw"
+
+# A charge point answers in milliseconds on a LAN and in seconds over a cellular modem; the reply
+# timeout defaults to 30 s and may be set higher.
+ROUND_TRIP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+_Kind = type[Counter] | type[Gauge] | type[Histogram]
+
+# name -> (kind, HELP text, label names). Counters are exposed as ocppgw_<name>_total, the others
+# as ocppgw_<name>.
+_METRICS: dict[str, tuple[_Kind, str, tuple[str, ...]]] = {
+    # WebSocket listeners
+    "connections_refused": (Counter, "connections refused by a listener's limits", ("listener", "reason")),
+    "send_timeouts": (Counter, "peers that stopped reading for longer than send_timeout", ("listener",)),
+    "handshakes_refused": (Counter, "PROXY, TLS or WebSocket handshakes refused", ("status", "reason")),
+    "frames_invalid": (Counter, "frames from charge points that are not valid OCPP-J", ("code",)),
+    # charge point sessions
+    "frames_received": (Counter, "OCPP-J frames received from charge points", ("action",)),
+    "calls_refused": (Counter, "charge point Calls refused because the broker link was full", ("action",)),
+    "schema_missing": (Counter, "payloads not checked because no schema is known", ("action", "kind")),
+    "schema_rejected": (Counter, "payloads that failed their schema", ("direction", "action")),
+    "replies_late": (Counter, "replies from charge points after their Call timed out", ()),
+    "replies_unsolicited": (Counter, "replies from charge points to no Call sent to them", ()),
+    "replies_dropped": (Counter, "replies and gateway errors not published: broker link full", ()),
+    "envelopes_invalid": (Counter, "downstream MQTT messages that are not valid envelopes", ()),
+    "dnstream_dropped": (Counter, "downstream Calls dropped because the queue was full", ("action",)),
+    "reply_timeouts": (Counter, "downstream Calls the charge point did not answer in time", ("action",)),
+    "liveness_closes": (Counter, "charge points closed after a silence longer than allowed", ()),
+    "downstream_round_trip_seconds": (
+        Histogram,
+        "time from sending a downstream Call to the charge point to its reply",
+        ("action",),
+    ),
+    # router
+    "connects": (Counter, "charge points attached", ()),
+    "disconnects": (Counter, "charge points detached", ()),
+    "takeovers": (Counter, "connections closed because the same charge point connected again", ()),
+    "published": (Counter, "envelopes from charge points accepted by the broker link", ("kind",)),
+    "envelopes_unroutable": (Counter, "downstream messages for charge points not connected", ()),
+    "presence_dropped": (Counter, "presence messages not published: broker link full", ()),
+    "connected_charge_points": (Gauge, "charge points connected now", ()),
+    # MQTT link
+    "mqtt_connect_attempts": (Counter, "connection attempts to the broker", ()),
+    "mqtt_connect_refused": (Counter, "connections the broker refused in its CONNACK", ()),
+    "mqtt_connect_failures": (Counter, "connection attempts that did not reach the broker", ()),
+    "mqtt_tls_refused": (Counter, "TLS handshakes with the broker that failed", ()),
+    "mqtt_reconnects": (Counter, "connections to the broker after the first", ()),
+    "mqtt_published": (Counter, "messages handed to the MQTT client", ()),
+    "mqtt_publish_refused": (Counter, "messages refused because the outgoing buffer was full", ()),
+    "mqtt_publish_dropped": (Counter, "held messages the MQTT client rejected when sent", ()),
+    "mqtt_subscribe_refused": (Counter, "subscriptions the broker refused", ()),
+    "mqtt_received": (Counter, "messages received from the broker", ()),
+    "mqtt_unroutable": (Counter, "messages from the broker that no subscription matches", ()),
+    "mqtt_handler_errors": (Counter, "messages from the broker whose handler raised", ()),
+    "mqtt_lost_on_stop": (Counter, "messages not acknowledged or not sent when the link stopped", ()),
+    "mqtt_connected": (Gauge, "1 while connected to the broker", ()),
+    "mqtt_outstanding": (
+        Gauge,
+        "accepted messages not yet acknowledged by the broker (QoS>0) or not yet sent",
+        (),
+    ),
+    "mqtt_held": (Gauge, "accepted messages held while disconnected", ()),
+}
 
 
 class Metrics:
-    """Labelled counters plus gauges computed when read."""
+    """The gateway's metrics in a registry of their own.
 
-    def __init__(self, namespace: str = "ocppgw") -> None:
-        self._namespace = namespace
-        self._counters: dict[str, dict[LabelSet, float]] = defaultdict(lambda: defaultdict(float))
-        self._help: dict[str, str] = {}
-        self._gauges: dict[str, Callable[[], float]] = {}
+    Counters and the histogram exist from the start; a gauge appears once ``gauge`` gives it a reader.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._metrics: dict[str, Any] = {}
+        for name, (kind, text, labels) in _METRICS.items():
+            if kind is not Gauge:
+                extra = {"buckets": ROUND_TRIP_BUCKETS} if kind is Histogram else {}
+                self._metrics[name] = kind(
+                    name, text, labels, namespace=NAMESPACE, registry=self.registry, **extra
+                )
+        # name, or (name, *label items) -> the bound ``inc`` or ``observe`` of that series.
+        self._incs: dict[str | tuple[Any, ...], Callable[[float], None]] = {}
+        self._observes: dict[str | tuple[Any, ...], Callable[[float], None]] = {}
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         """Add ``amount`` to the counter ``name`` with these labels."""
-        # Runs several times per message: one label or none needs no sorting.
-        key = tuple(labels.items()) if len(labels) < 2 else tuple(sorted(labels.items()))
-        self._counters[name][key] += amount
+        key = (name, *labels.items()) if labels else name
+        try:
+            increment = self._incs[key]
+        except KeyError:
+            increment = self._incs[key] = self._series(Counter, name, labels).inc
+        increment(amount)
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        """Record ``value`` in the histogram ``name`` with these labels."""
+        key = (name, *labels.items()) if labels else name
+        try:
+            record = self._observes[key]
+        except KeyError:
+            record = self._observes[key] = self._series(Histogram, name, labels).observe
+        record(value)
+
+    def gauge(self, name: str, read: Callable[[], float]) -> None:
+        """Expose the gauge ``name`` (declared in ``_METRICS``), calling ``read`` whenever collected."""
+        spec = _METRICS.get(name)
+        if spec is None or spec[0] is not Gauge or spec[2]:
+            raise TypeError(f"{name} is not declared as a gauge without labels")
+        gauge = self._metrics.get(name)
+        if gauge is None:
+            gauge = self._metrics[name] = Gauge(name, spec[1], namespace=NAMESPACE, registry=self.registry)
+        gauge.set_function(read)
 
     def value(self, name: str, **labels: str) -> float:
-        """The counter's current value; 0 when never incremented."""
-        series = self._counters.get(name)
-        if series is None:
-            return 0
-        return series.get(tuple(sorted(labels.items())), 0)
+        """A counter's or gauge's current value for exactly these labels; 0 when there is none."""
+        return sum(sample.value for sample in self._samples(name) if sample.labels == labels)
 
     def total(self, name: str) -> float:
-        """The counter summed over all label sets."""
-        return sum(self._counters.get(name, {}).values())
+        """A counter summed over all its label sets."""
+        return sum(sample.value for sample in self._samples(name))
 
-    def describe(self, name: str, text: str) -> None:
-        """Attach a HELP line to a metric."""
-        self._help[name] = text
+    def _series(self, kind: _Kind, name: str, labels: dict[str, str]) -> Any:
+        """The child of ``name`` for ``labels``, checking the kind the caller expects."""
+        metric = self._metrics.get(name)
+        if not isinstance(metric, kind):
+            raise TypeError(f"{name} is not declared as a {kind.__name__.lower()}")
+        return metric.labels(**labels) if labels else metric
 
-    def gauge(self, name: str, read: Callable[[], float], text: str = "") -> None:
-        """Register a gauge whose value is read when metrics are rendered."""
-        self._gauges[name] = read
-        if text:
-            self._help[name] = text
-
-    def render(self) -> str:
-        """The Prometheus text exposition of every metric."""
-        lines: list[str] = []
-        for name in sorted(self._counters):
-            full = f"{self._namespace}_{name}_total"
-            if name in self._help:
-                lines.append(f"# HELP {full} {self._help[name]}")
-            lines.append(f"# TYPE {full} counter")
-            for labels, amount in sorted(self._counters[name].items()):
-                lines.append(f"{full}{_labels(labels)} {amount:g}")
-        for name in sorted(self._gauges):
-            full = f"{self._namespace}_{name}"
-            if name in self._help:
-                lines.append(f"# HELP {full} {self._help[name]}")
-            lines.append(f"# TYPE {full} gauge")
-            lines.append(f"{full} {self._gauges[name]():g}")
-        return "\n".join(lines) + "\n"
-
-
-def _labels(labels: LabelSet) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-    return "{" + inner + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    def _samples(self, name: str) -> Iterator[Sample]:
+        """The samples that carry the value of a counter or gauge (not histograms)."""
+        if name not in _METRICS:
+            raise KeyError(f"no metric {name!r} is declared")
+        metric = self._metrics.get(name)
+        if metric is None:  # a gauge nothing reads yet
+            return
+        full = f"{NAMESPACE}_{name}" + ("_total" if isinstance(metric, Counter) else "")
+        for family in metric.collect():
+            for sample in family.samples:
+                if sample.name == full:
+                    yield sample

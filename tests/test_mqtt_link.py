@@ -279,9 +279,9 @@ class EventTests(_LinkTestCase):
     def test_state_gauge(self) -> None:
         """The connected gauge follows the reactor's view."""
         self.started()
-        self.assertIn("ocppgw_mqtt_connected 0", self.metrics.render())
+        self.assertEqual(self.metrics.value("mqtt_connected"), 0)
         self.connect()
-        self.assertIn("ocppgw_mqtt_connected 1", self.metrics.render())
+        self.assertEqual(self.metrics.value("mqtt_connected"), 1)
 
 
 class PublishTests(_LinkTestCase):
@@ -301,7 +301,7 @@ class PublishTests(_LinkTestCase):
             self.assertTrue(self.link.publish("t", b"%d" % n, 1))
         self.assertFalse(self.link.publish("t", b"5", 1))
         self.assertEqual(self.metrics.value("mqtt_publish_refused"), 1)
-        self.assertIn("ocppgw_mqtt_outstanding 5", self.metrics.render())
+        self.assertEqual(self.metrics.value("mqtt_outstanding"), 5)
         self.assertTrue(any("refusing MQTT messages" in line for line in self.logged()))
         in_thread(client.ack, 1)
         in_thread(client.ack, 2)
@@ -319,10 +319,10 @@ class PublishTests(_LinkTestCase):
         for n in range(20):
             self.assertTrue(self.link.publish("t", b"%d" % n, 0))
         self.assertEqual(len(client.published), 20)
-        self.assertIn("ocppgw_mqtt_outstanding 0", self.metrics.render())
+        self.assertEqual(self.metrics.value("mqtt_outstanding"), 0)
         in_thread(lambda: [client.ack(mid) for mid in range(1, 21)])  # paho reports QoS 0 writes too
         self.reactor.pump()
-        self.assertIn("ocppgw_mqtt_outstanding 0", self.metrics.render())
+        self.assertEqual(self.metrics.value("mqtt_outstanding"), 0)
 
     def test_held_while_disconnected_flushed_in_order(self) -> None:
         """Messages of any QoS accepted while disconnected reach paho in order after the connect."""
@@ -334,7 +334,7 @@ class PublishTests(_LinkTestCase):
         self.assertEqual(client.published, [])
         self.connect()
         self.assertEqual(client.published, [(t, p, q, False) for t, p, q in accepted])
-        self.assertIn("ocppgw_mqtt_outstanding 2", self.metrics.render())  # the QoS>0 ones, not yet acked
+        self.assertEqual(self.metrics.value("mqtt_outstanding"), 2)  # the QoS>0 ones, not yet acked
         self.assertTrue(any("refused 1 MQTT messages" in line for line in self.logged()))
 
     def test_observer_publishes_after_held_ones(self) -> None:
@@ -389,7 +389,7 @@ class PublishTests(_LinkTestCase):
         self.started()
         for qos in (3, -1):
             self.assertRaises(ValueError, self.link.publish, "a", b"", qos)
-        self.assertIn("ocppgw_mqtt_outstanding 0", self.metrics.render())
+        self.assertEqual(self.metrics.value("mqtt_outstanding"), 0)
 
 
 class SubscriptionTests(_LinkTestCase):

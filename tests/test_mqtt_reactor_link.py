@@ -296,12 +296,12 @@ class ConnectTests(ReactorLinkTestCase):
             self.link.publish("t", b"%d" % n, 1)
         client.incoming.append(lambda: client.on_raw_ack(1))
         self.descriptor().doRead()
-        self.assertIn("ocppgw_mqtt_outstanding 2", self.metrics.render())
+        self.assertEqual(self.metrics.value("mqtt_outstanding"), 2)
         self.assertEqual(self.reactor.pending_from_thread, 0)
         self.link.stop(10)
         client.incoming.append(lambda: [client.on_raw_ack(2), client.on_raw_ack(3)])
         self.descriptor().doRead()
-        self.assertIn("ocppgw_mqtt_outstanding 0", self.metrics.render())
+        self.assertEqual(self.metrics.value("mqtt_outstanding"), 0)
         self.assertIn("DISCONNECT", client.out)
 
     def test_publish_registers_writer_until_written(self) -> None:

@@ -334,7 +334,7 @@ class AttachDetachTests(RouterTestCase):
         self.link.deliver("ocpp/cs/CP2", dn_call("c2"))
         self.assertEqual((one.sent, len(two.sent)), ([], 1))
         self.assertEqual(sorted(self.connected()), ["CP1", "CP2"])
-        self.assertIn("ocppgw_connected_charge_points 2\n", self.metrics.render())
+        self.assertEqual(self.metrics.value("connected_charge_points"), 2)
 
     def test_settings_from_config(self) -> None:
         """Heartbeat interval, reply timeout and queue length come from the config."""

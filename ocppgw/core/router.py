@@ -73,7 +73,7 @@ class Router:
         self._attached: dict[str, _Attached] = {}
         self._subscribed: dict[str, str] = {}  # cid -> its downstream topic
         self._node = config.gateway.node_name
-        metrics.gauge("connected_charge_points", lambda: len(self._attached), "charge points connected now")
+        metrics.gauge("connected_charge_points", lambda: len(self._attached))
         link.add_connection_observer(self._link_state_changed)
 
     def session(self, cid: str) -> ChargePointSession | None:

@@ -77,6 +77,7 @@ class ChargePointSession:
         self.heartbeat_interval = settings.heartbeat_interval
         self._queue: deque[Call] = deque()
         self._in_flight: Call | None = None
+        self._in_flight_since = 0.0
         self._reply_timer: IDelayedCall | None = None
         self._pending_upstream: OrderedDict[str, str] = OrderedDict()
         self._expired_downstream: OrderedDict[str, str] = OrderedDict()
@@ -241,8 +242,12 @@ class ChargePointSession:
         if answered:
             assert in_flight is not None
             action: str | None = in_flight.action
-            if self._reply_timer is not None and self._reply_timer.active():
-                self._reply_timer.cancel()
+            self._metrics.observe(
+                "downstream_round_trip_seconds",
+                self._clock.seconds() - self._in_flight_since,
+                action=in_flight.action,
+            )
+            cancel(self._reply_timer)
             self._reply_timer = None
             self._in_flight = None
         else:
@@ -359,6 +364,7 @@ class ChargePointSession:
 
     def _send_call(self, call: Call) -> None:
         self._in_flight = call
+        self._in_flight_since = self._clock.seconds()
         self._connection.send_text(messages.encode_frame(call))
         self._reply_timer = self._clock.callLater(self._settings.reply_timeout, self._reply_timed_out)
 

@@ -110,17 +110,9 @@ class PahoLink:
                 limit=MID_SPACE_LIMIT,
             )
         outbox = self._outbox
-        metrics.gauge(
-            "mqtt_connected", lambda: 1.0 if self.connected else 0.0, "1 while connected to the broker"
-        )
-        metrics.gauge(
-            "mqtt_outstanding",
-            lambda: float(outbox.outstanding()),
-            "accepted messages not yet acknowledged by the broker (QoS>0) or not yet sent",
-        )
-        metrics.gauge(
-            "mqtt_held", lambda: float(len(outbox.pending)), "accepted messages held while disconnected"
-        )
+        metrics.gauge("mqtt_connected", lambda: 1.0 if self.connected else 0.0)
+        metrics.gauge("mqtt_outstanding", lambda: float(outbox.outstanding()))
+        metrics.gauge("mqtt_held", lambda: float(len(outbox.pending)))
 
     # -- lifecycle -------------------------------------------------------
 

@@ -79,18 +79,18 @@ def _cipher_list_at_level_zero(**kwargs: Any) -> bytes:
 def certificate_options(tls: TlsSection) -> ListenerCertificateOptions:
     """The server ``CertificateOptions`` for one wss listener; ``TlsConfigError`` names what is wrong."""
     pair = load_key_pair(tls.certfile, tls.keyfile, tls.password)
-    versions: dict[str, Any] = {
+    negotiation: dict[str, Any] = {  # what decides the cipher list
         "insecurelyLowerMinimumTo": _TWISTED_VERSIONS[tls.versions[-1]],
         "lowerMaximumSecurityTo": _TWISTED_VERSIONS[tls.versions[0]],
     }
     if tls.ciphers is not None:
-        versions["acceptableCiphers"] = AcceptableCiphers.fromOpenSSLCipherString(tls.ciphers)
+        negotiation["acceptableCiphers"] = AcceptableCiphers.fromOpenSSLCipherString(tls.ciphers)
     kwargs: dict[str, Any] = {
         "privateKey": pair.key,
         "certificate": pair.chain[0],
         "extraCertChain": pair.chain[1:],
         "verifyDepth": tls.depth,
-        **versions,
+        **negotiation,
     }
     if tls.verify == "verify_peer":
         assert tls.cacertfile is not None  # checked by the config reader
@@ -98,11 +98,11 @@ def certificate_options(tls: TlsSection) -> ListenerCertificateOptions:
         kwargs["trustRoot"] = trustRootFromCertificates(
             [Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in authorities]
         )
+    legacy = bool(_LEGACY_VERSIONS.intersection(tls.versions))
     try:
-        legacy = bool(_LEGACY_VERSIONS.intersection(tls.versions))
         options = ListenerCertificateOptions(
             require_certificate=tls.fail_if_no_peer_cert,
-            cipher_list=_cipher_list_at_level_zero(**versions) if legacy else None,
+            cipher_list=_cipher_list_at_level_zero(**negotiation) if legacy else None,
             **kwargs,
         )
     except ValueError as e:

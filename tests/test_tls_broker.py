@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ocppgw.config import ConfigError, config_from_string
 from ocppgw.tap import Options
 from ocppgw.tls.broker import BrokerContext, broker_context, check_mqtt_tls
-from ocppgw.tls.listener import TlsConfigError
+from ocppgw.tls.pem import TlsConfigError
 from tests.devpki import make_dev_certs
 
 LISTENER = "[listeners.ws.a]\nbind = 127.0.0.1:0\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,9 @@ from ocppgw.config import ConfigError, ListenerSection, TlsSection, config_from_
 from ocppgw.core.ports import PeerIdentity
 from ocppgw.service import GatewayService, StartupError
 from ocppgw.tap import Options
-from ocppgw.tls.listener import identity_refusal, listener_options, peer_identity
+from ocppgw.tls.listener import ListenerCertificateOptions, identity_refusal, listener_options, peer_identity
 from ocppgw.ws.server import OcppTlsServerProtocol
-from tests.devpki import make_dev_certs
+from tests.devpki import client_context, make_dev_certs
 from tests.test_service import FakeLink
 
 PASSWORD = "correct horse"
@@ -320,6 +321,85 @@ class CertificateOptionsTests(_PkiTestCase):
         self.assertEqual(len(problems), 2)
         self.assertTrue(problems[0].startswith("gw.ini: [listeners.wss.x] certfile: cannot read "))
         self.assertTrue(problems[1].startswith("gw.ini: [listeners.wss.y] keyfile: cannot read "))
+
+
+def handshake(server: SSL.Context, client: ssl.SSLContext) -> str:
+    """A TLS handshake in memory between ``server`` and ``client``: the version agreed, or ``SSL.Error``."""
+    accepting = SSL.Connection(server, None)
+    accepting.set_accept_state()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    connecting = client.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    for _ in range(10):
+        try:
+            connecting.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        sent = outgoing.read()
+        if sent:
+            accepting.bio_write(sent)
+        try:
+            accepting.do_handshake()
+        except SSL.WantReadError:
+            pass
+        else:
+            if connecting.version() is not None:
+                return accepting.get_protocol_version_name()
+        while True:
+            try:
+                incoming.write(accepting.bio_read(65536))
+            except SSL.WantReadError:
+                break
+    raise AssertionError("the handshake did not finish")
+
+
+class ListenerContextTests(_PkiTestCase):
+    """What ``ListenerCertificateOptions`` adds to Twisted's context, seen by a client."""
+
+    def context(self, **keys: str) -> SSL.Context:
+        options = listener_options(self.load(**keys))["wss.x"]
+        self.assertIsInstance(options, ListenerCertificateOptions)
+        return options.getContext()
+
+    def client(self, version: ssl.TLSVersion | None = None, cid: str | None = None) -> ssl.SSLContext:
+        if cid is None:
+            return client_context(self.pki.ca_cert, version=version)
+        return client_context(
+            self.pki.ca_cert, self.pki.client_certs[cid], self.pki.client_keys[cid], version=version
+        )
+
+    def test_legacy_version_negotiated(self) -> None:
+        """tlsv1.1 listed: a TLS 1.1 client gets in (OpenSSL 3 needs security level 0 for it)."""
+        context = self.context(versions="tlsv1.2,tlsv1.1")
+        self.assertEqual(handshake(context, self.client(ssl.TLSVersion.TLSv1_1)), "TLSv1.1")
+        self.assertRaises(SSL.Error, handshake, self.context(), self.client(ssl.TLSVersion.TLSv1_1))
+
+    def test_legacy_keeps_the_ciphers(self) -> None:
+        """Listing a legacy version changes the security level, not the ciphers Twisted chose."""
+        for ciphers in ({}, {"ciphers": "ECDHE+AESGCM"}):
+            with self.subTest(ciphers=ciphers):
+                legacy = SSL.Connection(self.context(versions="tlsv1.2,tlsv1.1,tlsv1", **ciphers), None)
+                modern = SSL.Connection(self.context(**ciphers), None)
+                self.assertEqual(legacy.get_cipher_list(), modern.get_cipher_list())
+
+    def test_client_without_certificate(self) -> None:
+        """verify_peer: a client without a certificate gets in unless fail_if_no_peer_cert is true."""
+        lenient = self.context(verify="verify_peer", cacertfile="ca.pem")
+        self.assertEqual(handshake(lenient, self.client()), "TLSv1.3")
+        strict = self.context(verify="verify_peer", cacertfile="ca.pem", fail_if_no_peer_cert="true")
+        self.assertEqual(handshake(strict, self.client(cid="CP1")), "TLSv1.3")
+        # TLS 1.2: the server's refusal ends the handshake itself (under 1.3 it comes after).
+        self.assertRaises(SSL.Error, handshake, strict, self.client(ssl.TLSVersion.TLSv1_2))
+
+    def test_adjusted_once(self) -> None:
+        """The context is adjusted before its first connection and handed out unchanged afterwards
+        (pyOpenSSL refuses changes to a context a connection uses)."""
+        options = listener_options(
+            self.load(verify="verify_peer", cacertfile="ca.pem", versions="tlsv1.2,tlsv1.1")
+        )
+        context = options["wss.x"].getContext()
+        SSL.Connection(context, None)
+        self.assertIs(options["wss.x"].getContext(), context)
+        self.assertEqual(context.get_verify_mode() & SSL.VERIFY_FAIL_IF_NO_PEER_CERT, 0)
 
 
 class StartupTests(_PkiTestCase):

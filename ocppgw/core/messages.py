@@ -118,16 +118,6 @@ def _finite_float(text: str) -> float:
 # every call, which costs more than decoding a small frame.  Both are stateless and reentrant.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-# JSONEncoder.encode builds its C encoder anew on every call, which costs as much as encoding a
-# frame; this is the one it builds, made once (no cycle check: values come from JSON or from here).
-_C_ENCODE = (
-    None
-    if json.encoder.c_make_encoder is None
-    else json.encoder.c_make_encoder(
-        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, True
-    )
-)
-
 
 # orjson reads an integer beyond 64 bits as a float; such numbers (19 digits and more) go to the
 # standard library, which keeps them exact.
@@ -202,7 +192,9 @@ def _dumps(value: Any) -> str:
 
 
 def _std_dumps(value: Any) -> str:
-    text = _ENCODER.encode(value) if _C_ENCODE is None else "".join(_C_ENCODE(value, 0))
+    # Only what orjson refuses comes here (rare), so the public encode is fast enough: rebuilding the
+    # C encoder once per call is a microsecond or two that a usual frame never pays.
+    text = _ENCODER.encode(value)
     if not text.isascii():
         try:
             text.encode("utf-8")

@@ -40,7 +40,8 @@ from ocppgw.mqtt.events import (
 )
 from ocppgw.mqtt.outbox import MID_SPACE_LIMIT, Outbox
 from ocppgw.mqtt.subscriptions import Subscriptions
-from ocppgw.tls.broker import BrokerContext, TlsConfigError, broker_context
+from ocppgw.tls.broker import BrokerContext, broker_context
+from ocppgw.tls.pem import TlsConfigError
 
 
 def _default_client_factory(**kwargs: Any) -> Any:

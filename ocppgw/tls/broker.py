@@ -1,7 +1,8 @@
 """TLS to the MQTT broker: an ``ssl.SSLContext`` from ``[mqtt]``, hostname checked by service-identity.
 
-The files are read once at start-up (``Options.postOptions`` calls ``check_mqtt_tls``), so an
-unreadable file or a wrong key password stops twistd with one line naming the file.
+The files are read at start-up (``ocppgw.tap.Options`` calls ``check_mqtt_tls``), so an
+unreadable file or a wrong key password stops twistd with one line naming the file; they are read
+with the wss listeners' loaders (``ocppgw.tls.pem``), so a mistake reads the same on both sides.
 
 OpenSSL's own hostname check is off (``check_hostname = False``, and paho's fallback
 ``match_hostname`` is off through ``tls_insecure_set(True)``); instead the socket class this
@@ -22,8 +23,8 @@ from cryptography import x509
 from service_identity import CertificateError, VerificationError
 from service_identity.cryptography import verify_certificate_hostname, verify_certificate_ip_address
 
-from ocppgw.config import ConfigError, GatewayConfig, MqttSection
-from ocppgw.tls.listener import TlsConfigError, _load_certificates, _load_key, _public_der
+from ocppgw.config import ConfigError, GatewayConfig, MqttSection, problem_line
+from ocppgw.tls.pem import TlsConfigError, load_certificates, load_key_pair
 
 Refused = Callable[[str], None]
 
@@ -106,7 +107,7 @@ def broker_context(config: MqttSection, on_refused: Refused | None = None) -> Br
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
     if config.cacertfile is not None:
-        _load_certificates(config.cacertfile, "cacertfile")
+        load_certificates(config.cacertfile, "cacertfile")
         try:
             context.load_verify_locations(cafile=str(config.cacertfile))
         except (ssl.SSLError, OSError) as e:
@@ -114,20 +115,8 @@ def broker_context(config: MqttSection, on_refused: Refused | None = None) -> Br
     else:
         context.load_default_certs()
     if config.certfile is not None and config.keyfile is not None:
-        chain = _load_certificates(config.certfile, "certfile")
-        try:
-            key = _load_key(config.keyfile, config.keyfile_password)
-        except TlsConfigError as e:
-            raise TlsConfigError(
-                e.key,
-                e.reason.replace("set password", "set keyfile_password").replace(
-                    "remove password", "remove keyfile_password"
-                ),
-            ) from None
-        if _public_der(key.public_key()) != _public_der(chain[0].public_key()):
-            raise TlsConfigError(
-                "keyfile", f"the key in {config.keyfile} does not match the certificate in {config.certfile}"
-            )
+        # Read and checked first for a reason that names the file; ssl's own errors say less.
+        load_key_pair(config.certfile, config.keyfile, config.keyfile_password, "keyfile_password")
         try:
             context.load_cert_chain(str(config.certfile), str(config.keyfile), config.keyfile_password)
         except (ssl.SSLError, OSError) as e:
@@ -146,4 +135,4 @@ def check_mqtt_tls(config: GatewayConfig) -> None:
     try:
         broker_context(config.mqtt)
     except TlsConfigError as e:
-        raise ConfigError([f"{config.source}: [mqtt] {e.key}: {e.reason}"]) from None
+        raise ConfigError([problem_line(config.source, "mqtt", e.key, e.reason)]) from None

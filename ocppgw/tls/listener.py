@@ -1,21 +1,19 @@
 """TLS for wss listeners: ``CertificateOptions`` from a ``TlsSection``, and the peer's identity.
 
-Files are read once, at start-up (``Options.postOptions`` calls ``check_listeners``), so a
-wrong key password, an unreadable file or a key that does not match its certificate stops
-twistd with one line naming the file.  The key password never appears in a message.
-On SIGHUP they are read again (``reload_listener_options``) and swapped in the listener's
-``ReloadableContextFactory`` for new connections.
+Files are read at start-up (``ocppgw.tap.Options`` calls ``listener_options``), so a wrong key
+password, an unreadable file or a key that does not match its certificate stops twistd with one
+line naming the file; the key password never appears in it.  On SIGHUP they are read again
+(``reload_listener_options``) and swapped in the listener's ``ReloadableContextFactory`` for new
+connections.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.internet.ssl import (
     AcceptableCiphers,
@@ -26,8 +24,9 @@ from twisted.internet.ssl import (
 )
 from zope.interface import implementer
 
-from ocppgw.config import ConfigError, GatewayConfig, ListenerSection, TlsSection
+from ocppgw.config import ConfigError, GatewayConfig, ListenerSection, TlsSection, problem_line
 from ocppgw.core.ports import PeerIdentity
+from ocppgw.tls.pem import TlsConfigError, load_certificates, load_key_pair
 
 _TWISTED_VERSIONS = {
     "tlsv1": TLSVersion.TLSv1_0,
@@ -38,101 +37,72 @@ _TWISTED_VERSIONS = {
 _LEGACY_VERSIONS = frozenset({"tlsv1", "tlsv1.1"})
 
 
-class TlsConfigError(Exception):
-    """A TLS file or setting cannot be used; ``key`` is the config key it belongs to."""
+class ListenerCertificateOptions(CertificateOptions):
+    """``CertificateOptions`` plus two settings Twisted's arguments cannot express.
 
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(reason)
-        self.key = key
-        self.reason = reason
-
-
-class _ListenerCertificateOptions(CertificateOptions):
-    """``CertificateOptions`` that may accept a client without a certificate while still verifying one.
-
-    Twisted's ``trustRoot`` always sets ``requireCertificate``; ``fail_if_no_peer_cert = false``
-    needs VERIFY_PEER without VERIFY_FAIL_IF_NO_PEER_CERT, so the flag is set back afterwards
-    (``_makeContext`` reads it when the context is built).  With TLS 1.1 or 1.0 listed, OpenSSL 3
-    needs security level 0 to negotiate them at all.
+    ``fail_if_no_peer_cert = false``: Twisted's ``trustRoot`` always asks OpenSSL to refuse a client
+    without a certificate; such a client is to be let in (and still verified when it sends one).
+    TLS 1.1 or 1.0 listed: OpenSSL 3 negotiates them only at security level 0, which it takes in the
+    cipher list (``@SECLEVEL=0``).  Both are applied to the context Twisted builds, through
+    pyOpenSSL's public ``Context`` API, before any connection uses it (pyOpenSSL refuses changes
+    after that).
     """
 
-    def __init__(self, *, require_certificate: bool, legacy_versions: bool, **kwargs: Any) -> None:
+    def __init__(self, *, require_certificate: bool, cipher_list: bytes | None, **kwargs: Any) -> None:
+        """``cipher_list``: the list to set instead of Twisted's, or None to keep Twisted's."""
         super().__init__(**kwargs)
-        if self.trustRoot is not None:
-            self.requireCertificate = require_certificate
-        if legacy_versions:
-            self._cipherString += ":@SECLEVEL=0"
+        self.require_certificate = require_certificate
+        self.cipher_list = cipher_list
+        self._adjusted: SSL.Context | None = None
+
+    def getContext(self) -> SSL.Context:
+        """Twisted's context (built once and cached by Twisted), adjusted the first time it is seen."""
+        context = super().getContext()
+        if context is not self._adjusted:
+            if not self.require_certificate:
+                context.set_verify(context.get_verify_mode() & ~SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
+            if self.cipher_list is not None:
+                context.set_cipher_list(self.cipher_list)
+            self._adjusted = context
+        return context
 
 
-def _read(path: Path, key: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise TlsConfigError(key, f"cannot read {path}: {e.strerror or e}") from None
+def _cipher_list_at_level_zero(**kwargs: Any) -> bytes:
+    """The cipher list Twisted sets for these cipher and version arguments, with ``@SECLEVEL=0`` added.
+
+    Read back from a context Twisted builds for them (on a throwaway connection, which freezes it).
+    """
+    probe = SSL.Connection(CertificateOptions(**kwargs).getContext(), None)
+    return ":".join([*probe.get_cipher_list(), "@SECLEVEL=0"]).encode("ascii")
 
 
-def _load_certificates(path: Path, key: str) -> list[x509.Certificate]:
-    data = _read(path, key)
-    try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        certificates = []
-    if not certificates:
-        raise TlsConfigError(key, f"no PEM certificate in {path}")
-    return certificates
-
-
-def _load_key(path: Path, password: str | None) -> PrivateKeyTypes:
-    data = _read(path, "keyfile")
-    secret = password.encode("utf-8") if password else None
-    try:
-        return serialization.load_pem_private_key(data, password=secret)
-    except TypeError:  # encrypted without a password, or a password for a plain key
-        if secret is None:
-            raise TlsConfigError("keyfile", f"{path} is encrypted: set password") from None
-        raise TlsConfigError("keyfile", f"{path} is not encrypted: remove password") from None
-    except ValueError:
-        if secret is not None and b"ENCRYPTED" in data:
-            raise TlsConfigError("keyfile", f"cannot decrypt {path}: wrong password") from None
-        raise TlsConfigError("keyfile", f"no usable PEM private key in {path}") from None
-    except Exception as e:  # an unsupported key type, for example
-        raise TlsConfigError(
-            "keyfile", f"cannot load the private key in {path}: {type(e).__name__}"
-        ) from None
-
-
-def _public_der(key: Any) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def certificate_options(tls: TlsSection) -> CertificateOptions:
+def certificate_options(tls: TlsSection) -> ListenerCertificateOptions:
     """The server ``CertificateOptions`` for one wss listener; ``TlsConfigError`` names what is wrong."""
-    chain = _load_certificates(tls.certfile, "certfile")
-    key = _load_key(tls.keyfile, tls.password)
-    if _public_der(key.public_key()) != _public_der(chain[0].public_key()):
-        raise TlsConfigError(
-            "keyfile", f"the key in {tls.keyfile} does not match the certificate in {tls.certfile}"
-        )
-    kwargs: dict[str, Any] = {
-        "privateKey": key,
-        "certificate": chain[0],
-        "extraCertChain": chain[1:],
-        "verifyDepth": tls.depth,
+    pair = load_key_pair(tls.certfile, tls.keyfile, tls.password)
+    negotiation: dict[str, Any] = {  # what decides the cipher list
         "insecurelyLowerMinimumTo": _TWISTED_VERSIONS[tls.versions[-1]],
         "lowerMaximumSecurityTo": _TWISTED_VERSIONS[tls.versions[0]],
     }
     if tls.ciphers is not None:
-        kwargs["acceptableCiphers"] = AcceptableCiphers.fromOpenSSLCipherString(tls.ciphers)
+        negotiation["acceptableCiphers"] = AcceptableCiphers.fromOpenSSLCipherString(tls.ciphers)
+    kwargs: dict[str, Any] = {
+        "privateKey": pair.key,
+        "certificate": pair.chain[0],
+        "extraCertChain": pair.chain[1:],
+        "verifyDepth": tls.depth,
+        **negotiation,
+    }
     if tls.verify == "verify_peer":
         assert tls.cacertfile is not None  # checked by the config reader
-        authorities = _load_certificates(tls.cacertfile, "cacertfile")
+        authorities = load_certificates(tls.cacertfile, "cacertfile")
         kwargs["trustRoot"] = trustRootFromCertificates(
             [Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in authorities]
         )
+    legacy = bool(_LEGACY_VERSIONS.intersection(tls.versions))
     try:
-        options = _ListenerCertificateOptions(
+        options = ListenerCertificateOptions(
             require_certificate=tls.fail_if_no_peer_cert,
-            legacy_versions=bool(_LEGACY_VERSIONS.intersection(tls.versions)),
+            cipher_list=_cipher_list_at_level_zero(**negotiation) if legacy else None,
             **kwargs,
         )
     except ValueError as e:
@@ -146,12 +116,16 @@ def certificate_options(tls: TlsSection) -> CertificateOptions:
     return options
 
 
-def listener_options(config: GatewayConfig) -> dict[str, CertificateOptions]:
+def _problem(config: GatewayConfig, listener: ListenerSection, key: str, reason: str) -> str:
+    return problem_line(config.source, f"listeners.{listener.kind}.{listener.name}", key, reason)
+
+
+def listener_options(config: GatewayConfig) -> dict[str, ListenerCertificateOptions]:
     """``CertificateOptions`` per wss listener, keyed ``wss.<name>``.
 
     Raises ``ConfigError`` with one line per listener, ``<source>: [listeners.wss.<name>] <key>: <reason>``.
     """
-    built: dict[str, CertificateOptions] = {}
+    built: dict[str, ListenerCertificateOptions] = {}
     problems: list[str] = []
     for listener in config.listeners:
         if listener.tls is None:
@@ -159,14 +133,10 @@ def listener_options(config: GatewayConfig) -> dict[str, CertificateOptions]:
         try:
             built[f"{listener.kind}.{listener.name}"] = certificate_options(listener.tls)
         except TlsConfigError as e:
-            problems.append(f"{config.source}: [{_section(listener)}] {e.key}: {e.reason}")
+            problems.append(_problem(config, listener, e.key, e.reason))
     if problems:
         raise ConfigError(problems)
     return built
-
-
-def _section(listener: ListenerSection) -> str:
-    return f"listeners.{listener.kind}.{listener.name}"
 
 
 def peer_identity(transport: Any) -> PeerIdentity | None:
@@ -209,7 +179,7 @@ class ReloadableContextFactory:
     def __init__(self, options: CertificateOptions) -> None:
         self.options = options
 
-    def getContext(self) -> Any:
+    def getContext(self) -> SSL.Context:
         return self.options.getContext()
 
 
@@ -228,9 +198,7 @@ def reload_listener_options(
         try:
             options = certificate_options(listener.tls)
         except TlsConfigError as e:
-            problems.append(
-                f"{config.source}: [{_section(listener)}] {e.key}: {e.reason}; kept the previous certificate"
-            )
+            problems.append(_problem(config, listener, e.key, f"{e.reason}; kept the previous certificate"))
             continue
         factories[name].options = options
     return problems

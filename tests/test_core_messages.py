@@ -883,6 +883,19 @@ class FastJsonTests(SynchronousTestCase):
             with self.subTest(value=value):
                 self.assertEqual(messages._dumps(value), messages._std_dumps(value))
 
+    def test_what_orjson_refuses_is_json_dumps_text(self) -> None:
+        """The fallback writes json.dumps's compact text (non-ASCII as is; a lone surrogate escaped)."""
+        compact = {"separators": (",", ":")}
+        cases: list[tuple[Any, str]] = [
+            ([2**64, "é"], json.dumps([2**64, "é"], ensure_ascii=False, **compact)),
+            ({"big": -(2**63) - 1, "n": [1.5, None]}, '{"big":-9223372036854775809,"n":[1.5,null]}'),
+            ({"a": "\ud800é"}, json.dumps({"a": "\ud800é"}, **compact)),
+        ]
+        for value, text in cases:
+            with self.subTest(value=value):
+                self.assertRaises(TypeError, messages.orjson.dumps, value)
+                self.assertEqual(messages._dumps(value), text)
+
     def test_numbers_round_trip(self) -> None:
         """orjson may spell an exponent differently (1e-7, not 1e-07): the value is the same."""
         value = [1e-7, 1e16, 123.456e-300, 5e-324, 1.7976931348623157e308]

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
 from ocppgw.auth import AllowAll
-from ocppgw.config import GatewayConfig
+from ocppgw.config import GatewayConfig, problem_line
 from ocppgw.core.ports import IAuthenticator, IBrokerLink
 from ocppgw.core.router import Router, node_will
 from ocppgw.core.schemas import SchemaRegistry
@@ -128,7 +128,8 @@ class GatewayService(MultiService):
         old ones and logs one line naming the file; returns those lines.
         """
         problems = reload_listener_options(self.config, self.tls_contexts)
-        problems.extend(f"{self.config.source}: {line}" for line in self.link.reload_tls())
+        source = self.config.source
+        problems.extend(problem_line(source, "mqtt", key, reason) for key, reason in self.link.reload_tls())
         for line in problems:
             self._log.error("certificate reload failed: {problem}", problem=line)
         names = sorted(self.tls_contexts) + (["mqtt"] if self.config.mqtt.tls else [])

@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from ocppgw.config import ConfigError, load_config
+from ocppgw.config import ConfigError, load_config, problem_line
 from ocppgw.core.schemas import SchemaLoadError, SchemaRegistry, shipped_schema_dir
 from ocppgw.service import GatewayService, StartupError
 from ocppgw.tls.broker import check_mqtt_tls
@@ -38,12 +38,13 @@ class Options(usage.Options):
         self.schemas = None
         if gateway.message_format_checking != "disable":
             directory = gateway.json_schema_dir or shipped_schema_dir()
+            source = self.gateway_config.source
             try:
                 self.schemas = SchemaRegistry.load(directory, gateway.json_schema_id_prefix)
             except SchemaLoadError as e:
-                _fail([f"{self['config']}: [gateway] json_schema_dir: {e}"])
+                _fail([problem_line(source, "gateway", "json_schema_dir", str(e))])
             if not len(self.schemas):
-                _fail([f"{self['config']}: [gateway] json_schema_dir: no schema files in {directory}"])
+                _fail([problem_line(source, "gateway", "json_schema_dir", f"no schema files in {directory}")])
 
 
 def startup_errors_without_traceback(previous: Callable[..., Any]) -> Callable[..., Any]:

@@ -55,7 +55,7 @@ class FakeMqttLink:
         self.unsubscribe_calls: list[str] = []
         self.observers: list[ConnectionObserver] = []
         self.tls_reloads = 0
-        self.tls_problems: list[str] = []  # what reload_tls answers
+        self.tls_problems: list[tuple[str, str]] = []  # what reload_tls answers
 
     # -- IBrokerLink -------------------------------------------------------
 
@@ -93,7 +93,7 @@ class FakeMqttLink:
     def add_connection_observer(self, observer: ConnectionObserver) -> None:
         self.observers.append(observer)
 
-    def reload_tls(self) -> list[str]:
+    def reload_tls(self) -> list[tuple[str, str]]:
         self.tls_reloads += 1
         return list(self.tls_problems)
 

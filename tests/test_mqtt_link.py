@@ -152,7 +152,7 @@ class StartTests(_LinkTestCase):
         pki.ca_cert.write_text("not a certificate\n")
         self.assertEqual(
             self.link.reload_tls(),
-            [f"[mqtt] cacertfile: no PEM certificate in {pki.ca_cert}; kept the previous files"],
+            [("cacertfile", f"no PEM certificate in {pki.ca_cert}; kept the previous files")],
         )
         self.assertIs(context._current, reloaded)
 

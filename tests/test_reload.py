@@ -156,7 +156,7 @@ class MqttReloadTests(SynchronousTestCase):
 
     def test_link_problem_reported_with_the_source(self) -> None:
         """The link's line, prefixed with the config file, is returned and logged."""
-        self.link.tls_problems = ["[mqtt] cacertfile: no PEM certificate in ca.pem; kept the previous files"]
+        self.link.tls_problems = [("cacertfile", "no PEM certificate in ca.pem; kept the previous files")]
         expected = "gw.ini: [mqtt] cacertfile: no PEM certificate in ca.pem; kept the previous files"
         self.assertEqual(self.service.reload_certificates(), [expected])
         self.assertEqual([e["problem"] for e in self.events if "problem" in e], [expected])

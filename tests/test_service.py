@@ -56,7 +56,7 @@ class FakeLink:
     def add_connection_observer(self, observer: Any) -> None:
         self.observers.append(observer)
 
-    def reload_tls(self) -> list[str]:
+    def reload_tls(self) -> list[tuple[str, str]]:
         return []
 
 

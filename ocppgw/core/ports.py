@@ -50,9 +50,9 @@ class IBrokerLink(zope.interface.Interface):
         """Call ``observer(True)`` on each connect and ``observer(False)`` on each disconnect, in the
         reactor thread."""
 
-    def reload_tls() -> list[str]:
+    def reload_tls() -> list[tuple[str, str]]:
         """Re-read the ``[mqtt]`` TLS files for the next connection to the broker (the live one is kept);
-        returns one line per problem (``[mqtt] <key>: <reason>``), and then keeps the files it had."""
+        returns ``(key, reason)`` per problem, and then keeps the files it had."""
 
 
 @dataclass(frozen=True)

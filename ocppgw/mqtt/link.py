@@ -371,12 +371,12 @@ class PahoLink:
 
     # -- TLS files -----------------------------------------------------------
 
-    def reload_tls(self) -> list[str]:
+    def reload_tls(self) -> list[tuple[str, str]]:
         context = self._tls_context
         if context is None:
             return []
         try:
             context.reload(self._config)
         except TlsConfigError as e:
-            return [f"[mqtt] {e.key}: {e.reason}; kept the previous files"]
+            return [(e.key, f"{e.reason}; kept the previous files")]
         return []

@@ -219,15 +219,9 @@ class IniReader:
             if option is None:
                 self.problem(section, key, "unknown option")
                 continue
-            found.written.add((section, key))
-            value = self.expand(section, key, raw, option)
-            if value is None:
-                continue
-            found.texts[section, key] = value
-            try:
-                result[key] = option.convert(value)
-            except v.Invalid as e:
-                self.problem(section, key, str(e))
+            ok, value = self.read_key(section, key, raw, option, found)
+            if ok:
+                result[key] = value
         for key, option in options.items():
             if option.required is not None and (section, key) not in found.written:
                 self.problem(section, key, f"missing, {option.required}")
@@ -243,15 +237,25 @@ class IniReader:
             if not _ACTION.fullmatch(key):
                 self.problem(OVERRIDE_SECTION, key, "not an action name")
                 continue
-            found.written.add((OVERRIDE_SECTION, key))
-            value = self.expand(OVERRIDE_SECTION, key, raw, option)
-            if value is None:
-                continue
-            try:
-                overrides[key] = option.convert(value)
-            except v.Invalid as e:
-                self.problem(OVERRIDE_SECTION, key, str(e))
+            ok, value = self.read_key(OVERRIDE_SECTION, key, raw, option, found)
+            if ok:
+                overrides[key] = value
         return overrides
+
+    def read_key(
+        self, section: str, key: str, raw: str, option: Option, found: IniValues
+    ) -> tuple[bool, Any]:
+        """Whether the whitelisted ``key`` is valid, and its converted value; problems recorded."""
+        found.written.add((section, key))
+        value = self.expand(section, key, raw, option)
+        if value is None:
+            return False, None
+        found.texts[section, key] = value
+        try:
+            return True, option.convert(value)
+        except v.Invalid as e:
+            self.problem(section, key, str(e))
+            return False, None
 
     # -- ${NAME} --------------------------------------------------------------
 

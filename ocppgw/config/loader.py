@@ -14,26 +14,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ocppgw.config import sections
 from ocppgw.config import values as v
 from ocppgw.config.errors import ConfigError, problem_line
 from ocppgw.config.ini import IniReader, IniValues, whitelist
-from ocppgw.config.sections import (
-    IGNORED_LISTENER_OPTIONS,
-    DnstreamSection,
-    GatewayConfig,
-    GatewaySection,
-    ListenerSection,
-    MqttSection,
-    PresenceSection,
-    TlsSection,
-    UpstreamSection,
-)
 
-_TLS_KEYS = tuple(item.name for item in fields(TlsSection))  # the TLS keys of a wss listener
-_FIELDS = frozenset(item.name for item in fields(ListenerSection))
+_TLS_KEYS = tuple(item.name for item in fields(sections.TlsSection))  # the TLS keys of a wss listener
+_FIELDS = frozenset(item.name for item in fields(sections.ListenerSection))
 
 
-def load_config(path: str | Path) -> GatewayConfig:
+def load_config(path: str | Path) -> sections.GatewayConfig:
     """Read and check the INI file at ``path``; relative paths in it are taken from its directory."""
     source = str(path)
     try:
@@ -54,7 +44,7 @@ def config_from_string(
     source: str = "gw.ini",
     base_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
-) -> GatewayConfig:
+) -> sections.GatewayConfig:
     """Check INI ``text`` and build the config, or raise ``ConfigError`` listing every problem.
 
     ``source`` starts every problem line; relative paths are resolved against
@@ -89,13 +79,13 @@ class _Builder:
         """Whether the file sets ``key`` in ``section``, valid or not."""
         return (section, key) in self.found.written
 
-    def build(self) -> GatewayConfig | None:
+    def build(self) -> sections.GatewayConfig | None:
         """The config, or None when there is any problem."""
-        sections = self.found.sections
-        gateway_values = sections.get("gateway", {})
+        found = self.found.sections
+        gateway_values = found.get("gateway", {})
         if not gateway_values.get("node_name"):
             gateway_values["node_name"] = socket.gethostname()
-        mqtt_values = sections.get("mqtt", {})
+        mqtt_values = found.get("mqtt", {})
         if not mqtt_values.get("client_id"):
             mqtt_values["client_id"] = f"ocppgw-{gateway_values['node_name']}"
         self.check_reconnect_delays(mqtt_values)
@@ -103,15 +93,15 @@ class _Builder:
         listeners = self.build_listeners()
         if self.problems:
             return None
-        return GatewayConfig(
-            gateway=GatewaySection(**gateway_values),
-            upstream=UpstreamSection(
-                **sections.get("upstream", {}),
+        return sections.GatewayConfig(
+            gateway=sections.GatewaySection(**gateway_values),
+            upstream=sections.UpstreamSection(
+                **found.get("upstream", {}),
                 topic_override_mapping=MappingProxyType(self.found.overrides),
             ),
-            dnstream=DnstreamSection(**sections.get("dnstream", {})),
-            mqtt=MqttSection(**mqtt_values),
-            presence=PresenceSection(**sections.get("presence", {})),
+            dnstream=sections.DnstreamSection(**found.get("dnstream", {})),
+            mqtt=sections.MqttSection(**mqtt_values),
+            presence=sections.PresenceSection(**found.get("presence", {})),
             listeners=listeners,
             source=self.source,
         )
@@ -124,8 +114,8 @@ class _Builder:
 
     def check_reconnect_delays(self, values: dict[str, Any]) -> None:
         """``[mqtt]`` reconnect_delay_min is not above reconnect_delay_max, given or default."""
-        low = values.get("reconnect_delay_min", MqttSection.reconnect_delay_min)
-        high = values.get("reconnect_delay_max", MqttSection.reconnect_delay_max)
+        low = values.get("reconnect_delay_min", sections.MqttSection.reconnect_delay_min)
+        high = values.get("reconnect_delay_max", sections.MqttSection.reconnect_delay_max)
         for key in ("reconnect_delay_min", "reconnect_delay_max"):
             if self.written("mqtt", key) and key not in values:
                 return  # already reported
@@ -138,7 +128,7 @@ class _Builder:
                 + (v.got(given) if given is not None else f"got the default {v.seconds(high)}"),
             )
 
-    def build_tls(self, section: str, values: dict[str, Any]) -> TlsSection | None:
+    def build_tls(self, section: str, values: dict[str, Any]) -> sections.TlsSection | None:
         """The ``TlsSection`` of a wss section's TLS keys, taken out of ``values``; None after a problem."""
         tls = {key: values.pop(key) for key in list(values) if key in _TLS_KEYS}
         ok = True
@@ -149,14 +139,14 @@ class _Builder:
                     self.problem(section, key, "missing, expected the path of a PEM file")
         if any(self.written(section, key) and key not in tls for key in _TLS_KEYS):
             ok = False  # already reported
-        verify = tls.get("verify", TlsSection.verify)
+        verify = tls.get("verify", sections.TlsSection.verify)
         if verify == "verify_peer" and tls.get("cacertfile") is None:
             ok = False
             self.problem(
                 section, "cacertfile", "missing, verify_peer needs the CA file that signs client certificates"
             )
         if (
-            tls.get("client_cert_identity", TlsSection.client_cert_identity) != "none"
+            tls.get("client_cert_identity", sections.TlsSection.client_cert_identity) != "none"
             and verify != "verify_peer"
         ):
             ok = False
@@ -172,12 +162,12 @@ class _Builder:
             return None
         if tls.get("cacertfile") is None:
             tls.pop("cacertfile", None)
-        return TlsSection(**tls)
+        return sections.TlsSection(**tls)
 
-    def build_listeners(self) -> tuple[ListenerSection, ...]:
+    def build_listeners(self) -> tuple[sections.ListenerSection, ...]:
         """One ``ListenerSection`` per listener section; two may not bind the same address."""
-        built: list[ListenerSection] = []
-        taken: dict[tuple[str, int], ListenerSection] = {}
+        built: list[sections.ListenerSection] = []
+        taken: dict[tuple[str, int], sections.ListenerSection] = {}
         for section, kind, name, values in self.found.listeners:
             if kind == "wss":
                 values["tls"] = self.build_tls(section, values)
@@ -187,7 +177,7 @@ class _Builder:
                 continue
             host, port = values.pop("bind")
             values["ignored_options"] = _ignored_options(values)
-            listener = ListenerSection(kind=kind, name=name, host=host, port=port, **values)
+            listener = sections.ListenerSection(kind=kind, name=name, host=host, port=port, **values)
             if port != 0:
                 address = (v.normal_host(host), port)
                 if address in taken:
@@ -206,7 +196,7 @@ def _ignored_options(values: dict[str, Any]) -> tuple[str, ...]:
     ``reuseaddr = true`` is what Twisted does anyway, so only ``reuseaddr = false`` counts.
     """
     ignored = []
-    for key in IGNORED_LISTENER_OPTIONS:
+    for key in sections.IGNORED_LISTENER_OPTIONS:
         if key in _FIELDS:
             if values.get(key) is False:
                 ignored.append(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
 import operator
 import os
@@ -14,6 +15,8 @@ from types import MappingProxyType
 from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.config import (
+    IGNORED_LISTENER_OPTIONS,
+    TLS_VERSIONS,
     ConfigError,
     DnstreamSection,
     GatewayConfig,
@@ -26,6 +29,7 @@ from ocppgw.config import (
     load_config,
     parse_bind,
     parse_duration,
+    problem_line,
 )
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "gw.ini"
@@ -979,3 +983,109 @@ class FuzzTests(SynchronousTestCase):
             self.check("\n".join(mutated))
         self.assertGreater(self.outcomes["loaded"], 20)
         self.assertGreater(self.outcomes["refused"], 20)
+
+
+class IniSyntaxTests(SynchronousTestCase):
+    """Duplicates and text before any header are found in one scan; configparser reads the file once."""
+
+    def test_one_parse(self) -> None:
+        """However many duplicates, configparser reads the text once and every one is reported."""
+        calls: list[str] = []
+        read_string = configparser.ConfigParser.read_string
+
+        def counting(parser: configparser.ConfigParser, text: str, source: str = "<string>") -> None:
+            calls.append(text)
+            read_string(parser, text, source)
+
+        self.patch(configparser.ConfigParser, "read_string", counting)
+        text = "".join(f"[mqtt]\nport = {n}\nport = {n}\n" for n in range(1, 6)) + LISTENER
+        problems = problems_of(self, text)
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(len(problems), 5 + 4)
+        self.assertEqual(problems[:3], [
+            "gw.ini: [mqtt] port: duplicate option (line 3)",
+            "gw.ini: [mqtt]: duplicate section (line 4)",
+            "gw.ini: [mqtt] port: duplicate option (line 6)",
+        ])  # fmt: skip
+
+    def test_duplicate_key_in_duplicate_section(self) -> None:
+        """A duplicate key inside a repeated section is named by the section as written."""
+        problems = problems_of(self, "[mqtt]\n[mqtt]\nport = 1\nport = 2\n" + LISTENER)
+        self.assertEqual(
+            problems,
+            ["gw.ini: [mqtt]: duplicate section (line 2)", "gw.ini: [mqtt] port: duplicate option (line 4)"],
+        )
+
+    def test_indented_lines_continue(self) -> None:
+        """A deeper indented line continues the value above it, even when it looks like a header or key."""
+        problems = problems_of(self, "[mqtt]\nhost = a\n  [mqtt]\n  host = b\nhost = c\n" + LISTENER)
+        self.assertEqual(
+            problems,
+            [
+                "gw.ini: [mqtt] host: duplicate option (line 5)",
+                "gw.ini: [mqtt] host: expected one line; an indented line continues the value above it",
+            ],
+        )
+
+    def test_set_aside_key_keeps_its_lines(self) -> None:
+        """Lines continuing a duplicate key go with it, not with the first key, which stays one line."""
+        problems = problems_of(self, "[mqtt]\nhost = a\nhost = b\n  more\nport = x\n" + LISTENER)
+        self.assertEqual(
+            problems,
+            [
+                "gw.ini: [mqtt] host: duplicate option (line 3)",
+                "gw.ini: [mqtt] port: expected an integer, got 'x'",
+            ],
+        )
+
+    def test_text_before_first_header(self) -> None:
+        """Each line before the first header is reported; comments and blank lines are not."""
+        problems = problems_of(self, "; c\nport = 1\n\n  # c\nhost\n[mqtt]\nport = 2\n" + LISTENER)
+        self.assertEqual(
+            problems,
+            [
+                "gw.ini: line 2: text before the first [section] header",
+                "gw.ini: line 5: text before the first [section] header",
+            ],
+        )
+
+    def test_comments_found_as_configparser_finds_them(self) -> None:
+        """configparser pairs the n-th ``;`` with the n-th ``#``; the scan agrees on what a header is."""
+        problems = problems_of(self, "[s]\n[s]a#b# #c];x ;e\n" + LISTENER)
+        self.assertEqual(problems, ["gw.ini: [s]: unknown section", "gw.ini: [s]a#b# #c]: unknown section"])
+
+
+class ListenerSectionTests(SynchronousTestCase):
+    def test_label_and_section(self) -> None:
+        """``label`` is ``kind.name``, ``section`` the gw.ini section it came from."""
+        ws, wss = config_from_string(
+            "[listeners.ws.default]\nbind = 1\n[listeners.wss.tls-1]\nbind = 2\n"
+            "certfile = c.pem\nkeyfile = k.pem\n",
+            environ={},
+        ).listeners
+        self.assertEqual((ws.label, ws.section), ("ws.default", "listeners.ws.default"))
+        self.assertEqual((wss.label, wss.section), ("wss.tls-1", "listeners.wss.tls-1"))
+
+    def test_bind_conflict_names_section(self) -> None:
+        """The conflict line names the other listener by its section."""
+        problems = problems_of(
+            self, "[listeners.wss.a]\nbind = 1\ncertfile = c\nkeyfile = k\n[listeners.ws.b]\nbind = 1\n"
+        )
+        self.assertEqual(
+            problems, ["gw.ini: [listeners.ws.b] bind: 0.0.0.0:1 is already used by [listeners.wss.a]"]
+        )
+
+    def test_reuseaddr_false_ignored(self) -> None:
+        """``reuseaddr = false`` changes nothing in Twisted, so it is listed as ignored; true is not."""
+        self.assertIn("reuseaddr", IGNORED_LISTENER_OPTIONS)
+        text = "[listeners.ws.a]\nbind = 1\nreuseaddr = {}\nbuffer = 4\n"
+        off = config_from_string(text.format("false"), environ={}).listeners[0]
+        on = config_from_string(text.format("true"), environ={}).listeners[0]
+        self.assertEqual((off.reuseaddr, off.ignored_options), (False, ("buffer", "reuseaddr")))
+        self.assertEqual((on.reuseaddr, on.ignored_options), (True, ("buffer",)))
+
+    def test_public_names(self) -> None:
+        """The names other modules import stay importable from ocppgw.config."""
+        self.assertEqual(TLS_VERSIONS[0], "tlsv1.3")
+        self.assertEqual(problem_line("gw.ini", "mqtt", "port", "bad"), "gw.ini: [mqtt] port: bad")
+        self.assertEqual(problem_line("gw.ini", "weird", None, "unknown"), "gw.ini: [weird]: unknown")

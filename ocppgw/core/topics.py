@@ -1,4 +1,8 @@
-"""MQTT topic templates and the charge point ids that may be put into them."""
+"""MQTT topic templates and the charge point ids that may be put into them.
+
+The rules live here, once: which template variables exist, what makes a template valid
+(checked by ``ocppgw.config`` at load time), how a template is rendered (per charge point).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,101 @@ import unicodedata
 from dataclasses import dataclass
 
 MAX_CID_BYTES = 256
+MAX_TOPIC_BYTES = 65535  # the MQTT limit on a topic name or filter
 
-_VARIABLE = re.compile(r"\$\{(cid|clientid|node)\}")
+CID_VARIABLES = frozenset({"cid", "clientid"})  # filled in per charge point
+NODE_VARIABLES = frozenset({"node"})  # filled in with the node name ([presence] node_topic only)
+REFERENCE = re.compile(r"\$\{([^{}]*)\}")  # any ${...}: a variable here, or an environment variable in gw.ini
+
+_VARIABLE = re.compile(r"\$\{(" + "|".join(sorted(CID_VARIABLES | NODE_VARIABLES)) + r")\}")
 
 
 def render(template: str, cid: str = "", node: str = "") -> str:
     """Fill ``${cid}`` (alias ``${clientid}``) and ``${node}`` into a template."""
     if "${" not in template:
         return template
-    return _VARIABLE.sub(lambda m: node if m.group(1) == "node" else cid, template)
+    return _VARIABLE.sub(lambda m: node if m.group(1) in NODE_VARIABLES else cid, template)
+
+
+def has_cid(template: str) -> bool:
+    """Whether ``template`` names a topic per charge point: it holds ``${cid}`` or ``${clientid}``."""
+    return any(f"${{{name}}}" in template for name in CID_VARIABLES)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateProblem:
+    """Why a template cannot be used; ``quote`` says whether a message should show the template."""
+
+    reason: str
+    quote: bool = True
+
+
+class _Unfillable(Exception):
+    """A template holds a variable that is unknown here, or a broken ``${``."""
+
+    def __init__(self, problem: TemplateProblem) -> None:
+        super().__init__(problem.reason)
+        self.problem = problem
+
+
+def _fill(template: str, variables: frozenset[str]) -> str:
+    """``template`` with each of ``variables`` replaced by a stand-in level, so its topic can be checked."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match[1] in variables:
+            return "x"
+        raise _Unfillable(TemplateProblem(f"unknown template variable {match[0]}", quote=False))
+
+    filled = REFERENCE.sub(replace, template)
+    if "${" in filled:
+        raise _Unfillable(TemplateProblem("malformed template variable"))
+    return filled
+
+
+def template_problem(
+    template: str,
+    variables: frozenset[str] = frozenset(),
+    *,
+    is_filter: bool = False,
+    needs_cid: bool = False,
+) -> TemplateProblem | None:
+    """Why ``template`` cannot name a topic (a filter with ``is_filter``) once ``variables`` are in.
+
+    ``needs_cid``: the template must differ per charge point. None when the template is valid.
+    """
+    if not template:
+        return TemplateProblem("must not be empty", quote=False)
+    try:
+        filled = _fill(template, variables)
+    except _Unfillable as e:
+        return e.problem
+    if "\x00" in filled:
+        return TemplateProblem("must not contain a NUL character")
+    if len(filled.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:
+        return TemplateProblem(f"is longer than the {MAX_TOPIC_BYTES} bytes MQTT allows", quote=False)
+    if is_filter:
+        if filter_problem(filled) is not None:
+            return TemplateProblem(
+                "expected an MQTT topic filter where + is a whole level and # only the whole last level"
+            )
+    elif is_wildcard(filled):
+        return TemplateProblem("must not contain the MQTT wildcards + or #")
+    if needs_cid and not has_cid(template):
+        return TemplateProblem("must contain ${cid}")
+    return None
+
+
+def mountpoint_problem(mountpoint: str) -> TemplateProblem | None:
+    """Why ``mountpoint`` cannot prefix topics, or None; it may be empty or hold ``${cid}``, not wildcards."""
+    try:
+        filled = _fill(mountpoint, CID_VARIABLES)
+    except _Unfillable as e:
+        return e.problem
+    if is_wildcard(filled):
+        return TemplateProblem("must not contain the MQTT wildcards + or #")
+    if "\x00" in filled:
+        return TemplateProblem("must not contain a NUL character")
+    return None
 
 
 def cid_problem(cid: str) -> str | None:
@@ -38,8 +128,8 @@ def topic_problem(topic: str) -> str | None:
         return "MQTT topic must not be empty"
     if "+" in topic or "#" in topic:
         return f"MQTT topic must not contain wildcards, got {topic!r}"
-    if len(topic.encode("utf-8")) > 65535:
-        return "MQTT topic is longer than 65535 bytes"
+    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+        return f"MQTT topic is longer than {MAX_TOPIC_BYTES} bytes"
     return None
 
 

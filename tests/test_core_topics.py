@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import sys
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ocppgw.core.topics import MAX_CID_BYTES, TopicPlan, cid_problem, render
+from ocppgw.core import topics
+from ocppgw.core.topics import (
+    CID_VARIABLES,
+    MAX_CID_BYTES,
+    NODE_VARIABLES,
+    TemplateProblem,
+    TopicPlan,
+    cid_problem,
+    has_cid,
+    mountpoint_problem,
+    render,
+    template_problem,
+)
 
 
 class RenderTests(SynchronousTestCase):
@@ -126,3 +141,82 @@ class TopicPlanTests(SynchronousTestCase):
         """A plan cannot be changed once rendered."""
         plan = self.plan()
         self.assertRaises(dataclasses.FrozenInstanceError, setattr, plan, "call", "x")
+
+
+class TemplateRuleTests(SynchronousTestCase):
+    """template_problem(), mountpoint_problem() and has_cid(): the rules config checks templates by."""
+
+    def test_variables(self) -> None:
+        """``${cid}`` and ``${clientid}`` per charge point, ``${node}`` per node; render knows all three."""
+        self.assertEqual(CID_VARIABLES, {"cid", "clientid"})
+        self.assertEqual(NODE_VARIABLES, {"node"})
+        for name in CID_VARIABLES:
+            self.assertEqual(render(f"a/${{{name}}}", "CP1", "n1"), "a/CP1")
+        for name in NODE_VARIABLES:
+            self.assertEqual(render(f"a/${{{name}}}", "CP1", "n1"), "a/n1")
+
+    def test_has_cid(self) -> None:
+        """Either spelling of the charge point variable; ``${node}`` and lookalikes do not count."""
+        self.assertTrue(has_cid("cp/${cid}"))
+        self.assertTrue(has_cid("${clientid}/x"))
+        for template in ("cp/all", "g/${node}", "$cid", "${CID}", "{cid}"):
+            self.assertFalse(has_cid(template), template)
+
+    def test_valid_templates(self) -> None:
+        """Valid templates have no problem."""
+        self.assertIsNone(template_problem("cp/${cid}", CID_VARIABLES, needs_cid=True))
+        self.assertIsNone(template_problem("g/${node}/Presence", NODE_VARIABLES))
+        self.assertIsNone(template_problem("cs/+/${cid}/#", CID_VARIABLES, is_filter=True))
+        self.assertIsNone(template_problem("x" * 65535))
+
+    def test_problems(self) -> None:
+        """Each rule gives its reason, quoting the template unless the reason says it all."""
+        cases = [
+            (("",), {}, TemplateProblem("must not be empty", quote=False)),
+            (("a/${user}", CID_VARIABLES), {}, TemplateProblem("unknown template variable ${user}", False)),
+            (("a/${node}", CID_VARIABLES), {}, TemplateProblem("unknown template variable ${node}", False)),
+            (("a/${cid", CID_VARIABLES), {}, TemplateProblem("malformed template variable")),
+            (("a/\x00",), {}, TemplateProblem("must not contain a NUL character")),
+            (("x" * 65536,), {}, TemplateProblem("is longer than the 65535 bytes MQTT allows", False)),
+            (("a/#",), {}, TemplateProblem("must not contain the MQTT wildcards + or #")),
+            (("a/${cid}+", CID_VARIABLES), {}, TemplateProblem("must not contain the MQTT wildcards + or #")),
+            (
+                ("a/#/${cid}", CID_VARIABLES),
+                {"is_filter": True},
+                TemplateProblem(
+                    "expected an MQTT topic filter where + is a whole level and # only the whole last level"
+                ),
+            ),
+            (("cp/all", CID_VARIABLES), {"needs_cid": True}, TemplateProblem("must contain ${cid}")),
+        ]
+        for args, flags, expected in cases:
+            self.assertEqual(template_problem(*args, **flags), expected, args)
+
+    def test_length_after_filling(self) -> None:
+        """The length limit applies to the template with one-byte stand-ins for its variables."""
+        self.assertIsNone(template_problem("x" * 65529 + "${cid}", CID_VARIABLES))
+        self.assertIsNotNone(template_problem("x" * 65535 + "${cid}", CID_VARIABLES))
+        self.assertEqual(topics.MAX_TOPIC_BYTES, 65535)
+
+    def test_mountpoints(self) -> None:
+        """A mountpoint may be empty or hold ``${cid}``, but no wildcard, NUL or other variable."""
+        for mountpoint in ("", "ocpp/", "site/${cid}/", "${clientid}"):
+            self.assertIsNone(mountpoint_problem(mountpoint), mountpoint)
+        self.assertEqual(
+            mountpoint_problem("+/"), TemplateProblem("must not contain the MQTT wildcards + or #")
+        )
+        self.assertEqual(mountpoint_problem("a\x00/"), TemplateProblem("must not contain a NUL character"))
+        self.assertEqual(
+            mountpoint_problem("${node}/"), TemplateProblem("unknown template variable ${node}", quote=False)
+        )
+
+    def test_stdlib_only(self) -> None:
+        """The rules import only the standard library: ocppgw.config depends on them, not the reverse."""
+        tree = ast.parse(Path(topics.__file__).read_text(encoding="utf-8"))
+        imported = {
+            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
+        imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        self.assertIn("re", imported)
+        for name in imported:
+            self.assertIn(name.split(".")[0], sys.stdlib_module_names | {"__future__"}, name)

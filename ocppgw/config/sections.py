@@ -1,0 +1,164 @@
+"""The typed sections of gw.ini: frozen dataclasses, one per section, defaults in the fields.
+
+Built by ``ocppgw.config.loader`` once the whole file is checked; the rest of the gateway reads
+only these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+# Listener keys accepted for compatibility that change nothing in Twisted, logged at start by
+# ocppgw.ws.limits: one reactor accepts every connection and reads whenever data arrives, and
+# Twisted always sets SO_REUSEADDR on POSIX listening ports (so only ``reuseaddr = false`` is ignored).
+IGNORED_LISTENER_OPTIONS = ("acceptors", "active_n", "buffer", "high_watermark", "reuseaddr")
+
+
+@dataclass(frozen=True)
+class GatewaySection:
+    """``[gateway]``: settings shared by every listener and charge point."""
+
+    mountpoint: str = "ocpp/"
+    default_heartbeat_interval: float = 60.0
+    heartbeat_checking_times_backoff: int = 1
+    message_format_checking: str = "disable"
+    json_schema_dir: Path | None = None
+    json_schema_id_prefix: str = "urn:OCPP:1.6:2019:12:"
+    idle_timeout: float = 30.0
+    max_frame_size: int = 1048576
+    ping_interval: float = 30.0
+    ping_timeout: float = 10.0
+    node_name: str = ""
+    shutdown_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class UpstreamSection:
+    """``[upstream]`` and ``[upstream.topic_override_mapping]``: charge point -> MQTT."""
+
+    topic: str = "cp/${cid}"
+    reply_topic: str = "cp/${cid}/Reply"
+    error_topic: str = "cp/${cid}/Reply"
+    qos: int = 1
+    topic_override_mapping: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class DnstreamSection:
+    """``[dnstream]``: MQTT -> charge point."""
+
+    topic: str = "cs/${cid}"
+    max_mqueue_len: int = 100
+    reply_timeout: float = 30.0
+    qos: int = 1
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    """``[mqtt]``: the broker connection; ``password`` stays out of ``repr``."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    client_id: str = ""
+    keepalive: int = 60
+    reconnect_delay_min: float = 1.0
+    reconnect_delay_max: float = 30.0
+    max_buffered_messages: int = 10000
+    network_loop: str = "reactor"  # who drives paho: the reactor, or paho's own thread
+    # TLS to the broker (``ocppgw.tls.broker``); paths are absolute, the files read at start-up
+    tls: bool = False
+    cacertfile: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    keyfile_password: str | None = field(default=None, repr=False)
+    verify_hostname: bool = True
+    tls_server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class PresenceSection:
+    """``[presence]``: retained online/offline messages per charge point and per node."""
+
+    enable: bool = True
+    topic: str = "cp/${cid}/Presence"
+    node_topic: str = "gateway/${node}/Presence"
+    qos: int = 1
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    """The TLS keys of a ``[listeners.wss.<name>]`` section; ``password`` stays out of ``repr``.
+
+    Paths are absolute (resolved against the INI's directory); the files are read by
+    ``ocppgw.tls`` at start-up.
+    """
+
+    certfile: Path
+    keyfile: Path
+    password: str | None = field(default=None, repr=False)
+    cacertfile: Path | None = None
+    verify: str = "verify_none"
+    fail_if_no_peer_cert: bool = False
+    depth: int = 10
+    versions: tuple[str, ...] = ("tlsv1.3", "tlsv1.2")
+    ciphers: str | None = None
+    handshake_timeout: float = 15.0
+    client_cert_identity: str = "none"
+
+
+@dataclass(frozen=True)
+class ListenerSection:
+    """``[listeners.ws.<name>]`` or ``[listeners.wss.<name>]``: one WebSocket listener.
+
+    ``tls`` is set for ``kind == "wss"`` only.
+    """
+
+    kind: str
+    name: str
+    host: str
+    port: int
+    path: str = "/ocpp"
+    mountpoint: str | None = None
+    tls: TlsSection | None = None
+    # limits and TCP options (``ocppgw.ws.limits``); None means infinity
+    max_connections: int | None = 1024000
+    max_conn_rate: float | None = 1000.0
+    nodelay: bool = True
+    reuseaddr: bool = True  # as written; Twisted sets SO_REUSEADDR on POSIX listening ports regardless
+    backlog: int = 1024  # listen(2) queue of the listening socket (``ocppgw.service``)
+    recbuf: int | None = None
+    sndbuf: int | None = None
+    send_timeout: float = 15.0
+    send_timeout_close: bool = True
+    # PROXY protocol v1/v2 header in front of each connection (``ocppgw.ws.proxy``)
+    proxy_protocol: bool = False
+    proxy_protocol_timeout: float = 3.0
+    ignored_options: tuple[str, ...] = ()  # keys of IGNORED_LISTENER_OPTIONS set to no effect
+
+    @property
+    def label(self) -> str:
+        """``<kind>.<name>``, such as ``ws.default``: the listener in logs and metrics."""
+        return f"{self.kind}.{self.name}"
+
+    @property
+    def section(self) -> str:
+        """``listeners.<kind>.<name>``: the listener's gw.ini section, as problem lines name it."""
+        return f"listeners.{self.label}"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The whole file; ``source`` names it in messages."""
+
+    gateway: GatewaySection
+    upstream: UpstreamSection
+    dnstream: DnstreamSection
+    mqtt: MqttSection
+    presence: PresenceSection
+    listeners: tuple[ListenerSection, ...]
+    source: str = "gw.ini"

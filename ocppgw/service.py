@@ -87,7 +87,7 @@ class GatewayService(MultiService):
                 authenticator,
                 self.metrics,
                 reactor,
-                self.tls_contexts.get(f"wss.{listener.name}") if listener.tls is not None else None,
+                self.tls_contexts.get(listener.label),
             )
             service = ListenerService(listener, stack, reactor, config.source)
             service.setServiceParent(self)

@@ -57,4 +57,4 @@ class ListenerStackTests(SynchronousTestCase):
         logged = [e for e in events if "accepted and ignored" in e.get("log_format", "")]
         self.assertEqual(len(logged), 1, events)
         self.assertEqual(logged[0]["keys"], "acceptors, active_n")
-        self.assertEqual((logged[0]["kind"], logged[0]["name"]), ("ws", "s"))
+        self.assertEqual(logged[0]["listener"], "ws.s")

@@ -117,7 +117,7 @@ def certificate_options(tls: TlsSection) -> ListenerCertificateOptions:
 
 
 def _problem(config: GatewayConfig, listener: ListenerSection, key: str, reason: str) -> str:
-    return problem_line(config.source, f"listeners.{listener.kind}.{listener.name}", key, reason)
+    return problem_line(config.source, listener.section, key, reason)
 
 
 def listener_options(config: GatewayConfig) -> dict[str, ListenerCertificateOptions]:
@@ -131,7 +131,7 @@ def listener_options(config: GatewayConfig) -> dict[str, ListenerCertificateOpti
         if listener.tls is None:
             continue
         try:
-            built[f"{listener.kind}.{listener.name}"] = certificate_options(listener.tls)
+            built[listener.label] = certificate_options(listener.tls)
         except TlsConfigError as e:
             problems.append(_problem(config, listener, e.key, e.reason))
     if problems:
@@ -192,7 +192,7 @@ def reload_listener_options(
     """
     problems: list[str] = []
     for listener in config.listeners:
-        name = f"{listener.kind}.{listener.name}"
+        name = listener.label
         if listener.tls is None or name not in factories:
             continue
         try:

@@ -118,7 +118,7 @@ class LimitedProtocol(ProtocolWrapper):
         listener = self.factory.listener
         if now - self.stalled_since < listener.send_timeout:
             return True
-        name = f"{listener.kind}.{listener.name}"
+        name = listener.label
         close = listener.send_timeout_close
         if close or not self._reported:
             self._reported = True
@@ -178,7 +178,7 @@ class ListenerLimits(WrappingFactory):
         if reason is None:
             return super().buildProtocol(addr)
         self.refused[reason] += 1
-        name = f"{listener.kind}.{listener.name}"
+        name = listener.label
         self.metrics.inc("connections_refused", listener=name, reason=reason)
         self._unlogged += 1
         now = self.clock.seconds()

@@ -80,7 +80,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
         credentials = Credentials(
             cid=cid,
             peer=self.peer_address,
-            listener=f"{listener.kind}:{listener.name}",
+            listener=listener.label,
             username=username,
             password=password,
             certificate_cn=identity.cn if identity is not None else None,

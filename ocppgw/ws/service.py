@@ -21,7 +21,7 @@ class ListenerService(Service):
     _log = Logger()
 
     def __init__(self, listener: ListenerSection, factory: ListenerLimits, reactor: Any, source: str) -> None:
-        self.setName(f"{listener.kind}.{listener.name}")
+        self.setName(listener.label)
         self.listener = listener
         self.factory = factory
         self.reactor = reactor
@@ -42,7 +42,7 @@ class ListenerService(Service):
             reason = e.socketError.strerror if isinstance(e.socketError, OSError) else e.socketError
             return problem_line(
                 self.source,
-                f"listeners.{listener.kind}.{listener.name}",
+                listener.section,
                 "bind",
                 f"cannot listen on {listener.host}:{listener.port}: {reason or e}",
             )

@@ -47,10 +47,8 @@ def listener_stack(
         inner = ProxyProtocolFactory(inner, reactor, listener.proxy_protocol_timeout, metrics)
     if listener.ignored_options:
         _log.info(
-            "listener {kind}.{name}: {keys} accepted and ignored (one reactor accepts; no meaning in "
-            "Twisted)",
-            kind=listener.kind,
-            name=listener.name,
+            "listener {listener}: {keys} accepted and ignored (no meaning for a Twisted listener)",
+            listener=listener.label,
             keys=", ".join(listener.ignored_options),
         )
     return ListenerLimits(inner, listener, reactor, metrics)

@@ -238,7 +238,7 @@ class AuthenticationTests(_GatewayTestCase):
         (seen,) = self.authenticator.seen
         self.assertEqual((seen.cid, seen.username, seen.password), ("A1", "A1", b"s3cr\xffet"))
         self.assertTrue(seen.peer.startswith("127.0.0.1:"))
-        self.assertEqual(seen.listener, "ws:default")
+        self.assertEqual(seen.listener, "ws.default")
 
     @inlineCallbacks
     def test_denied_gets_401(self) -> Any:

@@ -260,7 +260,7 @@ class OptionalClientCertificateTests(_WssTestCase):
         seen = self.authenticator.seen[-1]
         self.assertEqual(seen.certificate_cn, "CP2")
         self.assertEqual(seen.certificate_dn, "CN=CP2,O=ocppgw development")
-        self.assertEqual(seen.listener, "wss:tls")
+        self.assertEqual(seen.listener, "wss.tls")
 
 
 class CertificateIdentityTests(_WssTestCase):
@@ -305,7 +305,7 @@ class BasicAuthOverTlsTests(_WssTestCase):
         )
         seen = self.authenticator.seen[-1]
         self.assertEqual((seen.cid, seen.username, seen.password), ("CP1", "CP1", b"secret-CP1"))
-        self.assertEqual(seen.listener, "wss:tls")
+        self.assertEqual(seen.listener, "wss.tls")
 
     @inlineCallbacks
     def test_wrong_password(self) -> Any:

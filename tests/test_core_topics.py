@@ -16,9 +16,11 @@ from ocppgw.core.topics import (
     NODE_VARIABLES,
     TemplateProblem,
     TopicPlan,
+    TopicTemplates,
     cid_problem,
     has_cid,
     mountpoint_problem,
+    node_topic,
     render,
     template_problem,
 )
@@ -220,3 +222,30 @@ class TemplateRuleTests(SynchronousTestCase):
         self.assertIn("re", imported)
         for name in imported:
             self.assertIn(name.split(".")[0], sys.stdlib_module_names | {"__future__"}, name)
+
+
+class TopicTemplatesTests(SynchronousTestCase):
+    """A charge point's plan and the node topic, rendered from the templates once."""
+
+    def test_plan_under_a_mountpoint_with_cid(self) -> None:
+        """Every topic gets the rendered mountpoint in front; overrides replace the Call topic per Action."""
+        templates = TopicTemplates(
+            "cp/${cid}",
+            "cp/${cid}/Reply",
+            "cp/${clientid}/Err",
+            "cs/${cid}",
+            "cp/${cid}/P",
+            {"Heartbeat": "hb/${cid}"},
+        )
+        plan = templates.plan("t/${cid}/", "CP1")
+        self.assertEqual(
+            (plan.call, plan.reply, plan.error, plan.dnstream, plan.presence),
+            ("t/CP1/cp/CP1", "t/CP1/cp/CP1/Reply", "t/CP1/cp/CP1/Err", "t/CP1/cs/CP1", "t/CP1/cp/CP1/P"),
+        )
+        self.assertEqual(plan.for_call("Heartbeat"), "t/CP1/hb/CP1")
+        self.assertEqual(plan.for_call("Authorize"), "t/CP1/cp/CP1")
+
+    def test_node_topic(self) -> None:
+        """The node topic is mounted like the rest, except under a per-charge-point mountpoint."""
+        self.assertEqual(node_topic("ocpp/", "gateway/${node}/Presence", "n1"), "ocpp/gateway/n1/Presence")
+        self.assertEqual(node_topic("t/${cid}/", "gateway/${node}/Presence", "n1"), "gateway/n1/Presence")

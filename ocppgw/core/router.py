@@ -18,7 +18,7 @@ from ocppgw.config import GatewayConfig, ListenerSection
 from ocppgw.core.ports import IBrokerLink, IChargePoint, PeerIdentity, Will
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.core.session import ChargePointSession, SessionSettings
-from ocppgw.core.topics import TopicPlan, render
+from ocppgw.core.topics import TopicTemplates, node_topic
 from ocppgw.core.upstream import Upstream
 from ocppgw.metrics import Metrics
 
@@ -73,6 +73,16 @@ class Router:
         self._attached: dict[str, _Attached] = {}
         self._subscribed: dict[str, str] = {}  # cid -> its downstream topic
         self._node = config.gateway.node_name
+        self._mountpoint = config.gateway.mountpoint
+        up = config.upstream
+        self._templates = TopicTemplates(
+            up.topic,
+            up.reply_topic,
+            up.error_topic,
+            config.dnstream.topic,
+            config.presence.topic,
+            dict(up.topic_override_mapping),
+        )
         metrics.gauge("connected_charge_points", lambda: len(self._attached))
         link.add_connection_observer(self._link_state_changed)
 
@@ -93,7 +103,8 @@ class Router:
         """Register a charge point whose handshake succeeded; an older connection of the same id is closed.
 
         ``certificate``: the client certificate's identity on wss, named in the connect log line."""
-        topics = self._topics(cid, listener)
+        mountpoint = listener.mountpoint
+        topics = self._templates.plan(self._mountpoint if mountpoint is None else mountpoint, cid)
         previous = self._attached.pop(cid, None)
         if previous is not None:
             self._metrics.inc("takeovers")
@@ -208,32 +219,13 @@ class Router:
             self._metrics.inc("presence_dropped")
             self._log.warn("upstream buffer full: presence of {cid} not published", cid=cid)
 
-    def _topics(self, cid: str, listener: ListenerSection) -> TopicPlan:
-        mountpoint = render(
-            listener.mountpoint if listener.mountpoint is not None else self._config.gateway.mountpoint, cid
-        )
-        up = self._config.upstream
-        return TopicPlan(
-            call=mountpoint + render(up.topic, cid),
-            reply=mountpoint + render(up.reply_topic, cid),
-            error=mountpoint + render(up.error_topic, cid),
-            dnstream=mountpoint + render(self._config.dnstream.topic, cid),
-            presence=mountpoint + render(self._config.presence.topic, cid),
-            overrides={
-                action: mountpoint + render(t, cid) for action, t in up.topic_override_mapping.items()
-            },
-        )
-
 
 def node_will(config: GatewayConfig, status: str = "offline") -> Will | None:
     """The retained node-state message; as a last will it says the node went away."""
     if not config.presence.enable:
         return None
     node = config.gateway.node_name
-    mountpoint = config.gateway.mountpoint
-    if "${" in mountpoint:  # a mountpoint per charge point (${cid}) means nothing for the node
-        mountpoint = ""
-    topic = mountpoint + render(config.presence.node_topic, node=node)
+    topic = node_topic(config.gateway.mountpoint, config.presence.node_topic, node)
     payload = json.dumps({"node": node, "status": status}, separators=(",", ":")).encode("utf-8")
     return Will(topic, payload, config.presence.qos, True)
 

@@ -166,3 +166,32 @@ class TopicPlan:
     def for_call(self, action: str) -> str:
         """The topic a Call of this action goes to."""
         return self.overrides.get(action, self.call)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicTemplates:
+    """The topic templates of the config, from which each charge point's ``TopicPlan`` is rendered."""
+
+    call: str
+    reply: str
+    error: str
+    dnstream: str
+    presence: str
+    overrides: dict[str, str]
+
+    def plan(self, mountpoint: str, cid: str) -> TopicPlan:
+        """The topics of charge point ``cid`` under ``mountpoint`` (which may hold ``${cid}`` too)."""
+        prefix = render(mountpoint, cid)
+        return TopicPlan(
+            call=prefix + render(self.call, cid),
+            reply=prefix + render(self.reply, cid),
+            error=prefix + render(self.error, cid),
+            dnstream=prefix + render(self.dnstream, cid),
+            presence=prefix + render(self.presence, cid),
+            overrides={action: prefix + render(t, cid) for action, t in self.overrides.items()},
+        )
+
+
+def node_topic(mountpoint: str, template: str, node: str) -> str:
+    """The node's presence topic; a mountpoint per charge point (``${cid}``) means nothing for a node."""
+    return ("" if has_cid(mountpoint) else mountpoint) + render(template, node=node)

@@ -112,19 +112,17 @@ class Metrics:
         """Add ``amount`` to the counter ``name`` with these labels."""
         key = (name, *labels.items()) if labels else name
         try:
-            increment = self._incs[key]
+            self._incs[key](amount)
         except KeyError:
-            increment = self._incs[key] = self._series(Counter, name, labels).inc
-        increment(amount)
+            self._incs[key] = self._series(Counter, name, labels).inc
+            self._incs[key](amount)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         """Record ``value`` in the histogram ``name`` with these labels."""
         key = (name, *labels.items()) if labels else name
-        try:
-            record = self._observes[key]
-        except KeyError:
-            record = self._observes[key] = self._series(Histogram, name, labels).observe
-        record(value)
+        if key not in self._observes:
+            self._observes[key] = self._series(Histogram, name, labels).observe
+        self._observes[key](value)
 
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         """Expose the gauge ``name`` (declared in ``_METRICS``), calling ``read`` whenever collected."""

@@ -16,7 +16,6 @@ from ocppgw.core.topics import (
     NODE_VARIABLES,
     TemplateProblem,
     TopicPlan,
-    TopicTemplates,
     cid_problem,
     has_cid,
     mountpoint_problem,
@@ -224,12 +223,12 @@ class TemplateRuleTests(SynchronousTestCase):
             self.assertIn(name.split(".")[0], sys.stdlib_module_names | {"__future__"}, name)
 
 
-class TopicTemplatesTests(SynchronousTestCase):
+class RenderedPlanTests(SynchronousTestCase):
     """A charge point's plan and the node topic, rendered from the templates once."""
 
     def test_plan_under_a_mountpoint_with_cid(self) -> None:
         """Every topic gets the rendered mountpoint in front; overrides replace the Call topic per Action."""
-        templates = TopicTemplates(
+        templates = TopicPlan(
             "cp/${cid}",
             "cp/${cid}/Reply",
             "cp/${clientid}/Err",
@@ -237,7 +236,7 @@ class TopicTemplatesTests(SynchronousTestCase):
             "cp/${cid}/P",
             {"Heartbeat": "hb/${cid}"},
         )
-        plan = templates.plan("t/${cid}/", "CP1")
+        plan = templates.rendered("t/${cid}/", "CP1")
         self.assertEqual(
             (plan.call, plan.reply, plan.error, plan.dnstream, plan.presence),
             ("t/CP1/cp/CP1", "t/CP1/cp/CP1/Reply", "t/CP1/cp/CP1/Err", "t/CP1/cs/CP1", "t/CP1/cp/CP1/P"),

@@ -18,7 +18,7 @@ from ocppgw.config import GatewayConfig, ListenerSection
 from ocppgw.core.ports import IBrokerLink, IChargePoint, PeerIdentity, Will
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.core.session import ChargePointSession, SessionSettings
-from ocppgw.core.topics import TopicTemplates, node_topic
+from ocppgw.core.topics import TopicPlan, node_topic
 from ocppgw.core.upstream import Upstream
 from ocppgw.metrics import Metrics
 
@@ -56,12 +56,12 @@ class Router:
         metrics: Metrics,
         schemas: SchemaRegistry | None = None,
     ) -> None:
+        checking = config.gateway.message_format_checking
         self._config = config
         self._link = link
         self._clock = clock
         self._metrics = metrics
         self._schemas = schemas
-        checking = config.gateway.message_format_checking
         self._settings = SessionSettings(
             heartbeat_interval=config.gateway.default_heartbeat_interval,
             heartbeat_backoff=config.gateway.heartbeat_checking_times_backoff,
@@ -75,7 +75,7 @@ class Router:
         self._node = config.gateway.node_name
         self._mountpoint = config.gateway.mountpoint
         up = config.upstream
-        self._templates = TopicTemplates(
+        self._templates = TopicPlan(
             up.topic,
             up.reply_topic,
             up.error_topic,
@@ -104,7 +104,7 @@ class Router:
 
         ``certificate``: the client certificate's identity on wss, named in the connect log line."""
         mountpoint = listener.mountpoint
-        topics = self._templates.plan(self._mountpoint if mountpoint is None else mountpoint, cid)
+        topics = self._templates.rendered(self._mountpoint if mountpoint is None else mountpoint, cid)
         previous = self._attached.pop(cid, None)
         if previous is not None:
             self._metrics.inc("takeovers")

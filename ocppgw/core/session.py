@@ -68,20 +68,20 @@ class ChargePointSession:
         schemas: SchemaRegistry | None = None,
     ) -> None:
         self.cid = cid
+        self.heartbeat_interval = settings.heartbeat_interval
         self._settings = settings
         self._connection = connection
         self._upstream = upstream
+        self._last_activity = clock.seconds()
         self._clock = clock
         self._metrics = metrics
         self._schemas = schemas
-        self.heartbeat_interval = settings.heartbeat_interval
         self._queue: deque[Call] = deque()
         self._in_flight: Call | None = None
         self._in_flight_since = 0.0
         self._reply_timer: IDelayedCall | None = None
         self._pending_upstream: OrderedDict[str, str] = OrderedDict()
         self._expired_downstream: OrderedDict[str, str] = OrderedDict()
-        self._last_activity = clock.seconds()
         self._liveness_timer: IDelayedCall | None = None
         self._ended = False
 
@@ -182,9 +182,7 @@ class ChargePointSession:
             "invalid frame from {cid} (unique_id {unique_id}): {code} {reason}; frame {frame}",
             cid=self.cid,
             unique_id=error.unique_id,
-            code=error.code,
-            reason=error.description,
-            frame=text[:512],
+            code=error.code, reason=error.description, frame=text[:512],
         )
         if error.answerable and error.unique_id is not None:
             self._answer_error(error.unique_id, error.code, error.description)
@@ -202,9 +200,7 @@ class ChargePointSession:
             self._metrics.inc("calls_refused", action=call.action)
             self._log.warn(
                 "upstream buffer full: refusing {action} {unique_id} from {cid}",
-                cid=self.cid,
-                action=call.action,
-                unique_id=call.unique_id,
+                cid=self.cid, action=call.action, unique_id=call.unique_id,
             )
             self._answer_error(
                 call.unique_id, messages.INTERNAL_ERROR, "Central system unreachable, try again later"
@@ -295,9 +291,7 @@ class ChargePointSession:
             self._metrics.inc("envelopes_invalid")
             self._log.warn(
                 "invalid downstream envelope for {cid} (unique_id {unique_id}): {reason}",
-                cid=self.cid,
-                unique_id=e.unique_id,
-                reason=e.description,
+                cid=self.cid, unique_id=e.unique_id, reason=e.description,
             )
             if e.unique_id is not None:
                 self._publish_error(

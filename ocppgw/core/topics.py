@@ -154,7 +154,8 @@ def filter_problem(topic_filter: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class TopicPlan:
-    """The topics of one charge point, rendered once when it connects."""
+    """The topics of one charge point, rendered once when it connects; or, unrendered, the config's
+    templates for them."""
 
     call: str
     reply: str
@@ -167,28 +168,13 @@ class TopicPlan:
         """The topic a Call of this action goes to."""
         return self.overrides.get(action, self.call)
 
-
-@dataclass(frozen=True, slots=True)
-class TopicTemplates:
-    """The topic templates of the config, from which each charge point's ``TopicPlan`` is rendered."""
-
-    call: str
-    reply: str
-    error: str
-    dnstream: str
-    presence: str
-    overrides: dict[str, str]
-
-    def plan(self, mountpoint: str, cid: str) -> TopicPlan:
-        """The topics of charge point ``cid`` under ``mountpoint`` (which may hold ``${cid}`` too)."""
+    def rendered(self, mountpoint: str, cid: str) -> TopicPlan:
+        """This plan of templates filled in for charge point ``cid`` under ``mountpoint``."""
         prefix = render(mountpoint, cid)
+        topics = (self.call, self.reply, self.error, self.dnstream, self.presence)
         return TopicPlan(
-            call=prefix + render(self.call, cid),
-            reply=prefix + render(self.reply, cid),
-            error=prefix + render(self.error, cid),
-            dnstream=prefix + render(self.dnstream, cid),
-            presence=prefix + render(self.presence, cid),
-            overrides={action: prefix + render(t, cid) for action, t in self.overrides.items()},
+            *(prefix + render(t, cid) for t in topics),
+            {action: prefix + render(t, cid) for action, t in self.overrides.items()},
         )
 
 

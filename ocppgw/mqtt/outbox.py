@@ -62,11 +62,11 @@ class Outbox:
         self, reactor: Any, limit: int, metrics: Metrics, log: Logger, settled: Callable[[], None]
     ) -> None:
         """``settled`` is called after held messages were handed to paho (the count may have fallen)."""
+        self.limit = limit
         self._reactor = reactor
         self._metrics = metrics
         self._log = log
         self._settled = settled
-        self.limit = limit
         self.client: Any = None  # the paho client, once the link has made it
         self.pending: deque[_Outgoing] = deque()  # accepted, not yet handed to paho
         self.unacked: set[int] = set()  # mids of QoS>0 messages paho holds until PUBACK/PUBCOMP

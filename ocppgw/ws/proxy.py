@@ -152,6 +152,4 @@ class ProxyProtocolFactory(HAProxyWrappingFactory):
 
     def __init__(self, wrappedFactory: Any, reactor: Any, timeout: float, metrics: Metrics) -> None:
         super().__init__(wrappedFactory)
-        self.reactor = reactor
-        self.timeout = timeout
-        self.metrics = metrics
+        self.reactor, self.timeout, self.metrics = reactor, timeout, metrics

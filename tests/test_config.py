@@ -1089,3 +1089,60 @@ class ListenerSectionTests(SynchronousTestCase):
         self.assertEqual(TLS_VERSIONS[0], "tlsv1.3")
         self.assertEqual(problem_line("gw.ini", "mqtt", "port", "bad"), "gw.ini: [mqtt] port: bad")
         self.assertEqual(problem_line("gw.ini", "weird", None, "unknown"), "gw.ini: [weird]: unknown")
+
+
+class HardeningKeysTests(SynchronousTestCase):
+    """The bounds and interop keys of the public edge: defaults, values and one-line problems."""
+
+    def test_defaults(self) -> None:
+        """Without them: outgoing frames bounded as incoming ones, 128-character UniqueIds, a 16KB
+        handshake, 64MB being received at once; OCPP 1.6 served to chargers that offer no subprotocol."""
+        config = config_from_string("[gateway]\nmax_frame_size = 2KB\n[listeners.ws.a]\nbind = 1\n")
+        gateway = config.gateway
+        self.assertEqual(
+            (gateway.max_outgoing_frame_size, gateway.max_unique_id_length, gateway.max_handshake_size),
+            (2048, 128, 16384),
+        )
+        self.assertEqual(gateway.max_inflight_bytes, 64 * 1024 * 1024)
+        (listener,) = config.listeners
+        self.assertEqual(listener.supported_subprotocols, ("ocpp1.6",))
+        self.assertFalse(listener.fail_if_no_subprotocol)
+        self.assertEqual((listener.proxy_address_header, listener.trusted_proxies), ("", ()))
+        self.assertFalse(listener.compress)
+
+    def test_values(self) -> None:
+        """Each key as written in gw.ini."""
+        config = config_from_string(
+            "[gateway]\nmax_outgoing_frame_size = 4MB\nmax_unique_id_length = 36\nmax_handshake_size = 8KB\n"
+            "max_inflight_bytes = 1MB\n[listeners.wss.a]\nbind = 1\ncertfile = c\nkeyfile = k\n"
+            "fail_if_no_subprotocol = true\nproxy_address_header = X-Forwarded-For\n"
+            "trusted_proxies = 10.0.0.0/8, ::1\ncompress = on\n"
+        )
+        gateway = config.gateway
+        self.assertEqual(
+            (gateway.max_outgoing_frame_size, gateway.max_unique_id_length, gateway.max_handshake_size),
+            (4 * 1024 * 1024, 36, 8192),
+        )
+        (listener,) = config.listeners
+        self.assertTrue(listener.fail_if_no_subprotocol)
+        self.assertEqual(listener.proxy_address_header, "x-forwarded-for")
+        self.assertEqual([str(n) for n in listener.trusted_proxies], ["10.0.0.0/8", "::1/128"])
+        self.assertTrue(listener.compress)
+
+    def test_problems(self) -> None:
+        """A bad value is one line naming section and key."""
+        error = self.assertRaises(
+            ConfigError,
+            config_from_string,
+            "[gateway]\nmax_unique_id_length = 0\n[listeners.ws.a]\nbind = 1\n"
+            "supported_subprotocols = ocpp2.0.1\nproxy_address_header = a b\ntrusted_proxies = 10.0.0.0/33\n",
+        )
+        self.assertEqual(
+            [line.split(":")[1].strip() for line in error.problems],
+            [
+                "[gateway] max_unique_id_length",
+                "[listeners.ws.a] supported_subprotocols",
+                "[listeners.ws.a] proxy_address_header",
+                "[listeners.ws.a] trusted_proxies",
+            ],
+        )

@@ -80,6 +80,12 @@ def whitelist(base_dir: Path) -> Whitelist:
         "high_watermark": Option(v.text),
         "proxy_protocol": Option(v.boolean),
         "proxy_protocol_timeout": Option(v.duration_positive),
+        # the WebSocket handshake and frames (ocppgw.ws.server)
+        "supported_subprotocols": Option(v.subprotocols),
+        "fail_if_no_subprotocol": Option(v.boolean),
+        "proxy_address_header": Option(v.header_name),
+        "trusted_proxies": Option(v.networks),
+        "compress": Option(v.boolean),
     }
     tls = {
         "certfile": path,
@@ -104,6 +110,10 @@ def whitelist(base_dir: Path) -> Whitelist:
             "json_schema_id_prefix": Option(v.text),
             "idle_timeout": Option(v.duration_positive),
             "max_frame_size": Option(v.size),
+            "max_outgoing_frame_size": Option(v.size),
+            "max_unique_id_length": Option(v.int_min(1)),
+            "max_handshake_size": Option(v.size),
+            "max_inflight_bytes": Option(v.size),
             "ping_interval": Option(v.duration),
             "ping_timeout": Option(v.duration_positive),
             "node_name": Option(v.node_name),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from types import MappingProxyType
 
@@ -28,7 +29,11 @@ class GatewaySection:
     json_schema_dir: Path | None = None
     json_schema_id_prefix: str = "urn:OCPP:1.6:2019:12:"
     idle_timeout: float = 30.0
-    max_frame_size: int = 1048576
+    max_frame_size: int = 1048576  # what a charge point may send in one message
+    max_outgoing_frame_size: int = 0  # what the gateway sends; the loader fills in max_frame_size
+    max_unique_id_length: int = 128
+    max_handshake_size: int = 16384  # bytes of the HTTP upgrade request
+    max_inflight_bytes: int = 64 * 1024 * 1024  # message bytes being received, gateway-wide
     ping_interval: float = 30.0
     ping_timeout: float = 10.0
     node_name: str = ""
@@ -138,6 +143,12 @@ class ListenerSection:
     # PROXY protocol v1/v2 header in front of each connection (``ocppgw.ws.proxy``)
     proxy_protocol: bool = False
     proxy_protocol_timeout: float = 3.0
+    # the WebSocket handshake (``ocppgw.ws.server``)
+    supported_subprotocols: tuple[str, ...] = ("ocpp1.6",)
+    fail_if_no_subprotocol: bool = False
+    proxy_address_header: str = ""  # e.g. x-forwarded-for, honoured only from trusted_proxies
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    compress: bool = False  # permessage-deflate when the charge point offers it
     ignored_options: tuple[str, ...] = ()  # keys of IGNORED_LISTENER_OPTIONS set to no effect
 
     @property

@@ -197,6 +197,39 @@ def optional_text(value: str) -> str | None:
     return value or None
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110): header names, subprotocols
+SUBPROTOCOLS = ("ocpp1.6",)  # what the gateway speaks
+
+
+def subprotocols(value: str) -> tuple[str, ...]:
+    """A comma-separated list of WebSocket subprotocols the gateway speaks, in order of preference."""
+    names = tuple(name.strip() for name in value.split(","))
+    for name in names:
+        if name not in SUBPROTOCOLS:
+            raise Invalid(f"supported: {', '.join(SUBPROTOCOLS)} (case-sensitive), {got(name)}")
+    if len(set(names)) != len(names):
+        raise Invalid(f"lists a subprotocol twice, {got(value)}")
+    return names
+
+
+def header_name(value: str) -> str:
+    """An HTTP header name (compared case-insensitively, kept in lower case); empty means none."""
+    if value and not _TOKEN.fullmatch(value):
+        raise Invalid(f"expected an HTTP header name such as X-Forwarded-For, {got(value)}")
+    return value.lower()
+
+
+def networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma-separated list of addresses or CIDR networks (``10.0.0.0/8, ::1``); empty: none."""
+    found = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            found.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise Invalid(f"expected addresses or networks such as 10.0.0.0/8, {got(item)}") from None
+    return tuple(found)
+
+
 def host(value: str) -> str:
     """A host name or address to connect to."""
     if not value:

@@ -793,6 +793,10 @@ class ExampleTests(SynchronousTestCase):
         }
         expected["listeners.ws.default"] |= {"proxy_protocol", "proxy_protocol_timeout"}
         expected["listeners.ws.default"] |= {
+            "proxy_address_header", "trusted_proxies", "supported_subprotocols", "fail_if_no_subprotocol",
+            "compress",
+        }  # fmt: skip
+        expected["listeners.ws.default"] |= {
             "max_connections", "max_conn_rate", "nodelay", "reuseaddr", "backlog", "send_timeout",
             "send_timeout_close",
         }  # fmt: skip

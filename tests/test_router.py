@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from ocppgw.config import GatewayConfig, config_from_string
-from ocppgw.core.messages import Call, CallError, decode_envelope
+from ocppgw.core.messages import Call, decode_envelope
 from ocppgw.core.ports import IBrokerLink, Will
 from ocppgw.core.router import Router, node_will
 from ocppgw.core.schemas import SchemaRegistry, shipped_schema_dir

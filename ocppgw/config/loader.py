@@ -83,7 +83,6 @@ class _Builder:
         """The config, or None when there is any problem."""
         found = self.found.sections
         gateway_values = found.get("gateway", {})
-        gateway_values.setdefault("max_outgoing_frame_size", gateway_values.get("max_frame_size", 1048576))
         if not gateway_values.get("node_name"):
             gateway_values["node_name"] = socket.gethostname()
         mqtt_values = found.get("mqtt", {})

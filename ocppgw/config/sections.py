@@ -30,7 +30,7 @@ class GatewaySection:
     json_schema_id_prefix: str = "urn:OCPP:1.6:2019:12:"
     idle_timeout: float = 30.0
     max_frame_size: int = 1048576  # what a charge point may send in one message
-    max_outgoing_frame_size: int = 0  # what the gateway sends; the loader fills in max_frame_size
+    max_outgoing_frame_size: int = 0  # what the gateway sends; 0 (unset): max_frame_size
     max_unique_id_length: int = 128
     max_handshake_size: int = 16384  # bytes of the HTTP upgrade request
     max_inflight_bytes: int = 64 * 1024 * 1024  # message bytes being received, gateway-wide
@@ -38,6 +38,10 @@ class GatewaySection:
     ping_timeout: float = 10.0
     node_name: str = ""
     shutdown_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.max_outgoing_frame_size:
+            object.__setattr__(self, "max_outgoing_frame_size", self.max_frame_size)
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,67 @@ class ListenerSection:
 
 
 @dataclass(frozen=True)
+class AuthenticationSection:
+    """``[authentication]`` and its subsections: who may connect (``ocppgw.auth``).
+
+    One section for every backend, as the reference's authenticator objects; each backend reads the
+    fields it needs, and the loader checks those of the chosen ``backend``. Templates (url, body,
+    headers, query, cmd, filter, verify_claims) keep their ``${clientid}``-style placeholders, filled in
+    per handshake by ``ocppgw.auth.template``. Secrets stay out of ``repr``.
+    """
+
+    backend: str  # built_in_database | http | jwt | postgresql | mysql | redis | mongodb
+    enable: bool = True
+    mechanism: str = "password_based"  # or jwt; accepted for compatibility, implied by backend
+    request_timeout: float = 5.0
+    cache_ttl: float = 0.0  # seconds a successful decision is kept; 0: off
+    # password hashing: built_in_database, postgresql, mysql, redis, mongodb
+    password_hash_algorithm: str = "sha256"  # plain | md5 | sha | sha256 | sha512 | bcrypt | pbkdf2
+    salt_position: str = "prefix"  # prefix | suffix | disable
+    salt_rounds: int = 10  # bcrypt, 5..31
+    mac_fun: str = "sha256"  # pbkdf2: sha | sha224 | sha256 | sha384 | sha512
+    iterations: int = 4096  # pbkdf2
+    dk_length: int | None = None  # pbkdf2; None: the digest's size
+    # built_in_database
+    user_id_type: str = "username"  # or clientid
+    # http
+    method: str = "post"
+    url: str = ""
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    body: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ssl_cacertfile: Path | None = None  # also postgresql, mysql, redis, mongodb, jwt's JWKS endpoint
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_verify: bool = True
+    # jwt
+    jwt_from: str = "password"  # gw.ini key "from": password | username
+    algorithm: str = "hmac-based"  # or public-key
+    secret: str | None = field(default=None, repr=False)
+    secret_base64_encoded: bool = False
+    public_key: Path | None = None  # a PEM file
+    use_jwks: bool = False
+    endpoint: str = ""  # the JWKS URL
+    refresh_interval: float = 300.0
+    verify_claims: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # postgresql, mysql, redis, mongodb
+    server: str = ""  # host:port
+    database: str = ""  # a name; redis: a number
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    pool_size: int = 8
+    query: str = ""  # postgresql, mysql
+    redis_type: str = "single"
+    cmd: str = ""  # redis: HGET/HMGET key field...
+    mongo_type: str = "single"
+    collection: str = ""
+    filter: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    password_hash_field: str = "password_hash"
+    salt_field: str = "salt"
+    is_superuser_field: str = "is_superuser"
+    auth_source: str = ""
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole file; ``source`` names it in messages."""
 
@@ -173,3 +238,4 @@ class GatewayConfig:
     presence: PresenceSection
     listeners: tuple[ListenerSection, ...]
     source: str = "gw.ini"
+    authentication: AuthenticationSection | None = None  # None: no [authentication], or enable = false

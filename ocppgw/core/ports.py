@@ -8,6 +8,7 @@ no adapter (a test checks that importing it loads no Autobahn, paho or OpenSSL).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -85,7 +86,11 @@ class PeerIdentity:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What a charge point presented; the password stays bytes and is never logged."""
+    """What a charge point presented; the password stays bytes and is never logged.
+
+    ``peer`` is ``host:port`` (``[host]:port`` for IPv6), the address the gateway trusts (after the
+    PROXY header or a trusted proxy's address header); ``listener`` is its label (``ws.default``).
+    """
 
     cid: str
     peer: str
@@ -96,12 +101,45 @@ class Credentials:
     certificate_dn: str | None = None
 
 
+class Outcome(enum.Enum):
+    """What an authenticator says; the reference gateway's provider results, plus "unavailable"."""
+
+    ALLOW = "allow"
+    DENY = "deny"  # reason: bad_username_or_password (known user, wrong secret) or not_authorized
+    IGNORE = "ignore"  # not mine to decide (unknown user, no password): refused with not_authorized
+    UNAVAILABLE = "unavailable"  # no answer: unreachable, failing, or past its timeout (HTTP 503)
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    allowed: bool
+    """An authenticator's answer; ``reason`` is the HTTP body of a refusal, or what failed (for logs)."""
+
+    outcome: Outcome
     reason: str = ""
+    is_superuser: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome is Outcome.ALLOW
+
+    @classmethod
+    def allow(cls, is_superuser: bool = False) -> Decision:
+        return cls(Outcome.ALLOW, is_superuser=is_superuser)
+
+    @classmethod
+    def deny(cls, reason: str = "not_authorized") -> Decision:
+        return cls(Outcome.DENY, reason)
+
+    @classmethod
+    def ignore(cls) -> Decision:
+        return cls(Outcome.IGNORE, "not_authorized")
+
+    @classmethod
+    def unavailable(cls, why: str) -> Decision:
+        return cls(Outcome.UNAVAILABLE, why)
 
 
 class IAuthenticator(zope.interface.Interface):
     def authenticate(credentials: Credentials) -> Deferred[Decision]:
-        """Decide whether this charge point may connect."""
+        """Decide whether this charge point may connect. The Deferred never fails: a backend that
+        cannot answer says ``Outcome.UNAVAILABLE``, within its own ``request_timeout``."""

@@ -218,7 +218,8 @@ class _LaterAuthenticator:
     def authenticate(self, credentials: Credentials) -> Deferred[Decision]:
         self.seen.append(credentials)
         allowed = credentials.username == credentials.cid and credentials.password == b"s3cr\xffet"
-        return deferLater(reactor, 0, Decision, allowed, "" if allowed else "bad password")
+        decision = Decision.allow() if allowed else Decision.deny("bad_username_or_password")
+        return deferLater(reactor, 0, lambda: decision)
 
 
 class AuthenticationTests(_GatewayTestCase):

@@ -54,8 +54,8 @@ class RecordingAuthenticator:
     def authenticate(self, credentials: Credentials) -> Any:
         self.seen.append(credentials)
         if self.password is not None and credentials.password != self.password:
-            return succeed(Decision(False, "bad password"))
-        return succeed(Decision(True))
+            return succeed(Decision.deny("bad_username_or_password"))
+        return succeed(Decision.allow())
 
 
 class _WssTestCase(WssTestCase):

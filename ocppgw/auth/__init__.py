@@ -13,4 +13,4 @@ class AllowAll:
     """Every charge point may connect, as the reference gateway does with no authenticator."""
 
     def authenticate(self, credentials: Credentials) -> Deferred[Decision]:
-        return succeed(Decision(True))
+        return succeed(Decision.allow())

@@ -65,6 +65,9 @@ _METRICS: dict[str, tuple[_Kind, str, tuple[str, ...]]] = {
     "envelopes_unroutable": (Counter, "downstream messages for charge points not connected", ()),
     "presence_dropped": (Counter, "presence messages not published: broker link full", ()),
     "connected_charge_points": (Gauge, "charge points connected now", ()),
+    # authentication
+    "auth_decisions": (Counter, "handshakes decided by the authenticator", ("backend", "result")),
+    "auth_cache_hits": (Counter, "handshakes allowed from the authentication cache", ("backend",)),
     # MQTT link
     "mqtt_connect_attempts": (Counter, "connection attempts to the broker", ()),
     "mqtt_connect_refused": (Counter, "connections the broker refused in its CONNACK", ()),

@@ -38,9 +38,7 @@ SWEEP_LIMIT = 30.0
 _log = Logger()
 
 
-def presence_body(
-    cid: str, status: str, node: str, peer: str, at: float, reason: str = ""
-) -> bytes:
+def presence_body(cid: str, status: str, node: str, peer: str, at: float, reason: str = "") -> bytes:
     """The JSON of one charge point's presence message; ``at`` in seconds since the epoch."""
     body: dict[str, object] = {
         "clientid": cid,
@@ -149,7 +147,11 @@ class PresenceSweep:
         self._done.add(topic)
         peer = body.get("peer")
         data = presence_body(
-            cid, "disconnected", self._node, peer if isinstance(peer, str) else "", self._clock.seconds(),
+            cid,
+            "disconnected",
+            self._node,
+            peer if isinstance(peer, str) else "",
+            self._clock.seconds(),
             NODE_RESTARTED,
         )
         if self._link.publish(topic, data, self._qos, retain=True):

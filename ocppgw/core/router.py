@@ -242,4 +242,3 @@ def node_will(config: GatewayConfig, status: str = "offline") -> Will | None:
     topic = node_topic(config.gateway.mountpoint, config.presence.node_topic, node)
     payload = json.dumps({"node": node, "status": status}, separators=(",", ":")).encode("utf-8")
     return Will(topic, payload, config.presence.qos, True)
-

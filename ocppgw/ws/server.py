@@ -273,7 +273,9 @@ class OcppServerFactory(WebSocketServerFactory):
         )
 
 
-def _describe_close(was_clean: bool, code: int | None, reason: str | None, unclean: str | None) -> tuple[str, str]:
+def _describe_close(
+    was_clean: bool, code: int | None, reason: str | None, unclean: str | None
+) -> tuple[str, str]:
     """(cause, text) of a connection the charge point or the network ended."""
     if not was_clean:
         return "connection_lost", f"connection lost ({unclean or 'no close handshake'})"

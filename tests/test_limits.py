@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
@@ -244,7 +245,7 @@ class RefusalLogTests(SynchronousTestCase):
         self.assertEqual(sum(count for count, _, _ in lines), refused)
         self.assertEqual(metrics.total("connections_refused"), refused)
         self.assertGreater(refused, 70)
-        gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
         self.assertTrue(all(gap >= 1.0 - 1e-9 for gap in gaps), gaps)
         self.assertLessEqual(len(lines), 11)
 

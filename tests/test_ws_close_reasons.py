@@ -31,24 +31,23 @@ class CloseReasonTests(SynchronousTestCase):
         self.assertEqual(metrics.value("disconnects", reason=cause), 1)
         self.assertEqual(metrics.total("disconnects"), 1)
 
+    def aborted_after(self, gateway: str, *steps: float) -> None:
+        """CP1 connects and stays silent for ``steps`` seconds; the gateway has aborted its socket."""
+        protocol, transport = self.make(gateway).open()
+        self.gateway.clock.pump(list(steps))
+        self.assertIsNotNone(transport.aborted_at)
+        self.gateway.lose(protocol)
+
     def test_ping_timeout(self) -> None:
         """No pong within ping_timeout: closed by the gateway, cause ping_timeout."""
-        gateway = self.make("ping_interval = 500ms\nping_timeout = 500ms\n")
-        protocol, transport = gateway.open()
-        gateway.clock.pump([0.5, 0.5])
-        self.assertIsNotNone(transport.aborted_at)
-        gateway.lose(protocol)
+        self.aborted_after("ping_interval = 500ms\nping_timeout = 500ms\n", 0.5, 0.5)
         self.assertEnded("ping_timeout", "closed by gateway: no pong within 0.5s")
 
     def test_liveness(self) -> None:
         """Silence past the heartbeat deadline: the session closes it, the close goes unanswered."""
-        gateway = self.make("ping_interval = 0\ndefault_heartbeat_interval = 10s\n")
-        protocol, transport = gateway.open()
-        gateway.clock.advance(10)
-        self.assertEqual(transport.value()[0], 0x88)
-        gateway.clock.advance(CLOSE_HANDSHAKE_TIMEOUT)
-        self.assertIsNotNone(transport.aborted_at)
-        gateway.lose(protocol)
+        self.aborted_after(
+            "ping_interval = 0\ndefault_heartbeat_interval = 10s\n", 10, CLOSE_HANDSHAKE_TIMEOUT
+        )
         self.assertEnded("gateway", "closed by gateway: no data for 10s")
 
     def test_liveness_close_answered(self) -> None:
@@ -60,29 +59,23 @@ class CloseReasonTests(SynchronousTestCase):
         gateway.lose(protocol)
         self.assertEnded("gateway", "closed by gateway: no data for 10s")
 
-    def test_protocol_violation(self) -> None:
-        """An unmasked client frame: Autobahn drops the connection, and it is the gateway's doing."""
-        gateway = self.make()
-        protocol, transport = gateway.open()
-        protocol.dataReceived(b"\x81\x02hi")
-        self.assertTrue(transport.disconnecting)
-        gateway.lose(protocol)
-        presence = gateway.presence()[-1]
-        self.assertTrue(presence["reason"].startswith("closed by gateway: "), presence)
-        self.assertIn("mask", presence["reason"])
-        self.assertEqual(gateway.metrics.value("disconnects", reason="protocol_error"), 1)
-
-    def test_frame_over_the_limit(self) -> None:
-        """A frame over max_frame_size: dropped by the gateway, cause protocol_error, the limit named."""
-        gateway = self.make("ping_interval = 0\nmax_frame_size = 64\n")
-        protocol, transport = gateway.open()
-        protocol.dataReceived(client_frame(b"x" * 100))
-        self.assertTrue(transport.disconnecting)
-        gateway.lose(protocol)
-        presence = gateway.presence()[-1]
-        self.assertTrue(presence["reason"].startswith("closed by gateway: "), presence)
-        self.assertIn("64", presence["reason"])
-        self.assertEqual(gateway.metrics.value("disconnects", reason="protocol_error"), 1)
+    def test_autobahn_fails_the_connection(self) -> None:
+        """An unmasked client frame, a frame over max_frame_size: Autobahn drops the connection, and
+        it is the gateway's doing (cause protocol_error), with Autobahn's reason."""
+        cases = [
+            (b"\x81\x02hi", "unmasked client-to-server frame"),
+            (client_frame(b"x" * 100), "limit of 64"),
+        ]
+        for data, why in cases:
+            gateway = self.make("ping_interval = 0\nmax_frame_size = 64\n")
+            protocol, transport = gateway.open()
+            protocol.dataReceived(data)
+            self.assertTrue(transport.disconnecting)
+            gateway.lose(protocol)
+            reason = gateway.presence()[-1]["reason"]
+            self.assertTrue(reason.startswith("closed by gateway: "), reason)
+            self.assertIn(why, reason)
+            self.assertEqual(gateway.metrics.value("disconnects", reason="protocol_error"), 1)
 
     def test_send_timeout(self) -> None:
         """The limits layer aborts a peer that does not read: the WebSocket above reports send_timeout."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import socket
@@ -156,7 +157,7 @@ class MaxConnRateTests(_LimitsTestCase):
         self.assertGreater(refused, 250)
         yield poll_until(lambda: sum(count for _, count in lines) == refused, timeout=10)
         times = [at for at, _ in lines]
-        self.assertTrue(all(b - a >= 0.99 for a, b in zip(times, times[1:], strict=False)), times)
+        self.assertTrue(all(b - a >= 0.99 for a, b in itertools.pairwise(times)), times)
 
 
 class SendTimeoutTests(_LimitsTestCase):

@@ -31,7 +31,6 @@ from ocppgw.ws.transport import peer_address
 
 _FAILED_PREFIX = "I dropped the WebSocket TCP connection: "  # Autobahn's wording when it fails a connection
 
-
 CLOSE_HANDSHAKE_TIMEOUT = 5.0
 """Seconds a charge point has to answer the gateway's close frame before the socket is aborted."""
 

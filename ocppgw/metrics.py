@@ -59,7 +59,12 @@ _METRICS: dict[str, tuple[_Kind, str, tuple[str, ...]]] = {
     ),
     # router
     "connects": (Counter, "charge points attached", ()),
-    "disconnects": (Counter, "charge points detached", ()),
+    "disconnects": (
+        Counter,
+        "charge points detached, by cause: charge_point, connection_lost, gateway, ping_timeout, "
+        "send_timeout, protocol_error, takeover, shutdown",
+        ("reason",),
+    ),
     "takeovers": (Counter, "connections closed because the same charge point connected again", ()),
     "published": (Counter, "envelopes from charge points accepted by the broker link", ("kind",)),
     "envelopes_unroutable": (Counter, "downstream messages for charge points not connected", ()),

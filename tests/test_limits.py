@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.config import ConfigError, ListenerSection, config_from_string
@@ -195,3 +197,69 @@ class SendTimeoutTests(SynchronousTestCase):
         clock.pump([0.25] * 8)
         self.assertFalse(transport.aborted)
         self.assertIsNone(limits._checker)
+
+
+def refusal_lines(events: Any) -> list[tuple[int, dict[str, int], str]]:
+    """(count, count by reason, text) of each refusal summary among captured log events."""
+    return [
+        (e["count"], e.get("refused", {}), formatEvent(e))
+        for e in events
+        if e.get("log_format", "").startswith("listener {listener}: refused")
+    ]
+
+
+class RefusalLogTests(SynchronousTestCase):
+    def test_burst_logged_with_its_true_count(self) -> None:
+        """448 refusals accepted together: one line saying 448, by reason, once the iteration ends."""
+        clock = Clock()
+        limits, metrics = make(clock, max_connections=2, max_conn_rate=100.0)
+        with capturedLogs() as events:
+            connect(limits, clock)
+            connect(limits, clock)
+            for _ in range(448):
+                connect(limits, clock)
+            self.assertEqual(refusal_lines(events), [])
+            clock.advance(0)
+            lines = refusal_lines(events)
+        self.assertEqual(
+            [(count, by_reason) for count, by_reason, _ in lines],
+            [(448, {"max_connections": 448, "max_conn_rate": 0})],
+        )
+        self.assertIn("refused 448 connection(s) (max_connections 448;", lines[0][2])
+        self.assertEqual(metrics.total("connections_refused"), 448)
+
+    def test_at_most_one_line_a_second(self) -> None:
+        """Refusals spread over time: a line at most every second, the counts adding up to all of them."""
+        clock = Clock()
+        limits, metrics = make(clock, max_connections=None, max_conn_rate=2.0)
+        times = []
+        with capturedLogs() as events:
+            for _ in range(95):  # 10 arrivals a second for 9.5 s; the bucket lets 2 a second in
+                connect(limits, clock)
+                clock.advance(0.1)
+                if len(refusal_lines(events)) > len(times):
+                    times.append(clock.seconds())
+            clock.advance(1.0)
+            lines = refusal_lines(events)
+        refused = limits.refused["max_conn_rate"]
+        self.assertEqual(sum(count for count, _, _ in lines), refused)
+        self.assertEqual(metrics.total("connections_refused"), refused)
+        self.assertGreater(refused, 70)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        self.assertTrue(all(gap >= 1.0 - 1e-9 for gap in gaps), gaps)
+        self.assertLessEqual(len(lines), 11)
+
+    def test_stop_logs_what_is_left(self) -> None:
+        """Stopping the listener logs the refusals not yet logged and leaves no timer."""
+        clock = Clock()
+        limits, _ = make(clock, max_connections=1, max_conn_rate=None)
+        connect(limits, clock)
+        with capturedLogs() as events:
+            connect(limits, clock)
+            clock.advance(0)
+            connect(limits, clock)
+            connect(limits, clock)
+            limits.stop()
+            lines = refusal_lines(events)
+        self.assertEqual([count for count, _, _ in lines], [1, 2])
+        self.assertEqual(clock.getDelayedCalls(), [])

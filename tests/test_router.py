@@ -425,7 +425,8 @@ class TakeoverTests(RouterTestCase):
         self.assertEqual(presence[-1]["peer"], "10.0.0.2:2222")
         self.assertEqual(self.link.unsubscribe_calls, [])
         self.assertEqual(self.connected(), ["CP1"])
-        self.assertEqual(self.metrics.total("disconnects"), 0)
+        self.assertEqual(self.metrics.total("disconnects"), 1)
+        self.assertEqual(self.metrics.value("disconnects", reason="takeover"), 1)
         self.gateway.detach("CP1", new, "bye")
         self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
         self.assertEqual(self.link.subscriptions, {})
@@ -598,6 +599,8 @@ class PresenceTests(RouterTestCase):
             ("ocpp/gateway/gw1/Presence", {"node": "gw1", "status": "offline"}, True),
         )
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.metrics.value("disconnects", reason="shutdown"), 2)
+        self.assertEqual(self.metrics.total("disconnects"), 2)
 
     def test_shutdown_close_then_detach(self) -> None:
         """The detach a closed connection reports during shutdown changes nothing more."""
@@ -608,3 +611,110 @@ class PresenceTests(RouterTestCase):
         self.gateway.detach("CP1", connection, "closed")
         self.assertEqual(len(self.link.published), count)
         self.assertEqual(connection.closes, [(1001, "stopping")])
+
+
+def presence(cid: str, status: str = "connected", node: str = "gw1") -> bytes:
+    """A presence message as a node publishes it (retained) for ``cid``."""
+    body = {
+        "clientid": cid,
+        "status": status,
+        "node": node,
+        "peer": "192.0.2.9:1",
+        "at": "2026-01-01T00:00:00Z",
+    }
+    return json.dumps(body).encode()
+
+
+class PresenceSweepTests(RouterTestCase):
+    """At the first broker connect, what an earlier run of this node left connected is swept."""
+
+    def retained(self, *messages: tuple[str, bytes]) -> None:
+        """The broker delivers retained messages after the SUBACK."""
+        for topic, payload in messages:
+            self.link.deliver(topic, payload)
+
+    def swept(self) -> list[tuple[str, str, str, bool]]:
+        """(topic, clientid, reason, retain) of each 'disconnected' presence published."""
+        return [
+            (m.topic, m.json()["clientid"], m.json().get("reason", ""), m.retain)
+            for m in self.link.published
+            if "clientid" in m.json() and m.json()["status"] == "disconnected"
+        ]
+
+    def test_own_connected_presence_swept(self) -> None:
+        """Only this node's 'connected' for charge points not attached now become 'node restarted'."""
+        self.make()
+        self.attach("CP4")
+        self.link.set_connected(True)
+        self.assertIn("ocpp/cp/+/Presence", self.link.subscriptions)
+        self.retained(
+            ("ocpp/cp/CP1/Presence", presence("CP1")),
+            ("ocpp/cp/CP2/Presence", presence("CP2", node="gw2")),
+            ("ocpp/cp/CP3/Presence", presence("CP3", status="disconnected")),
+            ("ocpp/cp/CP4/Presence", presence("CP4")),
+            ("ocpp/cp/CP5/Presence", b"not json"),
+            ("ocpp/cp/CP6/Presence", presence("CP7")),  # not CP7's topic: left alone
+        )
+        self.assertEqual(self.swept(), [("ocpp/cp/CP1/Presence", "CP1", "node restarted", True)])
+        body = self.link.published_to("ocpp/cp/CP1/Presence")[-1].json()
+        self.assertEqual(
+            (body["node"], body["peer"], body["at"]), ("gw1", "192.0.2.9:1", "2023-11-14T22:13:20.500Z")
+        )
+        self.retained(("ocpp/cp/CP1/Presence", presence("CP1")))  # the same again (overlapping filters)
+        self.assertEqual(len(self.swept()), 1)
+        self.clock.advance(2.0)
+        self.assertNotIn("ocpp/cp/+/Presence", self.link.subscriptions)
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cp/+/Presence"])
+
+    def test_charge_point_attached_meanwhile_left_connected(self) -> None:
+        """A charge point that attached since start-up is never swept, even once gone again."""
+        self.make()
+        connection = self.attach("CP1")
+        self.gateway.detach("CP1", connection, "bye")
+        self.link.set_connected(True)
+        self.link.clear()
+        self.retained(("ocpp/cp/CP1/Presence", presence("CP1")))
+        self.assertEqual(self.swept(), [])
+
+    def test_window_ends_after_a_quiet_spell_or_the_limit(self) -> None:
+        """Each presence message keeps the sweep open 2 s more, up to 30 s after it began."""
+        self.make()
+        self.link.set_connected(True)
+        for n in range(20):
+            self.clock.advance(1.9)
+            self.retained((f"ocpp/cp/C{n}/Presence", presence(f"C{n}")))
+        self.assertEqual(len(self.swept()), 15)  # 15 x 1.9 s < 30 s < 16 x 1.9 s
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cp/+/Presence"])
+
+    def test_once_per_process(self) -> None:
+        """A reconnect of the broker link does not sweep again."""
+        self.make()
+        self.link.set_connected(True)
+        self.clock.advance(2)
+        self.link.set_connected(False)
+        self.link.set_connected(True)
+        self.assertEqual([f for f, _ in self.link.subscribe_calls], ["ocpp/cp/+/Presence"])
+
+    def test_listener_mountpoints(self) -> None:
+        """Each mountpoint in use is swept; one where ${cid} is part of a level cannot be, and is not."""
+        self.make(
+            make_config(
+                extra="[listeners.ws.t]\nbind = 33034\nmountpoint = tenant/${cid}/\n"
+                "[listeners.ws.odd]\nbind = 33035\nmountpoint = site-${cid}/\n"
+            )
+        )
+        self.link.set_connected(True)
+        self.assertEqual(
+            [f for f, _ in self.link.subscribe_calls], ["ocpp/cp/+/Presence", "tenant/+/cp/+/Presence"]
+        )
+        self.retained(
+            ("tenant/CP1/cp/CP1/Presence", presence("CP1")),
+            ("tenant/CPX/cp/CP2/Presence", presence("CP2")),  # not CP2's topic under any mountpoint
+        )
+        self.assertEqual(self.swept(), [("tenant/CP1/cp/CP1/Presence", "CP1", "node restarted", True)])
+
+    def test_presence_disabled(self) -> None:
+        """With presence off nothing is swept (nothing was published)."""
+        self.make(make_config(extra="[presence]\nenable = false\n"))
+        self.link.set_connected(True)
+        self.assertEqual(self.link.subscribe_calls, [])

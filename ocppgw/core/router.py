@@ -2,13 +2,13 @@
 
 The gateway keeps one live session per charge point id (the newest connection
 wins), one downstream subscription per id, and the retained presence messages
-a central system reads to know who is online.
+a central system reads to know who is online. When the broker link first connects, a
+``PresenceSweep`` marks disconnected what a crashed earlier run of this node left connected.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from functools import partial
 
 from twisted.internet.interfaces import IReactorTime
@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from ocppgw.config import GatewayConfig, ListenerSection
 from ocppgw.core.ports import IBrokerLink, IChargePoint, PeerIdentity, Will
+from ocppgw.core.presence import PresenceSweep, presence_body
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.core.session import ChargePointSession, SessionSettings
 from ocppgw.core.topics import TopicPlan, node_topic
@@ -84,6 +85,18 @@ class Router:
             dict(up.topic_override_mapping),
         )
         metrics.gauge("connected_charge_points", lambda: len(self._attached))
+        mountpoints = [self._mountpoint] + [
+            listener.mountpoint for listener in config.listeners if listener.mountpoint is not None
+        ]
+        self.sweep = PresenceSweep(
+            link,
+            clock,
+            self._node,
+            mountpoints,
+            config.presence.topic,
+            config.presence.qos,
+            lambda cid: cid in self._attached,
+        )
         link.add_connection_observer(self._link_state_changed)
 
     def session(self, cid: str) -> ChargePointSession | None:
@@ -114,6 +127,7 @@ class Router:
                 peer=peer,
                 old_peer=previous.peer,
             )
+            self._metrics.inc("disconnects", reason="takeover")
             previous.session.end("replaced by a newer connection")
             previous.connection.close(1000, "replaced by a newer connection")
         upstream = Upstream(self._link, topics, self._config.upstream.qos, self._metrics)
@@ -122,6 +136,7 @@ class Router:
         )
         attached = _Attached(connection, upstream, session, peer, self._clock.seconds())
         self._attached[cid] = attached
+        self.sweep.claim(cid)
         self._subscribe(cid, topics.dnstream)
         attached.session.start()
         self._metrics.inc("connects")
@@ -138,8 +153,11 @@ class Router:
         self._publish_presence(cid, attached, "connected")
         return attached.session
 
-    def detach(self, cid: str, connection: IChargePoint, reason: str) -> None:
-        """A connection ended; forget it unless a newer one already took its place."""
+    def detach(self, cid: str, connection: IChargePoint, reason: str, cause: str = "charge_point") -> None:
+        """A connection ended; forget it unless a newer one already took its place.
+
+        ``reason`` goes to the log line and the presence; ``cause`` (a short fixed word: who or what
+        ended it) is the ``reason`` label of the ``disconnects`` metric."""
         attached = self._attached.get(cid)
         if attached is None or attached.connection is not connection:
             return
@@ -148,20 +166,22 @@ class Router:
         if topic is not None:
             self._link.unsubscribe(topic)
         attached.session.end(reason)
-        self._metrics.inc("disconnects")
+        self._metrics.inc("disconnects", reason=cause)
         self._log.info(
             "charge point {cid} disconnected from {peer}: {reason}",
             cid=cid,
             peer=attached.peer,
             reason=reason,
+            cause=cause,
         )
         self._publish_presence(cid, attached, "disconnected", reason)
 
     def shutdown(self, reason: str = "gateway shutting down") -> None:
         """Close every charge point with 1001 (going away) and publish them offline."""
         for cid, attached in list(self._attached.items()):
-            self.detach(cid, attached.connection, reason)
+            self.detach(cid, attached.connection, reason, "shutdown")
             attached.connection.close(1001, reason)
+        self.sweep.finish()
         self.publish_node_state("offline")
 
     # -- MQTT ------------------------------------------------------------
@@ -194,6 +214,8 @@ class Router:
         self.publish_node_state("online")
         for cid, attached in self._attached.items():
             self._publish_presence(cid, attached, "connected")
+        if self._config.presence.enable:
+            self.sweep.start()
 
     def publish_node_state(self, status: str) -> None:
         """Publish this node's retained online/offline state."""
@@ -204,16 +226,8 @@ class Router:
     def _publish_presence(self, cid: str, attached: _Attached, status: str, reason: str = "") -> None:
         if not self._config.presence.enable:
             return
-        body: dict[str, object] = {
-            "clientid": cid,
-            "status": status,
-            "node": self._node,
-            "peer": attached.peer,
-            "at": _timestamp(attached.since if status == "connected" else self._clock.seconds()),
-        }
-        if reason:
-            body["reason"] = reason
-        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        at = attached.since if status == "connected" else self._clock.seconds()
+        data = presence_body(cid, status, self._node, attached.peer, at, reason)
         topic = attached.upstream.topics.presence
         if not self._link.publish(topic, data, self._config.presence.qos, retain=True):
             self._metrics.inc("presence_dropped")
@@ -228,7 +242,3 @@ def node_will(config: GatewayConfig, status: str = "offline") -> Will | None:
     topic = node_topic(config.gateway.mountpoint, config.presence.node_topic, node)
     payload = json.dumps({"node": node, "status": status}, separators=(",", ":")).encode("utf-8")
     return Will(topic, payload, config.presence.qos, True)
-
-
-def _timestamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -5,20 +5,26 @@
   refused at once. Nothing waits: charge points reconnect with back-off, and a wait queue under a
   flood would only grow memory.
 - A refused connection is closed in ``makeConnection``, before a byte of it is read; it is counted
-  (``connections_refused``) and logged at most once a second per listener.
+  (``connections_refused``) at once and logged in a summary a timer flushes: the first refusal after a
+  quiet second is logged at the end of the reactor iteration that accepted it (so a burst accepted
+  together is one line), later ones at most once a second per listener, each line with the true
+  count by reason.
 - ``nodelay``, ``recbuf``, ``sndbuf``: set on each accepted socket.
 - ``send_timeout`` / ``send_timeout_close``: a connection whose Twisted write buffer stays non-empty
   without draining for ``send_timeout`` is a peer that does not read; it is aborted (or, with
   ``send_timeout_close = false``, logged). Twisted never blocks on a write; the check runs only
   over connections written to since their buffer was last empty, so idle ones cost nothing.
+  The WebSocket above learns why its socket was aborted from ``abort_reason``, so the log line,
+  the ``disconnects`` metric and the presence say the gateway closed it, not the charge point.
 """
 
 from __future__ import annotations
 
 import socket
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -27,10 +33,22 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocppgw.config import ListenerSection
+from ocppgw.core.timers import cancel
 from ocppgw.metrics import Metrics
 from ocppgw.ws.transport import buffered, peer_address, socket_transport
 
 _log = Logger()
+
+REFUSAL_REASONS = ("max_connections", "max_conn_rate")
+
+# socket transport -> (cause, reason) of the limits layer aborting it; read by the WebSocket above.
+_aborted: WeakKeyDictionary[Any, tuple[str, str]] = WeakKeyDictionary()
+
+
+def abort_reason(transport: Any) -> tuple[str, str] | None:
+    """``(cause, reason)`` when the limits layer aborted the socket under ``transport``, else None."""
+    below = socket_transport(transport)
+    return None if below is None else _aborted.get(below)
 
 
 class TokenBucket:
@@ -133,6 +151,7 @@ class LimitedProtocol(ProtocolWrapper):
                 outcome=": closing" if close else "; send_timeout_close is off",
             )
         if close:
+            _aborted[below] = ("send_timeout", f"peer has not read for {listener.send_timeout:g}s")
             below.abortConnection()
             return False
         return True
@@ -156,9 +175,10 @@ class ListenerLimits(WrappingFactory):
             if listener.max_conn_rate is not None
             else None
         )
-        self.refused = {"max_connections": 0, "max_conn_rate": 0}
-        self._unlogged = 0
+        self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        self._unlogged = dict.fromkeys(REFUSAL_REASONS, 0)  # refusals not yet in a log line
         self._last_log = -1e18
+        self._log_timer: IDelayedCall | None = None
         self._watched: set[LimitedProtocol] = set()
         self._checker: LoopingCall | None = None
         self.check_interval = max(0.05, min(1.0, listener.send_timeout / 4))
@@ -178,24 +198,34 @@ class ListenerLimits(WrappingFactory):
         if reason is None:
             return super().buildProtocol(addr)
         self.refused[reason] += 1
-        name = listener.label
-        self.metrics.inc("connections_refused", listener=name, reason=reason)
-        self._unlogged += 1
-        now = self.clock.seconds()
-        if now - self._last_log >= 1.0:
-            _log.warn(
-                "listener {listener}: refused {count} connection(s) ({reason}; {live} live, "
-                "max_connections {max_connections}, max_conn_rate {max_conn_rate}/s)",
-                listener=name,
-                count=self._unlogged,
-                reason=reason,
-                live=len(self.protocols),
-                max_connections=listener.max_connections or "infinity",
-                max_conn_rate=listener.max_conn_rate or "infinity",
-            )
-            self._unlogged = 0
-            self._last_log = now
+        self.metrics.inc("connections_refused", listener=listener.label, reason=reason)
+        self._unlogged[reason] += 1
+        if self._log_timer is None:
+            delay = max(0.0, self._last_log + 1.0 - self.clock.seconds())
+            self._log_timer = self.clock.callLater(delay, self.log_refusals)
         return _Refused()
+
+    def log_refusals(self) -> None:
+        """One line for the refusals since the last one: their count, by reason."""
+        cancel(self._log_timer)
+        self._log_timer = None
+        count = sum(self._unlogged.values())
+        if not count:
+            return
+        listener = self.listener
+        _log.warn(
+            "listener {listener}: refused {count} connection(s) ({reasons}; {live} live, "
+            "max_connections {max_connections}, max_conn_rate {max_conn_rate}/s)",
+            listener=listener.label,
+            count=count,
+            reasons=", ".join(f"{reason} {n}" for reason, n in self._unlogged.items() if n),
+            refused=dict(self._unlogged),
+            live=len(self.protocols),
+            max_connections=listener.max_connections or "infinity",
+            max_conn_rate=listener.max_conn_rate or "infinity",
+        )
+        self._unlogged = dict.fromkeys(REFUSAL_REASONS, 0)
+        self._last_log = self.clock.seconds()
 
     def apply_socket_options(self, transport: Any) -> None:
         below = socket_transport(transport)
@@ -237,7 +267,8 @@ class ListenerLimits(WrappingFactory):
             checker.stop()
 
     def stop(self) -> None:
-        """Stop the send-timeout checks (the service is stopping)."""
+        """Log the refusals not yet logged and stop the send-timeout checks (the service is stopping)."""
+        self.log_refusals()
         self._watched.clear()
         if self._checker is not None:
             checker, self._checker = self._checker, None

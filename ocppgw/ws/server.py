@@ -25,7 +25,14 @@ from ocppgw.core.timers import cancel
 from ocppgw.metrics import Metrics
 from ocppgw.tls.listener import identity_refusal, peer_identity
 from ocppgw.ws.handshake import SUBPROTOCOL, Refusal, basic_credentials, cid_from_path, pick_subprotocol
+from ocppgw.ws.limits import abort_reason
+from ocppgw.ws.timers import use_reactor_clock
 from ocppgw.ws.transport import peer_address
+
+_FAILED_PREFIX = "I dropped the WebSocket TCP connection: "  # Autobahn's wording when it fails a connection
+
+CLOSE_HANDSHAKE_TIMEOUT = 5.0
+"""Seconds a charge point has to answer the gateway's close frame before the socket is aborted."""
 
 
 class OcppServerProtocol(WebSocketServerProtocol):
@@ -39,7 +46,8 @@ class OcppServerProtocol(WebSocketServerProtocol):
         self.cid: str | None = None
         self.peer_address = ""
         self._session: ChargePointSession | None = None
-        self._close_reason = ""
+        self._close_reason = ""  # set when the gateway ends the connection, with
+        self._close_cause = ""  # its cause: the ``reason`` label of ``disconnects``
         self._identity: PeerIdentity | None = None  # the client certificate's, on wss
 
     # -- handshake -------------------------------------------------------
@@ -141,11 +149,41 @@ class OcppServerProtocol(WebSocketServerProtocol):
         session, self._session = self._session, None
         if session is None or self.cid is None:
             return
-        why = self._close_reason or _describe_close(wasClean, code, reason, self.wasNotCleanReason)
+        cause, why = self._ending(wasClean, code, reason)
         try:
-            self.factory.router.detach(self.cid, self, why)
+            self.factory.router.detach(self.cid, self, why, cause)
         except Exception:
             self._log.failure("detaching charge point {cid} failed", cid=self.cid)
+
+    # -- who ended the connection ------------------------------------------
+
+    def note_close(self, cause: str, reason: str) -> None:
+        """The gateway is ending this connection; the first cause noted is the one reported.
+
+        ``cause`` is the ``reason`` label of the ``disconnects`` metric, ``reason`` the text."""
+        if not self._close_reason:
+            self._close_cause, self._close_reason = cause, reason
+
+    def onAutoPingTimeout(self) -> None:
+        self.note_close("ping_timeout", f"no pong within {self.autoPingTimeout:g}s")
+        super().onAutoPingTimeout()
+
+    def _ending(self, was_clean: bool, code: int | None, reason: str | None) -> tuple[str, str]:
+        """(cause, text) of the end of this connection: the gateway's own reason when it closed it.
+
+        Autobahn only reports the transport's view (a 1006 for every abort), so what the gateway
+        did is noted before the connection drops: by ``close``, by the ping timeout, by the limits
+        layer under this protocol (``abort_reason``), or by Autobahn failing the connection."""
+        if not self._close_reason:
+            below = abort_reason(self.transport)
+            if below is not None:
+                self.note_close(*below)
+            elif self.failedByMe:
+                failed = (self.wasNotCleanReason or "WebSocket protocol error").removeprefix(_FAILED_PREFIX)
+                self.note_close("protocol_error", failed)
+        if self._close_reason:
+            return self._close_cause, f"closed by gateway: {self._close_reason}"
+        return _describe_close(was_clean, code, reason, self.wasNotCleanReason)
 
     # -- output used by the gateway ---------------------------------------
 
@@ -154,8 +192,7 @@ class OcppServerProtocol(WebSocketServerProtocol):
             self.sendMessage(text.encode("utf-8"), isBinary=False)
 
     def close(self, code: int, reason: str) -> None:
-        if not self._close_reason:
-            self._close_reason = reason
+        self.note_close("gateway", reason)
         if self.state != self.STATE_OPEN:
             if self.transport is not None and self.state != self.STATE_CLOSED:
                 self.dropConnection(abort=True)
@@ -215,6 +252,7 @@ class OcppServerFactory(WebSocketServerFactory):
         reactor: Any,
     ) -> None:
         super().__init__(protocols=[SUBPROTOCOL], server="ocppgw", reactor=reactor)
+        use_reactor_clock(self, reactor)
         if listener.tls is not None:
             self.protocol = OcppTlsServerProtocol
         self.router = router
@@ -225,7 +263,7 @@ class OcppServerFactory(WebSocketServerFactory):
             maxFramePayloadSize=settings.max_frame_size,
             maxMessagePayloadSize=settings.max_frame_size,
             openHandshakeTimeout=settings.idle_timeout,
-            closeHandshakeTimeout=5,
+            closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
             autoPingInterval=settings.ping_interval,
             autoPingTimeout=settings.ping_timeout,
             autoPingSize=12,
@@ -234,8 +272,12 @@ class OcppServerFactory(WebSocketServerFactory):
         )
 
 
-def _describe_close(was_clean: bool, code: int | None, reason: str | None, unclean: str | None) -> str:
+def _describe_close(
+    was_clean: bool, code: int | None, reason: str | None, unclean: str | None
+) -> tuple[str, str]:
+    """(cause, text) of a connection the charge point or the network ended."""
+    if not was_clean:
+        return "connection_lost", f"connection lost ({unclean or 'no close handshake'})"
     if code is None:
-        return "closed" if was_clean else (unclean or "connection lost")
-    text = f"closed by charge point ({code}"
-    return text + (f": {reason})" if reason else ")")
+        return "charge_point", "closed by charge point"
+    return "charge_point", f"closed by charge point ({code}" + (f": {reason})" if reason else ")")

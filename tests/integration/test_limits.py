@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import socket
@@ -12,6 +13,7 @@ from typing import Any
 from ocpp.v16 import call
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from ocppgw.ws.transport import buffered, socket_transport
@@ -137,6 +139,26 @@ class MaxConnRateTests(_LimitsTestCase):
         self.assertEqual(refused, 20 - accepted)
         yield poll_until(lambda: sum(_closed_by_peer(s) for s in burst) >= refused, timeout=10)
 
+    @inlineCallbacks
+    def test_burst_logged_with_its_true_count(self) -> Any:
+        """300 connections at once: the log lines' counts add up to every refusal, one line a second."""
+        lines: list[tuple[float, int]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_format", "").startswith("listener {listener}: refused"):
+                lines.append((event["log_time"], event["count"]))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        for _ in range(300):
+            self.raw()
+        yield poll_until(lambda: self.limits.live + self.limits.refused["max_conn_rate"] == 300, timeout=20)
+        refused = self.limits.refused["max_conn_rate"]
+        self.assertGreater(refused, 250)
+        yield poll_until(lambda: sum(count for _, count in lines) == refused, timeout=10)
+        times = [at for at, _ in lines]
+        self.assertTrue(all(b - a >= 0.99 for a, b in itertools.pairwise(times)), times)
+
 
 class SendTimeoutTests(_LimitsTestCase):
     extra_config = "[listeners.ws.default]\nsndbuf = 4096\nsend_timeout = 1500ms\n"
@@ -187,6 +209,9 @@ class SendTimeoutTests(_LimitsTestCase):
         )
         self.assertGreaterEqual(time.monotonic() - flood_started, 1.0)
         yield poll_until(lambda: self.gw.service.router.session("SLOW") is None, timeout=10)
+        presence = yield self.gw.wait_messages("ocpp/cp/SLOW/Presence", 2)
+        self.assertEqual(presence[-1]["reason"], "closed by gateway: peer has not read for 1.5s")
+        self.assertEqual(self.gw.service.metrics.value("disconnects", reason="send_timeout"), 1)
         self.assertEqual(self.limits.live, 1)
         for n in range(3):
             during.append((yield self.heartbeat(fast, "FAST", f"after{n}", central)))

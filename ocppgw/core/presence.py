@@ -1,0 +1,174 @@
+"""Retained presence messages: their body, and the start-up sweep of what a crash left behind.
+
+After ``kill -9`` the broker publishes the node's last will, but every charge point's retained
+presence still says ``connected``. ``PresenceSweep`` runs once, when the broker link first connects:
+it subscribes to the presence filters of this node's mountpoints, and for each retained message of
+this node (``node`` is this node name) that says ``connected`` for a charge point that has not
+attached since start-up, it publishes ``disconnected`` with reason ``node restarted`` to that same
+topic (retained). Then it unsubscribes.
+
+What is swept: one filter per mountpoint in use (``[gateway] mountpoint`` and each listener's own),
+the presence template under it with ``${cid}`` as ``+``. A mountpoint or template where ``${cid}`` is
+only part of a level (``site-${cid}/``) makes no valid filter: its presence is not swept (logged).
+A message is swept only when its topic is exactly the presence topic of its ``clientid`` under one
+of these mountpoints, so nothing else under a wildcard is ever written to.
+
+MQTT has no "end of retained messages" marker, and ``IBrokerLink`` does not expose the SUBACK: the
+sweep ends once ``quiet`` seconds pass with no presence message (the broker sends retained messages
+right after the SUBACK, back to back), and at the latest ``limit`` seconds after subscribing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from ocppgw.core.ports import IBrokerLink
+from ocppgw.core.timers import cancel
+from ocppgw.core.topics import filter_problem, has_cid, render
+
+NODE_RESTARTED = "node restarted"
+SWEEP_QUIET = 2.0
+SWEEP_LIMIT = 30.0
+
+_log = Logger()
+
+
+def presence_body(cid: str, status: str, node: str, peer: str, at: float, reason: str = "") -> bytes:
+    """The JSON of one charge point's presence message; ``at`` in seconds since the epoch."""
+    body: dict[str, object] = {
+        "clientid": cid,
+        "status": status,
+        "node": node,
+        "peer": peer,
+        "at": timestamp(at),
+    }
+    if reason:
+        body["reason"] = reason
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+def timestamp(seconds: float) -> str:
+    """ISO 8601 UTC with milliseconds and a ``Z``."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def presence_filter(mountpoint: str, template: str) -> str | None:
+    """The filter matching every charge point's presence topic under ``mountpoint``, or None when
+    ``${cid}`` is not a whole level there."""
+    template = mountpoint + template
+    topic_filter = render(template, cid="+")
+    if not has_cid(template) or filter_problem(topic_filter) is not None:
+        return None
+    return topic_filter
+
+
+class PresenceSweep:
+    """Marks ``disconnected`` the charge points a previous run of this node left ``connected``."""
+
+    def __init__(
+        self,
+        link: IBrokerLink,
+        clock: IReactorTime,
+        node: str,
+        mountpoints: Iterable[str],
+        template: str,
+        qos: int,
+        attached: Callable[[str], bool],
+        quiet: float = SWEEP_QUIET,
+        limit: float = SWEEP_LIMIT,
+    ) -> None:
+        self._link = link
+        self._clock = clock
+        self._node = node
+        self._mountpoints = tuple(dict.fromkeys(mountpoints))
+        self._template = template
+        self._qos = qos
+        self._attached = attached
+        self._quiet = quiet
+        self._limit = limit
+        self._filters: list[str] = []
+        self._claimed: set[str] = set()  # charge points attached since start-up: never swept
+        self._done: set[str] = set()  # topics already answered
+        self._quiet_timer: IDelayedCall | None = None
+        self._limit_timer: IDelayedCall | None = None
+        self.started = False
+        self.swept = 0
+
+    @property
+    def running(self) -> bool:
+        return bool(self._filters)
+
+    def claim(self, cid: str) -> None:
+        """``cid`` attached to this node: its presence is this run's, whatever the sweep sees."""
+        self._claimed.add(cid)
+
+    def start(self) -> None:
+        """Subscribe to the presence filters (once per process) and arm the end of the sweep."""
+        if self.started:
+            return
+        self.started = True
+        for mountpoint in self._mountpoints:
+            topic_filter = presence_filter(mountpoint, self._template)
+            if topic_filter is None:
+                _log.info(
+                    "presence under mountpoint {mountpoint!r} is not swept at start-up: ${{cid}} is not "
+                    "a whole topic level there",
+                    mountpoint=mountpoint,
+                )
+            elif topic_filter not in self._filters:
+                self._filters.append(topic_filter)
+        for topic_filter in self._filters:
+            self._link.subscribe(topic_filter, self._qos, self._received)
+        if self._filters:
+            self._quiet_timer = self._clock.callLater(self._quiet, self.finish)
+            self._limit_timer = self._clock.callLater(self._limit, self.finish)
+
+    def _received(self, topic: str, payload: bytes) -> None:
+        if not self._filters:
+            return
+        cancel(self._quiet_timer)
+        self._quiet_timer = self._clock.callLater(self._quiet, self.finish)
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(body, dict) or body.get("node") != self._node or body.get("status") != "connected":
+            return
+        cid = body.get("clientid")
+        if not isinstance(cid, str) or cid in self._claimed or self._attached(cid) or topic in self._done:
+            return
+        if not any(render(m, cid) + render(self._template, cid) == topic for m in self._mountpoints):
+            return
+        self._done.add(topic)
+        peer = body.get("peer")
+        data = presence_body(
+            cid,
+            "disconnected",
+            self._node,
+            peer if isinstance(peer, str) else "",
+            self._clock.seconds(),
+            NODE_RESTARTED,
+        )
+        if self._link.publish(topic, data, self._qos, retain=True):
+            self.swept += 1
+            _log.info("charge point {cid} marked disconnected: {reason}", cid=cid, reason=NODE_RESTARTED)
+
+    def finish(self) -> None:
+        """Stop listening: unsubscribe and cancel the timers."""
+        cancel(self._quiet_timer)
+        cancel(self._limit_timer)
+        self._quiet_timer = self._limit_timer = None
+        filters, self._filters = self._filters, []
+        for topic_filter in filters:
+            self._link.unsubscribe(topic_filter)
+        if filters:
+            _log.info(
+                "presence sweep done: {count} charge point(s) of node {node} marked disconnected",
+                count=self.swept,
+                node=self._node,
+            )

@@ -105,7 +105,7 @@ class ProtocolTests(SynchronousTestCase):
             (upgrade_request("/ocpp/a%2Fb"), "400"),
             (upgrade_request("/ocpp/"), "400"),
             (upgrade_request("/ocpp/ok", protocols="ocpp2.0.1"), "400"),
-            (upgrade_request("/ocpp/ok", protocols=None), "400"),
+            (upgrade_request("/ocpp/ok", protocols="OCPP1.6"), "400"),
             (upgrade_request("/elsewhere/ok"), "404"),
         ]
         for request, status in cases:

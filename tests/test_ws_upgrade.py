@@ -6,10 +6,10 @@ a StringTransport).
 from __future__ import annotations
 
 import ipaddress
+import struct
 from typing import Any
 
 import txaio
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
@@ -32,7 +32,7 @@ from ocppgw.ws.handshake import (
 )
 from ocppgw.ws.server import OcppServerFactory
 from tests.fakes import FakeMqttLink
-from tests.test_ws_server import _Transport, client_frame, upgrade_request
+from tests.test_ws_server import _Transport, client_frame, open_protocol, upgrade_request
 
 txaio.use_twisted()
 
@@ -187,13 +187,7 @@ class _ProtocolTestCase(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
     def connect(self, *chunks: bytes, host: str = "10.1.2.3") -> tuple[Any, _Transport]:
-        with replace_loop(self.clock):
-            protocol = self.factory.buildProtocol(IPv4Address("TCP", host, 5555))
-            transport = _Transport(peerAddress=IPv4Address("TCP", host, 5555))
-            protocol.makeConnection(transport)
-            for chunk in chunks:
-                protocol.dataReceived(chunk)
-        return protocol, transport
+        return open_protocol(self.factory, self.clock, list(chunks), host)
 
     def tearDown(self) -> None:
         for call in self.clock.getDelayedCalls():
@@ -375,3 +369,20 @@ class NoCompressionTests(CompressionTests):
         response = transport.value()
         self.assertTrue(response.startswith(b"HTTP/1.1 101"), response)
         self.assertNotIn(b"extensions", response.lower())
+
+
+class MessageTooBigTests(_ProtocolTestCase):
+    """A message over max_frame_size is answered with a 1009 close frame, not a bare drop."""
+
+    gateway_options = "max_frame_size = 1KB\n"
+
+    def test_1009(self) -> None:
+        """2 KB in one frame: close frame 1009, counted; nothing published."""
+        protocol, transport = self.connect(upgrade_request("/ocpp/CP1"))
+        transport.clear()
+        with replace_loop(self.clock):
+            protocol.dataReceived(client_frame(b'[2,"u1","Heartbeat",{"x":"' + b"a" * 2048 + b'"}]'))
+        sent = transport.value()
+        self.assertEqual((sent[0], struct.unpack("!H", sent[2:4])[0]), (0x88, 1009))
+        self.assertEqual(self.metrics.value("frames_invalid", code="too_big"), 1)
+        self.assertEqual(self.link.published_to("ocpp/cp/CP1"), [])

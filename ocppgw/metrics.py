@@ -62,7 +62,7 @@ _METRICS: dict[str, tuple[_Kind, str, tuple[str, ...]]] = {
     "disconnects": (
         Counter,
         "charge points detached, by cause: charge_point, connection_lost, gateway, ping_timeout, "
-        "send_timeout, protocol_error, takeover, shutdown",
+        "send_timeout, protocol_error, frame_too_big, takeover, shutdown",
         ("reason",),
     ),
     "takeovers": (Counter, "connections closed because the same charge point connected again", ()),

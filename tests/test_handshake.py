@@ -98,7 +98,7 @@ class CidFromPathTests(SynchronousTestCase):
 
 
 class PickSubprotocolTests(SynchronousTestCase):
-    """pick_subprotocol() insists on ``ocpp1.6``."""
+    """pick_subprotocol() chooses from the listener's supported subprotocols."""
 
     def test_only_ocpp16(self) -> None:
         """``ocpp1.6`` alone is chosen."""
@@ -111,9 +111,20 @@ class PickSubprotocolTests(SynchronousTestCase):
         self.assertEqual(pick_subprotocol(["ocpp1.6", "ocpp2.0"]), "ocpp1.6")
 
     def test_none_offered(self) -> None:
-        """No Sec-WebSocket-Protocol is refused with 400."""
-        refusal = self.assertRaises(Refusal, pick_subprotocol, [])
+        """No Sec-WebSocket-Protocol is served as OCPP 1.6 with none named (None), as the reference."""
+        self.assertIsNone(pick_subprotocol([]))
+        self.assertIsNone(pick_subprotocol([], ("ocpp1.6",), fail_if_none=False))
+
+    def test_none_offered_refused_when_configured(self) -> None:
+        """With fail_if_no_subprotocol, no Sec-WebSocket-Protocol is refused with 400 no_subprotocol."""
+        refusal = self.assertRaises(Refusal, pick_subprotocol, [], ("ocpp1.6",), True)
         self.assertEqual((refusal.status, refusal.reason), (400, "no_subprotocol"))
+
+    def test_supported_order_wins(self) -> None:
+        """The first of the listener's supported subprotocols that is offered is chosen."""
+        self.assertEqual(pick_subprotocol(["b", "a"], ("a", "b")), "a")
+        refusal = self.assertRaises(Refusal, pick_subprotocol, ["ocpp1.6"], ("a",))
+        self.assertEqual(refusal.reason, "no_supported_subprotocol")
 
     def test_others_only(self) -> None:
         """Only other protocols, or a different spelling, are refused with 400."""

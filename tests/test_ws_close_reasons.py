@@ -60,22 +60,28 @@ class CloseReasonTests(SynchronousTestCase):
         self.assertEnded("gateway", "closed by gateway: no data for 10s")
 
     def test_autobahn_fails_the_connection(self) -> None:
-        """An unmasked client frame, a frame over max_frame_size: Autobahn drops the connection, and
-        it is the gateway's doing (cause protocol_error), with Autobahn's reason."""
-        cases = [
-            (b"\x81\x02hi", "unmasked client-to-server frame"),
-            (client_frame(b"x" * 100), "limit of 64"),
-        ]
-        for data, why in cases:
-            gateway = self.make("ping_interval = 0\nmax_frame_size = 64\n")
-            protocol, transport = gateway.open()
-            protocol.dataReceived(data)
-            self.assertTrue(transport.disconnecting)
-            gateway.lose(protocol)
-            reason = gateway.presence()[-1]["reason"]
-            self.assertTrue(reason.startswith("closed by gateway: "), reason)
-            self.assertIn(why, reason)
-            self.assertEqual(gateway.metrics.value("disconnects", reason="protocol_error"), 1)
+        """An unmasked client frame: Autobahn drops the connection, and it is the gateway's doing
+        (cause protocol_error), with Autobahn's reason."""
+        gateway = self.make("ping_interval = 0\n")
+        protocol, transport = gateway.open()
+        protocol.dataReceived(b"\x81\x02hi")
+        self.assertTrue(transport.disconnecting)
+        gateway.lose(protocol)
+        reason = gateway.presence()[-1]["reason"]
+        self.assertTrue(reason.startswith("closed by gateway: "), reason)
+        self.assertIn("unmasked client-to-server frame", reason)
+        self.assertEqual(gateway.metrics.value("disconnects", reason="protocol_error"), 1)
+
+    def test_message_too_big(self) -> None:
+        """A frame over max_frame_size is closed with 1009 by the gateway (cause frame_too_big)."""
+        gateway = self.make("ping_interval = 0\nmax_frame_size = 64\n")
+        protocol, transport = gateway.open()
+        protocol.dataReceived(client_frame(b"x" * 100))
+        self.assertIn(b"\x88", transport.value())  # a close frame went out
+        gateway.lose(protocol)
+        reason = gateway.presence()[-1]["reason"]
+        self.assertEqual(reason, "closed by gateway: message over 64 bytes")
+        self.assertEqual(gateway.metrics.value("disconnects", reason="frame_too_big"), 1)
 
     def test_send_timeout(self) -> None:
         """The limits layer aborts a peer that does not read: the WebSocket above reports send_timeout."""

@@ -60,6 +60,19 @@ def upgrade_request(path: str, protocols: str | None = "ocpp1.6", extra: str = "
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def open_protocol(
+    factory: OcppServerFactory, clock: Clock, chunks: list[bytes], host: str = "10.1.2.3"
+) -> tuple[Any, _Transport]:
+    """A protocol of ``factory`` connected from ``host`` over a _Transport, fed ``chunks``."""
+    with replace_loop(clock):
+        protocol = factory.buildProtocol(IPv4Address("TCP", host, 5555))
+        transport = _Transport(peerAddress=IPv4Address("TCP", host, 5555))
+        protocol.makeConnection(transport)
+        for chunk in chunks:
+            protocol.dataReceived(chunk)
+    return protocol, transport
+
+
 class ProtocolTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
@@ -76,14 +89,8 @@ class ProtocolTests(SynchronousTestCase):
             )
 
     def connect(self, request: bytes, byte_by_byte: bool = False) -> tuple[Any, _Transport]:
-        with replace_loop(self.clock):
-            protocol = self.factory.buildProtocol(IPv4Address("TCP", "10.1.2.3", 5555))
-            transport = _Transport(peerAddress=IPv4Address("TCP", "10.1.2.3", 5555))
-            protocol.makeConnection(transport)
-            chunks = [request[i : i + 1] for i in range(len(request))] if byte_by_byte else [request]
-            for chunk in chunks:
-                protocol.dataReceived(chunk)
-        return protocol, transport
+        chunks = [request[i : i + 1] for i in range(len(request))] if byte_by_byte else [request]
+        return open_protocol(self.factory, self.clock, chunks)
 
     def tearDown(self) -> None:
         for call in self.clock.getDelayedCalls():
@@ -105,7 +112,7 @@ class ProtocolTests(SynchronousTestCase):
             (upgrade_request("/ocpp/a%2Fb"), "400"),
             (upgrade_request("/ocpp/"), "400"),
             (upgrade_request("/ocpp/ok", protocols="ocpp2.0.1"), "400"),
-            (upgrade_request("/ocpp/ok", protocols=None), "400"),
+            (upgrade_request("/ocpp/ok", protocols="OCPP1.6"), "400"),
             (upgrade_request("/elsewhere/ok"), "404"),
         ]
         for request, status in cases:

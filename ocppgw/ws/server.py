@@ -24,10 +24,20 @@ from ocppgw.core.session import ChargePointSession
 from ocppgw.core.timers import cancel
 from ocppgw.metrics import Metrics
 from ocppgw.tls.listener import identity_refusal, peer_identity
-from ocppgw.ws.handshake import SUBPROTOCOL, Refusal, basic_credentials, cid_from_path, pick_subprotocol
+from ocppgw.ws.compression import deflate_accept, refuse_compression
+from ocppgw.ws.handshake import (
+    WEBSOCKET_VERSION,
+    Refusal,
+    basic_credentials,
+    cid_from_path,
+    forwarded_address,
+    host_of,
+    pick_subprotocol,
+)
 from ocppgw.ws.limits import abort_reason
 from ocppgw.ws.timers import use_reactor_clock
 from ocppgw.ws.transport import peer_address
+from ocppgw.ws.upgrade import UpgradeGuard
 
 _FAILED_PREFIX = "I dropped the WebSocket TCP connection: "  # Autobahn's wording when it fails a connection
 
@@ -35,7 +45,7 @@ CLOSE_HANDSHAKE_TIMEOUT = 5.0
 """Seconds a charge point has to answer the gateway's close frame before the socket is aborted."""
 
 
-class OcppServerProtocol(WebSocketServerProtocol):
+class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
     """One charge point's WebSocket."""
 
     _log = Logger()
@@ -52,14 +62,22 @@ class OcppServerProtocol(WebSocketServerProtocol):
 
     # -- handshake -------------------------------------------------------
 
-    def onConnect(self, request: ConnectionRequest) -> Deferred[str] | str:
+    def onConnect(self, request: ConnectionRequest) -> Deferred[str | None] | str | None:
         listener = self.factory.listener
         self.peer_address = peer_address(self.transport)
+        if listener.proxy_address_header:
+            forwarded = forwarded_address(
+                host_of(self.peer_address),
+                request.headers.get(listener.proxy_address_header),
+                listener.trusted_proxies,
+            )
+            self.peer_address = forwarded or self.peer_address
         try:
             cid = cid_from_path(request.path, listener.path)
-            subprotocol = pick_subprotocol(list(request.protocols))
+            subprotocol = pick_subprotocol(
+                request.protocols, listener.supported_subprotocols, listener.fail_if_no_subprotocol
+            )
         except Refusal as refusal:
-            self.factory.metrics.inc("handshakes_refused", status=str(refusal.status), reason=refusal.reason)
             self._log.info(
                 "refused handshake from {peer} for {path!r} ({protocols}): {status} {reason}",
                 peer=self.peer_address,
@@ -72,9 +90,6 @@ class OcppServerProtocol(WebSocketServerProtocol):
         identity = peer_identity(self.transport) if listener.tls is not None else None
         mismatch = identity_refusal(listener.tls, cid, identity)
         if mismatch is not None:
-            self.factory.metrics.inc(
-                "handshakes_refused", status="403", reason="certificate_identity_mismatch"
-            )
             self._log.info(
                 "refused charge point {cid} from {peer}: 403 {reason} (certificate DN {dn!r})",
                 cid=cid,
@@ -96,9 +111,8 @@ class OcppServerProtocol(WebSocketServerProtocol):
         )
         d = self.factory.authenticator.authenticate(credentials)
 
-        def decided(decision: Decision) -> str:
+        def decided(decision: Decision) -> str | None:
             if not decision.allowed:
-                self.factory.metrics.inc("handshakes_refused", status="401", reason="not_authorized")
                 self._log.info(
                     "charge point {cid} from {peer} not authorized (username {username!r}): {reason}",
                     cid=cid,
@@ -126,10 +140,32 @@ class OcppServerProtocol(WebSocketServerProtocol):
     # -- frames ----------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self.state != self.STATE_OPEN:
+            if self.state == self.STATE_CONNECTING:
+                data = self._handshake_bytes(data)
+            elif self.state == self.STATE_CLOSED:
+                data = b""  # a refused or dropped peer still sending: Autobahn would only buffer it
+            if not data:
+                return
         session = self._session
         if session is not None:
             session.activity()
         super().dataReceived(data)
+
+    def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
+        """A message over ``max_frame_size`` (inflated, when compressed): a 1009 close, then the drop.
+
+        Autobahn's hook (26.x) fails the connection, which with ``failByDrop`` is a bare TCP drop
+        the charge point sees as 1006; what it is owed is 1009 (message too big). Further frames of
+        the message are ignored (``failedByMe``) until the close handshake ends or times out.
+        """
+        self.failedByMe = True
+        self.factory.metrics.inc("frames_invalid", code="too_big")
+        self._log.info(
+            "message from {cid} over {limit} bytes: closing with 1009", cid=self.cid, limit=max_msg_size
+        )
+        self.note_close("frame_too_big", f"message over {max_msg_size} bytes")
+        self.close(1009, "message too big")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         session = self._session
@@ -251,7 +287,8 @@ class OcppServerFactory(WebSocketServerFactory):
         metrics: Metrics,
         reactor: Any,
     ) -> None:
-        super().__init__(protocols=[SUBPROTOCOL], server="ocppgw", reactor=reactor)
+        # server=None: no Server header in any answer (no banner for scanners)
+        super().__init__(protocols=list(listener.supported_subprotocols), server=None, reactor=reactor)
         use_reactor_clock(self, reactor)
         if listener.tls is not None:
             self.protocol = OcppTlsServerProtocol
@@ -259,6 +296,14 @@ class OcppServerFactory(WebSocketServerFactory):
         self.authenticator = authenticator
         self.listener = listener
         self.metrics = metrics
+        self.max_handshake_size = settings.max_handshake_size
+        self.setProtocolOptions(
+            versions=[int(WEBSOCKET_VERSION)],
+            webStatus=False,  # Autobahn's status page names its version: a GET without Upgrade gets 426
+            perMessageCompressionAccept=(
+                deflate_accept(settings.max_frame_size) if listener.compress else refuse_compression
+            ),
+        )
         self.setProtocolOptions(
             maxFramePayloadSize=settings.max_frame_size,
             maxMessagePayloadSize=settings.max_frame_size,

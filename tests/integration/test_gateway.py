@@ -187,9 +187,9 @@ class BadInputTests(_GatewayTestCase):
 
     @inlineCallbacks
     def test_wrong_subprotocol_refused(self) -> Any:
-        """Without ocpp1.6 offered the handshake gets HTTP 400."""
+        """Offering only other subprotocols (or ocpp1.6 misspelt) gets HTTP 400; offering none is served."""
         yield self.assertRefused("W1", 400, subprotocols=["ocpp2.0.1"])
-        yield self.assertRefused("W1", 400, subprotocols=None)
+        yield self.assertRefused("W1", 400, subprotocols=["OCPP1.6"])
 
     @inlineCallbacks
     def test_bad_frames_answered_connection_stays(self) -> Any:

@@ -38,13 +38,16 @@ class HAProxy:
         self._process: subprocess.Popen[bytes] | None = None
         testcase.addCleanup(self.stop)
 
-    def start(self, routes: dict[str, tuple[int, str]]) -> Any:
-        """``routes``: frontend name -> (gateway port, ``send-proxy`` or ``send-proxy-v2``)."""
+    def start(self, routes: dict[str, tuple[int, str]], http: bool = False) -> Any:
+        """``routes``: frontend name -> (gateway port, ``send-proxy``, ``send-proxy-v2`` or nothing).
+
+        ``http``: HTTP mode, adding an ``X-Forwarded-For`` header, as a TLS-terminating proxy would.
+        """
         lines = [
             "global",
             "    maxconn 200",
             "defaults",
-            "    mode tcp",
+            *(["    mode http", "    option forwardfor"] if http else ["    mode tcp"]),
             "    timeout connect 5s",
             "    timeout client 60s",
             "    timeout server 60s",

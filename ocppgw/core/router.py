@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ocppgw.config import GatewayConfig, ListenerSection
+from ocppgw.core.peertext import clip
 from ocppgw.core.ports import IBrokerLink, IChargePoint, PeerIdentity, Will
 from ocppgw.core.presence import PresenceSweep, presence_body
 from ocppgw.core.schemas import SchemaRegistry
@@ -70,6 +71,8 @@ class Router:
             reply_timeout=config.dnstream.reply_timeout,
             check_upstream=schemas is not None and checking in ("all", "upstream_only"),
             check_dnstream=schemas is not None and checking in ("all", "dnstream_only"),
+            max_outgoing_frame_size=config.gateway.max_outgoing_frame_size,
+            max_unique_id_length=config.gateway.max_unique_id_length,
         )
         self._attached: dict[str, _Attached] = {}
         self._subscribed: dict[str, str] = {}  # cid -> its downstream topic
@@ -146,9 +149,9 @@ class Router:
             peer=peer,
             with_certificate=""
             if certificate is None
-            else f" with certificate CN={certificate.cn!r} DN={certificate.dn!r}",
-            certificate_cn=None if certificate is None else certificate.cn,
-            certificate_dn=None if certificate is None else certificate.dn,
+            else f" with certificate CN={clip(certificate.cn, 100)} DN={clip(certificate.dn, 300)}",
+            certificate_cn=None if certificate is None else clip(certificate.cn, 100),
+            certificate_dn=None if certificate is None else clip(certificate.dn, 300),
         )
         self._publish_presence(cid, attached, "connected")
         return attached.session
@@ -171,7 +174,7 @@ class Router:
             "charge point {cid} disconnected from {peer}: {reason}",
             cid=cid,
             peer=attached.peer,
-            reason=reason,
+            reason=clip(reason, 300),
             cause=cause,
         )
         self._publish_presence(cid, attached, "disconnected", reason)

@@ -331,14 +331,17 @@ class RecoveredUniqueIdTests(SynchronousTestCase):
     def error(self, text: str, limit: int | None = None) -> FrameError:
         return self.assertRaises(FrameError, decode_frame, text, limit)
 
+    def assertAnswer(self, error: FrameError, code: str, unique_id: str | None, answerable: bool) -> None:
+        self.assertEqual((error.code, error.unique_id, error.answerable), (code, unique_id, answerable))
+
     def test_each_limit_of_the_codec(self) -> None:
         """Too deep, NaN, Infinity, a number out of range, a BOM, trailing text: answerable Calls."""
         deep = "[" * 70 + "1" + "]" * 70
         for tail in (deep, "NaN", "Infinity", "-1e400", '{"a":1}] x', '{"a":1'):
             error = self.error(f'[2,"id-1","DataTransfer",{tail}]')
-            self.assertEqual((error.code, error.unique_id, error.answerable), ("FormationViolation", "id-1", True))
+            self.assertAnswer(error, "FormationViolation", "id-1", True)
         error = self.error('\ufeff[2,"id-2","Heartbeat",{}]')
-        self.assertEqual((error.code, error.unique_id, error.answerable), ("FormationViolation", "id-2", True))
+        self.assertAnswer(error, "FormationViolation", "id-2", True)
         self.assertIn("BOM", error.description)
 
     def test_whitespace_and_escapes(self) -> None:
@@ -352,14 +355,12 @@ class RecoveredUniqueIdTests(SynchronousTestCase):
         """A broken CallResult or CallError keeps its UniqueId for the log and is never answerable."""
         for text in ('[3,"r1",{"v":NaN}]', '[4,"r1","GenericError","",NaN]'):
             error = self.error(text)
-            self.assertEqual((error.code, error.unique_id, error.answerable), ("FormationViolation", "r1", False))
+            self.assertAnswer(error, "FormationViolation", "r1", False)
 
     def test_unknown_type(self) -> None:
         """An unknown MessageTypeId is a ProtocolError, as for a frame that parses."""
-        error = self.error('[7,"u7",NaN]')
-        self.assertEqual((error.code, error.unique_id, error.answerable), ("ProtocolError", "u7", True))
-        parsed = self.error('[7,"u7",{}]')
-        self.assertEqual((parsed.code, parsed.unique_id, parsed.answerable), ("ProtocolError", "u7", True))
+        self.assertAnswer(self.error('[7,"u7",NaN]'), "ProtocolError", "u7", True)
+        self.assertAnswer(self.error('[7,"u7",{}]'), "ProtocolError", "u7", True)
 
     def test_unreadable_starts(self) -> None:
         """No UniqueId unless the start is [<integer>,"<valid JSON string>", exactly."""

@@ -28,7 +28,9 @@ class OutgoingSizeTests(SessionTestCase):
         self.assertEqual(session.in_flight, Call("small2", "Reset", {"type": "Soft"}))
         errors = [m for m in self.output.published if isinstance(m, CallError)]
         self.assertEqual(len(errors), 1)
-        self.assertEqual((errors[0].unique_id, errors[0].action, errors[0].code), ("big", "DataTransfer", "GenericError"))
+        self.assertEqual(
+            (errors[0].unique_id, errors[0].action, errors[0].code), ("big", "DataTransfer", "GenericError")
+        )
         self.assertIn("max_outgoing_frame_size", errors[0].description)
         self.assertEqual(self.metrics.value("outgoing_oversized", kind="Call"), 1)
         self.clock.advance(30)
@@ -49,7 +51,9 @@ class OutgoingSizeTests(SessionTestCase):
         session = self.make(max_outgoing_frame_size=LIMIT, max_queue=5000)
         session.envelope_received(dn_call("first"))
         for n in range(3000):
-            session.envelope_received(dn_call(f"big{n}", "DataTransfer", {"vendorId": "v", "data": "x" * LIMIT}))
+            session.envelope_received(
+                dn_call(f"big{n}", "DataTransfer", {"vendorId": "v", "data": "x" * LIMIT})
+            )
         session.envelope_received(dn_call("last"))
         session.frame_received(frame(3, "first", {}))
         self.assertEqual(self.output.sent[-1], '[2,"last","Reset",{"type":"Soft"}]')
@@ -61,9 +65,7 @@ class OutgoingSizeTests(SessionTestCase):
         session.frame_received(frame(2, "b1", "DataTransfer", {"vendorId": "v"}))
         session.envelope_received(dn_result("b1", {"status": "Accepted", "data": "y" * LIMIT}))
         session.envelope_received(
-            envelope(
-                MessageTypeId=4, UniqueId="e1", ErrorCode="InternalError", ErrorDescription="z" * LIMIT
-            )
+            envelope(MessageTypeId=4, UniqueId="e1", ErrorCode="InternalError", ErrorDescription="z" * LIMIT)
         )
         self.assertEqual(self.output.sent, [])
         errors = [m for m in self.output.published if isinstance(m, CallError)]
@@ -86,7 +88,7 @@ class OutgoingSizeTests(SessionTestCase):
         self.assertEqual(self.output.sent, [text])
 
     def test_own_answer_too_large_is_dropped(self) -> None:
-        """The gateway's own CallError to a charge point over the limit is counted, neither sent nor published."""
+        """The gateway's own CallError to a charge point over the limit: counted, not sent, not published."""
         session = self.make(max_outgoing_frame_size=40)
         session.frame_received('[2,"u1","Heartbeat",NaN]')
         self.assertEqual((self.output.sent, self.output.published), ([], []))
@@ -139,7 +141,9 @@ class RecoveredUniqueIdTests(SessionTestCase):
             if body is None:
                 text = '\ufeff[2,"r4","Heartbeat",{}]'
             session.frame_received(text)
-        self.assertEqual([messages.decode_frame(t).unique_id for t in self.output.sent], [f"r{n}" for n in range(5)])
+        self.assertEqual(
+            [messages.decode_frame(t).unique_id for t in self.output.sent], [f"r{n}" for n in range(5)]
+        )
         self.assertTrue(all('"FormationViolation"' in t for t in self.output.sent))
         self.assertEqual(self.output.published, [])
 

@@ -65,7 +65,9 @@ class OutgoingFrameTests(TestCase):
         """A 1,500-character UniqueId gets a FormationViolation with UniqueId "-1"."""
         yield self.client.send(json.dumps([2, "L" * 1500, "Heartbeat", {}]))
         answer = yield self.client.recv()
-        self.assertEqual(json.loads(answer), [4, "-1", "FormationViolation", "UniqueId longer than 36 characters", {}])
+        self.assertEqual(
+            json.loads(answer), [4, "-1", "FormationViolation", "UniqueId longer than 36 characters", {}]
+        )
 
     @inlineCallbacks
     def test_broken_json_answered(self) -> None:

@@ -143,15 +143,17 @@ class Router:
         self._subscribe(cid, topics.dnstream)
         attached.session.start()
         self._metrics.inc("connects")
+        cn = None if certificate is None else _clipped(certificate.cn, 64)
+        dn = None if certificate is None else _clipped(certificate.dn, 200)
         self._log.info(
             "charge point {cid} connected from {peer}{with_certificate}",
             cid=cid,
             peer=peer,
             with_certificate=""
             if certificate is None
-            else f" with certificate CN={clip(certificate.cn, 100)} DN={clip(certificate.dn, 300)}",
-            certificate_cn=None if certificate is None else clip(certificate.cn, 100),
-            certificate_dn=None if certificate is None else clip(certificate.dn, 300),
+            else f" with certificate CN={cn!r} DN={dn!r}",
+            certificate_cn=cn,
+            certificate_dn=dn,
         )
         self._publish_presence(cid, attached, "connected")
         return attached.session
@@ -245,3 +247,8 @@ def node_will(config: GatewayConfig, status: str = "offline") -> Will | None:
     topic = node_topic(config.gateway.mountpoint, config.presence.node_topic, node)
     payload = json.dumps({"node": node, "status": status}, separators=(",", ":")).encode("utf-8")
     return Will(topic, payload, config.presence.qos, True)
+
+
+def _clipped(text: str | None, limit: int) -> str | None:
+    """A certificate's name as the log shows it: None stays None."""
+    return None if text is None else clip(text, limit)

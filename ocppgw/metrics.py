@@ -52,6 +52,9 @@ _METRICS: dict[str, tuple[_Kind, str, tuple[str, ...]]] = {
     "dnstream_dropped": (Counter, "downstream Calls dropped because the queue was full", ("action",)),
     "reply_timeouts": (Counter, "downstream Calls the charge point did not answer in time", ("action",)),
     "liveness_closes": (Counter, "charge points closed after a silence longer than allowed", ()),
+    "outgoing_oversized": (
+        Counter, "messages for charge points not sent: frame over max_outgoing_frame_size", ("kind",)
+    ),
     "downstream_round_trip_seconds": (
         Histogram,
         "time from sending a downstream Call to the charge point to its reply",

@@ -106,8 +106,10 @@ class FrameErrorTests(SynchronousTestCase):
         return error
 
     def test_invalid_json(self) -> None:
-        """Text that is not JSON is a FormationViolation nobody can answer."""
-        error = self.assertFrameError('[2,"u","Heartbeat",{}', messages.FORMATION_VIOLATION, None, False)
+        """Text that is not JSON is a FormationViolation, answered when a Call's UniqueId starts it."""
+        error = self.assertFrameError('[2,"u","Heartbeat",{}', messages.FORMATION_VIOLATION, "u", True)
+        self.assertTrue(error.description.startswith("Invalid JSON: "), error.description)
+        error = self.assertFrameError('{2,"u","Heartbeat",{}', messages.FORMATION_VIOLATION, None, False)
         self.assertTrue(error.description.startswith("Invalid JSON: "), error.description)
 
     def test_empty_text(self) -> None:
@@ -116,13 +118,13 @@ class FrameErrorTests(SynchronousTestCase):
 
     def test_trailing_garbage(self) -> None:
         """Text after the frame makes it invalid JSON."""
-        self.assertFrameError('[2,"u","Heartbeat",{}] x', messages.FORMATION_VIOLATION, None, False)
+        self.assertFrameError('[2,"u","Heartbeat",{}] x', messages.FORMATION_VIOLATION, "u", True)
 
     def test_nan_and_infinity(self) -> None:
         """NaN, Infinity and -Infinity are not JSON and are refused."""
         for constant in ("NaN", "Infinity", "-Infinity"):
             error = self.assertFrameError(
-                f'[2,"u","MeterValues",{{"v":{constant}}}]', messages.FORMATION_VIOLATION, None, False
+                f'[2,"u","MeterValues",{{"v":{constant}}}]', messages.FORMATION_VIOLATION, "u", True
             )
             self.assertIn(constant.lstrip("-"), error.description)
 
@@ -130,7 +132,7 @@ class FrameErrorTests(SynchronousTestCase):
         """A number too large for a double (it would re-encode as Infinity) is refused."""
         for number in ("1e999", "-1e400", "1" + "0" * 400 + ".0"):
             error = self.assertFrameError(
-                f'[2,"u","MeterValues",{{"v":{number}}}]', messages.FORMATION_VIOLATION, None, False
+                f'[2,"u","MeterValues",{{"v":{number}}}]', messages.FORMATION_VIOLATION, "u", True
             )
             self.assertIn("out of range", error.description)
 
@@ -149,7 +151,7 @@ class FrameErrorTests(SynchronousTestCase):
         for _ in range(messages.MAX_DEPTH - 1):
             inner = [inner]
         error = self.assertFrameError(
-            json.dumps([2, "u", "A", {"p": inner}]), messages.FORMATION_VIOLATION, None, False
+            json.dumps([2, "u", "A", {"p": inner}]), messages.FORMATION_VIOLATION, "u", True
         )
         self.assertIn(f"nested deeper than {messages.MAX_DEPTH} levels", error.description)
 
@@ -321,6 +323,84 @@ class FrameErrorTests(SynchronousTestCase):
                     decode_frame(text)
                 except FrameError as e:
                     self.assertFalse(e.answerable, f"{text} answerable")
+
+
+class RecoveredUniqueIdTests(SynchronousTestCase):
+    """A frame that is not JSON the codec accepts still yields the UniqueId that starts it."""
+
+    def error(self, text: str, limit: int | None = None) -> FrameError:
+        return self.assertRaises(FrameError, decode_frame, text, limit)
+
+    def assertAnswer(self, error: FrameError, code: str, unique_id: str | None, answerable: bool) -> None:
+        self.assertEqual((error.code, error.unique_id, error.answerable), (code, unique_id, answerable))
+
+    def test_each_limit_of_the_codec(self) -> None:
+        """Too deep, NaN, Infinity, a number out of range, a BOM, trailing text: answerable Calls."""
+        deep = "[" * 70 + "1" + "]" * 70
+        for tail in (deep, "NaN", "Infinity", "-1e400", '{"a":1}] x', '{"a":1'):
+            error = self.error(f'[2,"id-1","DataTransfer",{tail}]')
+            self.assertAnswer(error, "FormationViolation", "id-1", True)
+        error = self.error('\ufeff[2,"id-2","Heartbeat",{}]')
+        self.assertAnswer(error, "FormationViolation", "id-2", True)
+        self.assertIn("BOM", error.description)
+
+    def test_whitespace_and_escapes(self) -> None:
+        """JSON whitespace around the elements and string escapes are read as JSON reads them."""
+        error = self.error(' \t[ 2 ,\r\n "a\\"b\\\\c\\/\\u00e9\\n\\ud83d\\ude00" , NaN]')
+        self.assertEqual(error.unique_id, 'a"b\\c/é\n😀')
+        error = self.error('[2,"\\ud800",NaN]')
+        self.assertEqual(error.unique_id, "\ud800")
+
+    def test_replies_keep_their_id_unanswered(self) -> None:
+        """A broken CallResult or CallError keeps its UniqueId for the log and is never answerable."""
+        for text in ('[3,"r1",{"v":NaN}]', '[4,"r1","GenericError","",NaN]'):
+            error = self.error(text)
+            self.assertAnswer(error, "FormationViolation", "r1", False)
+
+    def test_unknown_type(self) -> None:
+        """An unknown MessageTypeId is a ProtocolError, as for a frame that parses."""
+        self.assertAnswer(self.error('[7,"u7",NaN]'), "ProtocolError", "u7", True)
+        self.assertAnswer(self.error('[7,"u7",{}]'), "ProtocolError", "u7", True)
+
+    def test_unreadable_starts(self) -> None:
+        """No UniqueId unless the start is [<integer>,"<valid JSON string>", exactly."""
+        for text in (
+            '[2,"a\x01b",NaN]',  # a raw control character
+            '[2,"a\\x",NaN]',  # an invalid escape
+            '[2,"ab" NaN]',  # no comma after it
+            '[2,"ab',  # cut inside it
+            '[2.0,"ab",NaN]',
+            '["2","ab",NaN]',
+            '[02,"ab",NaN]',
+            '{"2":"ab",',
+            'x[2,"ab",NaN]',
+        ):
+            error = self.error(text)
+            self.assertEqual((error.unique_id, error.answerable), (None, False), text)
+
+    def test_too_long_not_echoed(self) -> None:
+        """A Call's UniqueId over the limit, readable or past the window searched, answers with "-1"."""
+        for text in (
+            '[2,"' + "x" * 129 + '",NaN]',
+            '[2,"' + "x" * 10_000 + '",NaN]',
+            '[2,"' + "\\u0078" * 129 + '",NaN]',
+            json.dumps([2, "x" * 129, "Heartbeat", {}]),
+            json.dumps([9, "x" * 129, "Heartbeat", {}]),
+        ):
+            error = self.error(text, 128)
+            self.assertEqual(
+                (error.code, error.unique_id, error.answerable, error.description),
+                ("FormationViolation", messages.UNREADABLE_ID, True, "UniqueId longer than 128 characters"),
+            )
+        self.assertEqual(decode_frame(json.dumps([2, "x" * 128, "Heartbeat", {}]), 128).unique_id, "x" * 128)
+        self.assertEqual(decode_frame(json.dumps([3, "x" * 129, {}]), 128).unique_id, "x" * 129)
+        self.assertEqual(self.error('[3,"' + "x" * 129 + '",NaN]', 128).answerable, False)
+        self.assertEqual(self.error('[2,"' + "\\u0078" * 128 + '",NaN]', 128).unique_id, "x" * 128)
+
+    def test_window_without_limit(self) -> None:
+        """Without a limit the UniqueId is looked for in the first 8 KB only."""
+        self.assertEqual(self.error('[2,"' + "x" * 8000 + '",NaN]').unique_id, "x" * 8000)
+        self.assertIsNone(self.error('[2,"' + "x" * 9000 + '",NaN]').unique_id)
 
 
 class EncodeFrameTests(SynchronousTestCase):

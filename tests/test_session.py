@@ -537,11 +537,14 @@ class BadFrameTests(SessionTestCase):
         self.assertEqual(self.output.sent, ['[3,"d1",{"data":"\\udfff"}]'])
 
     def test_too_deep_frame(self) -> None:
-        """A frame nested beyond the codec's limit is counted, not answered, not published."""
+        """A frame nested beyond the codec's limit is counted and answered, not published."""
         session = self.make()
         depth = messages.MAX_DEPTH + 5
         session.frame_received('[2,"u","DataTransfer",' + '{"a":' * depth + "1" + "}" * depth + "]")
-        self.assertEqual((self.output.sent, self.output.published), ([], []))
+        self.assertEqual(
+            (self.output.sent, self.output.published),
+            (['[4,"u","FormationViolation","Invalid JSON: nested deeper than 64 levels",{}]'], []),
+        )
         self.assertEqual(self.metrics.value("frames_invalid", code="FormationViolation"), 1)
 
     def test_non_string_error_code_envelope(self) -> None:

@@ -1,4 +1,5 @@
-"""OcppServerProtocol over a StringTransport: handshake answers, framing, activity, closing."""
+"""OcppServerProtocol over a StringTransport: handshake answers, framing, activity, closing, and
+send_text/close that never raise."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import txaio
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from txaio.testutil import replace_loop
 
@@ -73,7 +75,9 @@ def open_protocol(
     return protocol, transport
 
 
-class ProtocolTests(SynchronousTestCase):
+class ServerTestCase(SynchronousTestCase):
+    """A router on a fake broker link and a listener's factory, on a Clock; ``connect`` opens a protocol."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.link = FakeMqttLink(connected=True)
@@ -95,6 +99,10 @@ class ProtocolTests(SynchronousTestCase):
     def tearDown(self) -> None:
         for call in self.clock.getDelayedCalls():
             call.cancel()
+
+
+class ProtocolTests(ServerTestCase):
+    """Handshake answers, framing, activity and closing."""
 
     def test_handshake_accepts_ocpp16(self) -> None:
         """The 101 answer names ocpp1.6; the charge point is attached with its peer address."""
@@ -167,3 +175,65 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual(sent[0], 0x88)
         self.assertEqual(struct.unpack("!H", sent[2:4])[0], 1003)
         self.assertEqual(self.link.published_to("ocpp/cp/CP4"), [])
+
+
+class SendTests(ServerTestCase):
+    """What the gateway writes to a charge point, whatever its size or the connection's state."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def test_larger_than_the_receive_limit(self) -> None:
+        """A frame over max_frame_size (Autobahn's maxMessagePayloadSize) is written, not raised."""
+        protocol, transport = self.connect(upgrade_request("/ocpp/CP1"))
+        transport.clear()
+        limit = protocol.maxMessagePayloadSize
+        self.assertGreater(limit, 0)
+        with replace_loop(self.clock):
+            protocol.send_text("x" * (limit + 10))
+        self.assertEqual(len(transport.value()), limit + 10 + 10)  # 10: the header of a 64-bit length
+        self.assertEqual(protocol.maxMessagePayloadSize, limit)
+
+    def test_send_that_raises(self) -> None:
+        """A write that raises is logged without a traceback and the connection aborted."""
+        protocol, transport = self.connect(upgrade_request("/ocpp/CP1"))
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("broken pipe\n" + "p" * 10_000)
+
+        protocol.sendMessage = broken
+        with replace_loop(self.clock):
+            protocol.send_text("[3,\"u\",{}]")
+        self.assertTrue(transport.disconnecting or transport.disconnected)
+        self.assertFalse([e for e in self.events if "log_failure" in e])
+        (error,) = [e for e in self.events if e.get("log_level") == LogLevel.error]
+        self.assertIn("RuntimeError", error["error"])
+        self.assertLess(len(error["error"]), 300)
+
+    def test_close_in_every_state(self) -> None:
+        """close() before the handshake, after it, twice, and with any code never raises."""
+        with replace_loop(self.clock):
+            protocol = self.factory.buildProtocol(IPv4Address("TCP", "10.1.2.3", 5555))
+            protocol.makeConnection(_Transport(peerAddress=IPv4Address("TCP", "10.1.2.3", 5555)))
+            protocol.close(1011, "during the handshake")
+            protocol.close(1000, "again")
+            opened, _ = self.connect(upgrade_request("/ocpp/CP2"))
+            for code in (1000, 1001, 1003, 1009, 1011, 4000, 2999, 999):
+                opened.close(code, "r" * 500)
+            opened.send_text("after close")
+
+    def test_close_that_raises(self) -> None:
+        """A close that raises inside Autobahn is logged without a traceback."""
+        protocol, transport = self.connect(upgrade_request("/ocpp/CP3"))
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise ValueError("nope")
+
+        protocol.sendCloseFrame = broken
+        with replace_loop(self.clock):
+            protocol.close(1011, "internal error")
+        self.assertFalse([e for e in self.events if "log_failure" in e])
+        self.assertTrue(transport.disconnecting or transport.disconnected)

@@ -211,16 +211,40 @@ def _claims_reply(type_id: Any) -> bool:
     return isinstance(type_id, int | float) and not isinstance(type_id, bool) and type_id in (3, 4)
 
 
-def decode_frame(text: str) -> Message:
-    """Parse one OCPP-J text frame; raise FrameError when it is not valid."""
+# The UniqueId a CallError carries when the one it answers is not repeated (longer than allowed):
+# what OCPP-J 2.0.1 section 4.2.3 prescribes for an unreadable one. No charge point can match it
+# to a request, and unlike a prefix it can never match the wrong one.
+UNREADABLE_ID = "-1"
+
+_WS = r"[ \t\n\r]*"
+# The start of a frame up to its UniqueId, read when the whole frame is not JSON the codec accepts:
+# [<integer>,"<JSON string>", (a BOM before it, JSON whitespace between). The string's characters are
+# alternatives that cannot overlap, so a failed match backtracks linearly.
+_FRAME_START = re.compile(
+    rf"\ufeff?{_WS}\[{_WS}(-?(?:0|[1-9][0-9]{{0,18}})){_WS},{_WS}"
+    r'"((?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*)'
+    rf'("{_WS},)?'
+)
+# How far into a frame its UniqueId is looked for when no limit applies.
+_RECOVERY_WINDOW = 8192
+
+
+def decode_frame(text: str, max_unique_id_length: int | None = None) -> Message:
+    """Parse one OCPP-J text frame; raise FrameError when it is not valid.
+
+    A Call's UniqueId longer than ``max_unique_id_length`` is answered (FormationViolation) with
+    UNREADABLE_ID rather than echoed."""
     try:
         value = _loads(text)
     except (ValueError, RecursionError) as e:
-        raise FrameError(FORMATION_VIOLATION, f"Invalid JSON: {e}", None, False) from None
+        raise _unparsable(text, f"Invalid JSON: {e}", max_unique_id_length) from None
     if not isinstance(value, list) or not value:
         raise FrameError(FORMATION_VIOLATION, "A frame must be a non-empty JSON array", None, False)
     type_id = value[0]
     unique_id = value[1] if len(value) > 1 and isinstance(value[1], str) else None
+    limit = max_unique_id_length
+    if unique_id is not None and limit is not None and len(unique_id) > limit and not _claims_reply(type_id):
+        raise _too_long(limit)
     if type(type_id) is not int or type_id not in (CALL, CALLRESULT, CALLERROR):
         raise FrameError(
             PROTOCOL_ERROR,
@@ -256,6 +280,35 @@ def decode_frame(text: str) -> Message:
             TYPE_CONSTRAINT_VIOLATION, "ErrorCode and ErrorDescription must be strings", unique_id, False
         )
     return CallError(unique_id or "", code, description, details)
+
+
+def _too_long(limit: int) -> FrameError:
+    """The answer to a frame that would be answered but whose UniqueId is too long to echo."""
+    return FrameError(FORMATION_VIOLATION, f"UniqueId longer than {limit} characters", UNREADABLE_ID, True)
+
+
+def _unparsable(text: str, description: str, limit: int | None) -> FrameError:
+    """The error for a frame that is not JSON the codec accepts (too deep, NaN, a BOM...): answerable
+    like a parsed frame when it starts ``[<type>,"<UniqueId>",``."""
+    window = text[: _RECOVERY_WINDOW if limit is None else 6 * limit + 96]
+    match = _FRAME_START.match(window)
+    if match is None:
+        return FrameError(FORMATION_VIOLATION, description, None, False)
+    type_id = int(match[1])
+    if match[3] is None:
+        # The string ran to the end of the window: escaped, it is over 6 * limit characters long, so
+        # at least ``limit`` + 1 once read. Anything else stopped it: no UniqueId is readable.
+        if limit is not None and match.end() == len(window) < len(text) and not _claims_reply(type_id):
+            return _too_long(limit)
+        return FrameError(FORMATION_VIOLATION, description, None, False)
+    unique_id: str = _DECODER.decode(f'"{match[2]}"')
+    if _claims_reply(type_id):
+        return FrameError(FORMATION_VIOLATION, description, unique_id, False)
+    if limit is not None and len(unique_id) > limit:
+        return _too_long(limit)
+    if type_id != CALL:
+        return FrameError(PROTOCOL_ERROR, f"Unknown MessageTypeId {type_id}", unique_id, True)
+    return FrameError(FORMATION_VIOLATION, description, unique_id, True)
 
 
 def encode_frame(message: Message) -> str:

@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ocppgw.config import GatewayConfig, ListenerSection
+from ocppgw.core.peertext import clip
 from ocppgw.core.ports import IBrokerLink, IChargePoint, PeerIdentity, Will
 from ocppgw.core.presence import PresenceSweep, presence_body
 from ocppgw.core.schemas import SchemaRegistry
@@ -70,6 +71,8 @@ class Router:
             reply_timeout=config.dnstream.reply_timeout,
             check_upstream=schemas is not None and checking in ("all", "upstream_only"),
             check_dnstream=schemas is not None and checking in ("all", "dnstream_only"),
+            max_outgoing_frame_size=config.gateway.max_outgoing_frame_size,
+            max_unique_id_length=config.gateway.max_unique_id_length,
         )
         self._attached: dict[str, _Attached] = {}
         self._subscribed: dict[str, str] = {}  # cid -> its downstream topic
@@ -140,15 +143,17 @@ class Router:
         self._subscribe(cid, topics.dnstream)
         attached.session.start()
         self._metrics.inc("connects")
+        cn = None if certificate is None else _clipped(certificate.cn, 64)
+        dn = None if certificate is None else _clipped(certificate.dn, 200)
         self._log.info(
             "charge point {cid} connected from {peer}{with_certificate}",
             cid=cid,
             peer=peer,
             with_certificate=""
             if certificate is None
-            else f" with certificate CN={certificate.cn!r} DN={certificate.dn!r}",
-            certificate_cn=None if certificate is None else certificate.cn,
-            certificate_dn=None if certificate is None else certificate.dn,
+            else f" with certificate CN={cn!r} DN={dn!r}",
+            certificate_cn=cn,
+            certificate_dn=dn,
         )
         self._publish_presence(cid, attached, "connected")
         return attached.session
@@ -171,7 +176,7 @@ class Router:
             "charge point {cid} disconnected from {peer}: {reason}",
             cid=cid,
             peer=attached.peer,
-            reason=reason,
+            reason=clip(reason, 300),
             cause=cause,
         )
         self._publish_presence(cid, attached, "disconnected", reason)
@@ -242,3 +247,8 @@ def node_will(config: GatewayConfig, status: str = "offline") -> Will | None:
     topic = node_topic(config.gateway.mountpoint, config.presence.node_topic, node)
     payload = json.dumps({"node": node, "status": status}, separators=(",", ":")).encode("utf-8")
     return Will(topic, payload, config.presence.qos, True)
+
+
+def _clipped(text: str | None, limit: int) -> str | None:
+    """A certificate's name as the log shows it: None stays None."""
+    return None if text is None else clip(text, limit)

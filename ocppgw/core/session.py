@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from ocppgw.core import messages
 from ocppgw.core.messages import Call, CallError, CallResult, EnvelopeError, FrameError, Message
+from ocppgw.core.peertext import FRAME_BYTES, ID_BYTES, clip
 from ocppgw.core.ports import IChargePoint
 from ocppgw.core.schemas import Kind, SchemaRegistry, Violation
 from ocppgw.core.timers import cancel
@@ -50,6 +51,8 @@ class SessionSettings:
     reply_timeout: float = 30.0
     check_upstream: bool = False
     check_dnstream: bool = False
+    max_outgoing_frame_size: int = 0  # bytes of one frame to the charge point; 0: no limit
+    max_unique_id_length: int | None = None  # of a charge point's Call, echoed in answers
 
 
 class ChargePointSession:
@@ -166,7 +169,7 @@ class ChargePointSession:
     def frame_received(self, text: str) -> None:
         """Handle one text frame from the charge point (its bytes were already noted by ``activity``)."""
         try:
-            message = messages.decode_frame(text)
+            message = messages.decode_frame(text, self._settings.max_unique_id_length)
         except FrameError as e:
             self._bad_frame(e, text)
             return
@@ -181,14 +184,14 @@ class ChargePointSession:
         self._log.warn(
             "invalid frame from {cid} (unique_id {unique_id}): {code} {reason}; frame {frame}",
             cid=self.cid,
-            unique_id=error.unique_id,
-            code=error.code, reason=error.description, frame=text[:512],
+            unique_id=None if error.unique_id is None else clip(error.unique_id, ID_BYTES),
+            code=error.code, reason=clip(error.description), frame=clip(text, FRAME_BYTES),
         )
         if error.answerable and error.unique_id is not None:
             self._answer_error(error.unique_id, error.code, error.description)
 
     def _answer_error(self, unique_id: str, code: str, description: str) -> None:
-        self._connection.send_text(messages.encode_frame(CallError(unique_id, code, description, {})))
+        self._send(CallError(unique_id, code, description, {}), upstream=False)
 
     def _upstream_call(self, call: Call) -> None:
         if self._settings.check_upstream:
@@ -200,7 +203,7 @@ class ChargePointSession:
             self._metrics.inc("calls_refused", action=call.action)
             self._log.warn(
                 "upstream buffer full: refusing {action} {unique_id} from {cid}",
-                cid=self.cid, action=call.action, unique_id=call.unique_id,
+                cid=self.cid, action=clip(call.action, ID_BYTES), unique_id=clip(call.unique_id, ID_BYTES),
             )
             self._answer_error(
                 call.unique_id, messages.INTERNAL_ERROR, "Central system unreachable, try again later"
@@ -224,11 +227,11 @@ class ChargePointSession:
                 "schema rejected {direction} {action}{kind} for {cid} ({unique_id}): {code} {reason}",
                 direction=direction,
                 cid=self.cid,
-                action=action,
+                action=clip(action, ID_BYTES),
                 kind=kind,
-                unique_id=unique_id,
+                unique_id=clip(unique_id, ID_BYTES),
                 code=violation.code,
-                reason=violation.description,
+                reason=clip(violation.description),
             )
         return violation
 
@@ -274,7 +277,7 @@ class ChargePointSession:
             self._log.error(
                 "upstream buffer full: reply {unique_id} from {cid} dropped",
                 cid=self.cid,
-                unique_id=reply.unique_id,
+                unique_id=clip(reply.unique_id, ID_BYTES),
             )
         if answered:
             self._send_next()
@@ -291,7 +294,9 @@ class ChargePointSession:
             self._metrics.inc("envelopes_invalid")
             self._log.warn(
                 "invalid downstream envelope for {cid} (unique_id {unique_id}): {reason}",
-                cid=self.cid, unique_id=e.unique_id, reason=e.description,
+                cid=self.cid,
+                unique_id=None if e.unique_id is None else clip(e.unique_id, ID_BYTES),
+                reason=clip(e.description),
             )
             if e.unique_id is not None:
                 self._publish_error(
@@ -304,7 +309,7 @@ class ChargePointSession:
             self._downstream_result(message)
         else:
             self._pending_upstream.pop(message.unique_id, None)
-            self._connection.send_text(messages.encode_frame(message))
+            self._send(message)
 
     def _downstream_check(self, action: str | None, kind: Kind, message: Message, payload: Any) -> bool:
         """False (and a CallError envelope upstream) when a downstream message fails its schema."""
@@ -320,7 +325,8 @@ class ChargePointSession:
         action = self._pending_upstream.pop(result.unique_id, None) or result.action
         if not self._downstream_check(action, "Response", result, result.payload):
             return
-        self._connection.send_text(messages.encode_frame(result))
+        if not self._send(CallResult(result.unique_id, result.payload, action)):
+            return
         if self._is_accepted_boot(action, result.payload):
             interval = result.payload["interval"]
             if isinstance(interval, int | float) and not isinstance(interval, bool) and interval > 0:
@@ -344,27 +350,61 @@ class ChargePointSession:
                 "downstream queue for {cid} full ({limit}): dropped {action} {unique_id}",
                 cid=self.cid,
                 limit=self._settings.max_queue,
-                action=call.action,
-                unique_id=call.unique_id,
+                action=clip(call.action, ID_BYTES),
+                unique_id=clip(call.unique_id, ID_BYTES),
             )
-            self._publish_error(
-                call.unique_id,
-                call.action,
-                messages.GENERIC_ERROR,
-                f"Not sent: downstream queue full ({self._settings.max_queue} calls waiting)",
-            )
+            waiting = f"Not sent: downstream queue full ({self._settings.max_queue} calls waiting)"
+            self._publish_error(call.unique_id, call.action, messages.GENERIC_ERROR, waiting)
             return
         self._queue.append(call)
 
     def _send_call(self, call: Call) -> None:
+        """Send ``call`` and wait for its reply; one too large to send is answered upstream at once."""
+        text = messages.encode_frame(call)
+        if not self._fits(call, text, upstream=True):
+            return
         self._in_flight = call
         self._in_flight_since = self._clock.seconds()
-        self._connection.send_text(messages.encode_frame(call))
         self._reply_timer = self._clock.callLater(self._settings.reply_timeout, self._reply_timed_out)
+        self._connection.send_text(text)
 
     def _send_next(self) -> None:
-        if self._in_flight is None and self._queue and not self._ended:
+        # A loop, not recursion: a queue of Calls too large to send is answered in one go.
+        while self._in_flight is None and self._queue and not self._ended:
             self._send_call(self._queue.popleft())
+
+    def _send(self, message: CallResult | CallError, upstream: bool = True) -> bool:
+        """Send a reply to the charge point unless its frame is over max_outgoing_frame_size."""
+        text = messages.encode_frame(message)
+        if not self._fits(message, text, upstream):
+            return False
+        self._connection.send_text(text)
+        return True
+
+    def _fits(self, message: Message, text: str, upstream: bool) -> bool:
+        """Whether ``text`` may be sent; if not, count and log it, and when the message came from the
+        central system (``upstream``) answer it on the error topic.
+
+        Autobahn's own limit is lifted for what the gateway sends (it would raise), so this is where
+        an outgoing frame is bounded."""
+        limit = self._settings.max_outgoing_frame_size
+        if limit <= 0 or len(text) * 4 <= limit:  # no character takes more than 4 bytes in UTF-8
+            return True
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size <= limit:
+            return True
+        kind = type(message).__name__
+        action = getattr(message, "action", None)
+        self._metrics.inc("outgoing_oversized", kind=kind)
+        self._log.warn(
+            "{kind} {unique_id} ({action}) for {cid} not sent: {size} bytes, max_outgoing_frame_size {limit}",
+            kind=kind, unique_id=clip(message.unique_id, ID_BYTES), action=action, cid=self.cid,
+            size=size, limit=limit,
+        )
+        if upstream:
+            too_large = f"Not sent: the frame of {size} bytes is over max_outgoing_frame_size ({limit} bytes)"
+            self._publish_error(message.unique_id, action, messages.GENERIC_ERROR, too_large)
+        return False
 
     def _reply_timed_out(self) -> None:
         self._reply_timer = None
@@ -375,8 +415,8 @@ class ChargePointSession:
         self._log.warn(
             "{cid} did not reply to {action} {unique_id} within {timeout}s",
             cid=self.cid,
-            action=call.action,
-            unique_id=call.unique_id,
+            action=clip(call.action, ID_BYTES),
+            unique_id=clip(call.unique_id, ID_BYTES),
             timeout=self._settings.reply_timeout,
         )
         self._remember(self._expired_downstream, call.unique_id, call.action, _EXPIRED_DOWNSTREAM_LIMIT)
@@ -396,7 +436,7 @@ class ChargePointSession:
             self._log.error(
                 "upstream buffer full: gateway error for {unique_id} ({cid}) dropped",
                 cid=self.cid,
-                unique_id=unique_id,
+                unique_id=clip(unique_id, ID_BYTES),
             )
 
     @staticmethod

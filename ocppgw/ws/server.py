@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ocppgw.config import GatewaySection, ListenerSection
+from ocppgw.core.peertext import clip
 from ocppgw.core.ports import Credentials, Decision, IAuthenticator, PeerIdentity
 from ocppgw.core.router import Router
 from ocppgw.core.session import ChargePointSession
@@ -79,10 +80,10 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
             )
         except Refusal as refusal:
             self._log.info(
-                "refused handshake from {peer} for {path!r} ({protocols}): {status} {reason}",
+                "refused handshake from {peer} for {path} ({protocols}): {status} {reason}",
                 peer=self.peer_address,
-                path=request.path[:300],
-                protocols=",".join(request.protocols)[:100],
+                path=clip(request.path, 300),
+                protocols=clip(",".join(request.protocols), 100),
                 status=refusal.status,
                 reason=refusal.reason,
             )
@@ -91,11 +92,11 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
         mismatch = identity_refusal(listener.tls, cid, identity)
         if mismatch is not None:
             self._log.info(
-                "refused charge point {cid} from {peer}: 403 {reason} (certificate DN {dn!r})",
+                "refused charge point {cid} from {peer}: 403 {reason} (certificate DN {dn})",
                 cid=cid,
                 peer=self.peer_address,
-                reason=mismatch,
-                dn=identity.dn if identity is not None else None,
+                reason=clip(mismatch),
+                dn=clip(identity.dn if identity is not None else None, 300),
             )
             raise ConnectionDeny(403, "certificate_identity_mismatch")
         self._identity = identity
@@ -114,11 +115,11 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
         def decided(decision: Decision) -> str | None:
             if not decision.allowed:
                 self._log.info(
-                    "charge point {cid} from {peer} not authorized (username {username!r}): {reason}",
+                    "charge point {cid} from {peer} not authorized (username {username}): {reason}",
                     cid=cid,
                     peer=self.peer_address,
-                    username=username,
-                    reason=decision.reason,
+                    username=clip(username),
+                    reason=clip(decision.reason),
                 )
                 raise ConnectionDeny(401, "not_authorized")
             self.cid = cid
@@ -177,7 +178,13 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
             self.close(1003, "binary frames are not OCPP-J")
             return
         try:
-            session.frame_received(payload.decode("utf-8"))
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:  # Autobahn checks UTF-8 first unless told not to
+            self.factory.metrics.inc("frames_invalid", code="utf8")
+            self.close(1007, "invalid UTF-8")
+            return
+        try:
+            session.frame_received(text)
         except Exception:
             self._log.failure("handling a frame from {cid} failed", cid=self.cid)
 
@@ -224,21 +231,54 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
     # -- output used by the gateway ---------------------------------------
 
     def send_text(self, text: str) -> None:
-        if self.state == self.STATE_OPEN:
-            self.sendMessage(text.encode("utf-8"), isBinary=False)
+        """Write one text frame; never raises (the core calls this from anywhere).
+
+        The session already bounded the frame by max_outgoing_frame_size; Autobahn's
+        maxMessagePayloadSize is max_frame_size, meant for what charge points send, and sendMessage
+        would raise PayloadExceededError past it, so it is lifted for this call only (the send is
+        synchronous: no incoming byte is checked meanwhile)."""
+        if self.state != self.STATE_OPEN:
+            return
+        limit = self.maxMessagePayloadSize
+        try:
+            self.maxMessagePayloadSize = 0
+            self.sendMessage(text.encode("utf-8", "surrogatepass"), isBinary=False)
+        except Exception as e:
+            self._write_failed("sending a frame", e)
+        finally:
+            self.maxMessagePayloadSize = limit
 
     def close(self, code: int, reason: str) -> None:
+        """Close with ``code``, or abort when the WebSocket is not open; never raises."""
         self.note_close("gateway", reason)
-        if self.state != self.STATE_OPEN:
-            if self.transport is not None and self.state != self.STATE_CLOSED:
-                self.dropConnection(abort=True)
-            return
-        if code == 1000 or 3000 <= code <= 4999:
-            self.sendClose(code, reason)
-        else:
-            # sendClose refuses the RFC 6455 codes a server also owes its peers
-            # (1001 going away, 1003 unsupported data, 1011 internal error).
-            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+        try:
+            if self.state != self.STATE_OPEN:
+                if self.transport is not None and self.state != self.STATE_CLOSED:
+                    self.dropConnection(abort=True)
+                return
+            if code == 1000 or 3000 <= code <= 4999:
+                self.sendClose(code, reason)
+            else:
+                # sendClose refuses the RFC 6455 codes a server also owes its peers
+                # (1001 going away, 1003 unsupported data, 1011 internal error).
+                self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+        except Exception as e:
+            self._write_failed("closing", e)
+
+    def _write_failed(self, doing: str, error: Exception) -> None:
+        """A write the gateway owes its callers raised: log it without a traceback, drop the link
+        (a frame may be half written) and go on."""
+        self._log.error(
+            "{doing} for {cid} failed ({error}): dropping the connection",
+            doing=doing, cid=self.cid, error=clip(repr(error)),
+        )
+        self.note_close("write_failed", f"{doing} failed")
+        transport = self.transport
+        if transport is not None:
+            try:
+                transport.abortConnection()
+            except Exception as e:
+                self._log.error("aborting {cid} failed too ({error})", cid=self.cid, error=clip(repr(e)))
 
 
 @implementer(IHandshakeListener)

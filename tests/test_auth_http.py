@@ -185,6 +185,14 @@ class RequestTests(HttpCase):
         )
 
     @inlineCallbacks
+    def test_get_passes_non_utf8_bytes_through(self) -> Any:
+        """GET: a non-UTF-8 password goes into the query percent-encoded, byte for byte."""
+        binary = Credentials("CP1", "127.0.0.1:1", "ws.default", "u", b"\xff\xfe")
+        decision = yield self.ask(Reply(204), binary, method="get", url=self.server.url("/a/${password}"))
+        self.assertEqual(decision, Decision.allow())
+        self.assertEqual(self.server.seen[-1].uri, b"/a/%FF%FE?clientid=CP1&password=%FF%FE")
+
+    @inlineCallbacks
     def test_headers_rendered_raw_over_the_defaults(self) -> Any:
         """Configured headers (names in any case) render raw and override the default content-type."""
         headers = {"X-Station": "${clientid}", "Content-Type": "application/json; charset=utf-8"}

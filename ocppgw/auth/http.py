@@ -115,17 +115,17 @@ class HttpAuthenticator:
         url = self._origin + self._render_url_part(self._rest, credentials)
         body: bytes | None = None
         if self._body:
-            fields = [(name, render_bytes(t, credentials)) for name, t in self._body.items()]
             if self._format == JSON:
                 texts = {name: render_text(t, credentials) for name, t in self._body.items()}
                 if any(text is None for text in texts.values()):
                     raise _Unsendable("a value for the JSON body is not UTF-8")
                 body = orjson.dumps(texts)
-            elif self._format == FORM:
-                body = urlencode(fields).encode("ascii")
             else:
-                joiner = "" if url.endswith(("?", "&")) else ("&" if "?" in url else "?")
-                url += joiner + urlencode(fields)
+                fields = urlencode([(name, render_bytes(t, credentials)) for name, t in self._body.items()])
+                if self._format == FORM:
+                    body = fields.encode("ascii")
+                else:
+                    url += ("" if url.endswith(("?", "&")) else ("&" if "?" in url else "?")) + fields
         elif self._format == JSON:
             body = b"{}"
         elif self._format == FORM:

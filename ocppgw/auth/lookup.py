@@ -1,0 +1,169 @@
+"""What the database backends (postgresql, mysql, redis, mongodb) share: a stored record becomes a
+``Decision`` by the reference's rules (A.5), blocking drivers run in a bounded pool of their own, and
+every answer is bounded by ``request_timeout``.
+
+The password check is a ``Verify`` callable, ``verify(stored_hash, salt, password) -> Deferred[bool]``
+that fails when it cannot check (a NULL salt where the algorithm needs one): a failure is
+UNAVAILABLE, not a wrong password, as in the reference.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from ocppgw.auth.common import to_bool
+from ocppgw.config.sections import AuthenticationSection
+from ocppgw.core.ports import Decision
+
+Verify = Callable[[str, "str | None", bytes], Deferred[bool]]
+T = TypeVar("T")
+
+_log = Logger()
+
+
+class Expired(Exception):
+    """A queued lookup reached a worker after its handshake had already been answered."""
+
+
+def server_address(server: str, default_port: int) -> tuple[str, int]:
+    """``host[:port]`` or ``[v6 address][:port]``, with the backend's default port."""
+    if server.startswith("["):
+        host, _, rest = server[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif server.count(":") == 1:
+        host, _, port = server.partition(":")
+    else:
+        host, port = server, ""
+    return host, int(port) if port else default_port
+
+
+def _text(value: Any) -> str:
+    """A stored hash or salt as text: drivers give str, or bytes for binary columns and Redis."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"a stored hash or salt is a {type(value).__name__}, not text")
+
+
+def decide(record: Mapping[str, Any], password: bytes, verify: Verify) -> Deferred[Decision]:
+    """The reference's check of a selected record: ``password_hash``, else ``password`` (neither,
+    or NULL: deny ``not_authorized``); ``salt`` absent is ``""`` and NULL is None (the check fails
+    if the algorithm needs one); ``is_superuser`` by ``to_bool``; a mismatch is
+    ``bad_username_or_password``."""
+    stored = record.get("password_hash")
+    if stored is None:
+        stored = record.get("password")
+    if stored is None:
+        return succeed(Decision.deny("not_authorized"))
+    salt = record.get("salt", "")
+    superuser = record.get("is_superuser")
+    if isinstance(superuser, bytes):
+        superuser = superuser.decode("utf-8", "replace")
+    is_superuser = to_bool(superuser)
+    d = maybeDeferred(verify, _text(stored), None if salt is None else _text(salt), password)
+    d.addCallback(
+        lambda ok: Decision.allow(is_superuser) if ok else Decision.deny("bad_username_or_password")
+    )
+    return d
+
+
+def bounded(
+    work: Callable[[], Deferred[Decision]], timeout: float, reactor: Any, backend: str
+) -> Deferred[Decision]:
+    """``work()`` answered within ``timeout`` seconds; a timeout or any failure is UNAVAILABLE (the
+    reason names the backend and the exception type, never a value that might be a password)."""
+    d = maybeDeferred(work)
+    d.addTimeout(timeout, reactor)
+
+    def unavailable(failure: Failure) -> Decision:
+        if failure.check(TimeoutError):
+            why = f"{backend}: no answer within {timeout:g}s"
+        else:
+            why = f"{backend}: {failure_summary(failure)}"
+        _log.info("authentication backend unavailable: {why}", why=why)
+        return Decision.unavailable(why)
+
+    d.addErrback(unavailable)
+    return d
+
+
+def failure_summary(failure: Failure) -> str:
+    """The exception's type, and its first line for connection errors only: a query error's text may
+    quote a bound value (a driver that escapes parameters client-side puts them in the SQL)."""
+    name = type(failure.value).__name__
+    if any(word in name for word in ("Connection", "Operational", "Interface", "ServerSelection", "Timeout")):
+        first = str(failure.value).strip().splitlines()[:1]
+        return f"{name}: {first[0][:200]}" if first else name
+    return name
+
+
+def in_own_thread(reactor: Any, blocking: Callable[[], object]) -> Deferred[None]:
+    """Run ``blocking`` (joining a pool's workers, which may sit in a driver call until its socket
+    timeout) in a thread of its own, firing in the reactor thread when it returns."""
+    d: Deferred[None] = Deferred()
+
+    def run() -> None:
+        try:
+            blocking()
+        finally:
+            reactor.callFromThread(d.callback, None)
+
+    threading.Thread(target=run, name="ocppgw-auth-stop", daemon=True).start()
+    return d
+
+
+class BlockingPool:
+    """A bounded thread pool for one backend's blocking driver: never the reactor's shared pool, so a
+    slow database cannot starve the MQTT connect or another backend."""
+
+    def __init__(self, reactor: Any, name: str, size: int) -> None:
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=0, maxthreads=max(1, size), name=name)
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def stop(self) -> Deferred[None]:
+        return in_own_thread(self._reactor, self._pool.stop)
+
+    def run(self, timeout: float, function: Callable[..., T], *args: Any) -> Deferred[T]:
+        """``function(*args)`` in a worker; skipped (``Expired``) if it waited in the queue longer
+        than ``timeout``, so a burst during an outage does not keep the pool busy afterwards."""
+        deadline = time.monotonic() + timeout
+
+        def job() -> T:
+            if time.monotonic() > deadline:
+                raise Expired()
+            return function(*args)
+
+        return deferToThreadPool(self._reactor, self._pool, job)
+
+
+def verifier(section: AuthenticationSection, pool: BlockingPool) -> Verify:
+    """The password check of ``section``'s algorithm (``ocppgw.auth.hashing``), off the reactor
+    thread in ``pool``; a NULL salt with a salted simple algorithm or pbkdf2 is a failure."""
+    from ocppgw.auth import hashing  # written on branch i10-builtin
+
+    salted = section.password_hash_algorithm == "pbkdf2" or (
+        section.password_hash_algorithm != "bcrypt" and section.salt_position != "disable"
+    )
+
+    def check(stored_hash: str, salt: str | None, password: bytes) -> bool:
+        if salt is None and salted:
+            raise ValueError("the stored salt is NULL")
+        return bool(hashing.check(section, stored_hash, salt or "", password))
+
+    def verify(stored_hash: str, salt: str | None, password: bytes) -> Deferred[bool]:
+        return pool.run(section.request_timeout, check, stored_hash, salt, password)
+
+    return verify

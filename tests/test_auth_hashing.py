@@ -13,7 +13,8 @@ from ocppgw.auth import hashing
 from ocppgw.auth.hashing import HashingError, HashingPool, HashSettings, check, generate, new_salt
 
 SHA512_SUFFIX = (
-    "fa6a2185b3e0a9a85ef41ffb67ef3c1fb6f74980f8ebf970e4e72e353ed9537d593083c201dfd6e43e1c8a7aac2bc8dbb119c7dfb7d4b8f131111395bd70e97f"  # noqa: E501
+    "fa6a2185b3e0a9a85ef41ffb67ef3c1fb6f74980f8ebf970e4e72e353ed9537d"
+    "593083c201dfd6e43e1c8a7aac2bc8dbb119c7dfb7d4b8f131111395bd70e97f"
 )
 PBKDF2_32 = "01dbee7f4a9e243e988b62c73cda935da05378b93244ec8f48a99e61ad799d86"
 OUR_SALT = "e378187547bf2d6f0545a3f441aa4d8a"
@@ -48,13 +49,13 @@ VECTORS: list[tuple[str, HashSettings, bytes, Any, str]] = [
     ),
     (
         "15", HashSettings("sha512", "prefix"), b"sha512", "salt",
-        "a1509ab67bfacbad020927b5ac9d91e9100a82e33a0ebb01459367ce921c0aa8157aa5652f94bc84fa3babc08283e44887d61c48bcf8ad7bcb3259ee7d0eafcd",  # noqa: E501
+        "a1509ab67bfacbad020927b5ac9d91e9100a82e33a0ebb01459367ce921c0aa8157aa5652f94bc84fa3babc08283e44887d61c48bcf8ad7bcb3259ee7d0eafcd",
     ),
     ("16", HashSettings("sha512", "suffix"), b"password", "salt", SHA512_SUFFIX),
     ("16 upper", HashSettings("sha512", "suffix"), b"password", "salt", SHA512_SUFFIX.upper()),
     (
         "17", HashSettings("sha512", "disable"), b"password", None,
-        "b109f3bbbc244eb82441917ed06d618b9008dd09b3befd1b5e07394c706a8bb980b1d7785e5976ec049b46df5f1326af5a2ea6d103fd07c95385ffab0cacbc86",  # noqa: E501
+        "b109f3bbbc244eb82441917ed06d618b9008dd09b3befd1b5e07394c706a8bb980b1d7785e5976ec049b46df5f1326af5a2ea6d103fd07c95385ffab0cacbc86",
     ),
     (
         "18", HashSettings("bcrypt"), b"bcrypt", "$2b$12$wtY3h20mUjjmeaClpqZVve",
@@ -118,11 +119,17 @@ class VectorTests(SynchronousTestCase):
 
     def test_bytes_from_a_driver(self) -> None:
         """A hash and salt a database driver returns as bytes check as the same text would."""
-        self.assertTrue(check(HashSettings("sha256", "suffix"), VECTORS[11][4].encode(), b"salt", b"password"))
+        self.assertTrue(
+            check(HashSettings("sha256", "suffix"), VECTORS[11][4].encode(), b"salt", b"password")
+        )
 
     def test_bcrypt_bad_hash_is_an_error(self) -> None:
         """bcrypt with ``salt`` as the stored hash cannot be checked: an error, not a wrong password."""
-        for stored in ("salt", "$2b$12$short", "$2c$12$wtY3h20mUjjmeaClpqZVvehyw7F.V78F3rbK2xDkCzRTMi6pmfUB6"):
+        for stored in (
+            "salt",
+            "$2b$12$short",
+            "$2c$12$wtY3h20mUjjmeaClpqZVvehyw7F.V78F3rbK2xDkCzRTMi6pmfUB6",
+        ):
             self.assertRaises(HashingError, check, HashSettings("bcrypt"), stored, "salt", b"password")
 
     def test_bcrypt_2y_accepted(self) -> None:

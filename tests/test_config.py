@@ -11,10 +11,12 @@ import re
 import socket
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.config import (
+    AuthenticationSection,
     IGNORED_LISTENER_OPTIONS,
     TLS_VERSIONS,
     ConfigError,
@@ -48,7 +50,7 @@ class DefaultsTests(SynchronousTestCase):
     def test_only_a_listener(self) -> None:
         """A file with just one listener gets every default from the dataclasses."""
         config = config_from_string(LISTENER, environ={})
-        self.assertEqual(config.gateway, GatewaySection(node_name=HOST))
+        self.assertEqual(config.gateway, GatewaySection(node_name=HOST, data_dir=Path.cwd() / "data"))
         self.assertEqual(config.upstream, UpstreamSection())
         self.assertEqual(config.dnstream, DnstreamSection())
         self.assertEqual(config.mqtt, MqttSection(client_id=f"ocppgw-{HOST}"))
@@ -170,6 +172,7 @@ class AllKeysTests(SynchronousTestCase):
                 ping_timeout=2.5,
                 node_name="gw-1",
                 shutdown_timeout=3600.0,
+                data_dir=self.base / "data",
             ),
         )
 
@@ -761,7 +764,7 @@ class ExampleTests(SynchronousTestCase):
     def test_example_loads(self) -> None:
         """examples/gw.ini loads and gives the defaults with one listener on 33033."""
         config = load_config(EXAMPLE)
-        self.assertEqual(config, config_from_string(LISTENER, source=str(EXAMPLE)))
+        self.assertEqual(config, config_from_string(LISTENER, source=str(EXAMPLE), base_dir=EXAMPLE.parent))
         self.assertEqual([(lis.name, lis.port) for lis in config.listeners], [("default", 33033)])
 
     def test_example_shows_the_defaults(self) -> None:
@@ -769,7 +772,9 @@ class ExampleTests(SynchronousTestCase):
         text = EXAMPLE.read_text(encoding="utf-8")
         uncommented = re.sub(r"(?m)^;(?=[a-z_]+ =)", "", text)
         self.assertNotEqual(text, uncommented)
-        self.assertEqual(config_from_string(uncommented, source=str(EXAMPLE)), load_config(EXAMPLE))
+        self.assertEqual(
+            config_from_string(uncommented, source=str(EXAMPLE), base_dir=EXAMPLE.parent), load_config(EXAMPLE)
+        )
 
     def test_example_documents_every_key(self) -> None:
         """Every field of every section appears as a key in the example, with a comment above it."""
@@ -1150,3 +1155,55 @@ class HardeningKeysTests(SynchronousTestCase):
                 "[listeners.ws.a] trusted_proxies",
             ],
         )
+
+
+AUTH = "[authentication]\nbackend = {backend}\n"
+
+
+def auth_of(text: str, **kwargs: Any) -> AuthenticationSection | None:
+    """The [authentication] section of ``text`` with a listener."""
+    kwargs.setdefault("environ", {})
+    return config_from_string(LISTENER + text, **kwargs).authentication
+
+
+class AuthenticationExampleTests(SynchronousTestCase):
+    """The commented [authentication] block at the end of examples/gw.ini documents every key."""
+
+    def block(self) -> str:
+        text = EXAMPLE.read_text(encoding="utf-8")
+        block = text[text.index("; [authentication]\n") :]
+        return re.sub(r"(?m)^; (?=\[authentication\]$|[a-z0-9_]+ =)", "", block)
+
+    def test_documents_every_key(self) -> None:
+        """Each field of AuthenticationSection is a key of the block (``from`` for jwt_from), each
+        subsection is described, and a comment comes before each group of keys."""
+        block = self.block()
+        keys = re.findall(r"(?m)^([a-z0-9_]+) =", block)
+        self.assertEqual(len(keys), len(set(keys)))
+        subsections = {"headers", "body", "verify_claims", "filter"}
+        expected = {f.name for f in dataclasses.fields(AuthenticationSection)} - subsections - {"jwt_from"}
+        self.assertEqual(set(keys), expected | {"from"})
+        for name in subsections:
+            self.assertIn(f"[authentication.{name}]", block)
+        lines = block.splitlines()
+        for number, line in enumerate(lines):
+            if re.match(r"[a-z0-9_]+ =", line):
+                self.assertRegex(lines[number - 1], r"^(; |[a-z0-9_]+ =)", line)
+
+    def test_block_loads_with_its_values(self) -> None:
+        """Uncommented, the block loads: the built-in database with every default, and the examples
+        of url, server, query and cmd kept as written."""
+        section = auth_of(self.block())
+        self.assertEqual(
+            section,
+            AuthenticationSection(
+                backend="built_in_database",
+                url="http://127.0.0.1:8080/auth",
+                query="SELECT password_hash, salt, is_superuser FROM mqtt_user WHERE username = ${username} LIMIT 1",
+                cmd="HMGET mqtt_user:${username} password_hash salt is_superuser",
+            ),
+        )
+
+    def test_example_has_no_authentication(self) -> None:
+        """The example itself allows everyone: the block is commented out."""
+        self.assertIsNone(load_config(EXAMPLE).authentication)

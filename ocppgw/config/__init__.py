@@ -17,6 +17,7 @@ from ocppgw.config.errors import ConfigError, problem_line
 from ocppgw.config.loader import config_from_string, load_config
 from ocppgw.config.sections import (
     IGNORED_LISTENER_OPTIONS,
+    AuthenticationSection,
     DnstreamSection,
     GatewayConfig,
     GatewaySection,
@@ -40,6 +41,7 @@ __all__ = [
     "CHECKING_MODES",
     "CLIENT_CERT_IDENTITIES",
     "IGNORED_LISTENER_OPTIONS",
+    "AuthenticationSection",
     "NETWORK_LOOPS",
     "TLS_VERSIONS",
     "VERIFY_MODES",

@@ -15,7 +15,9 @@ from ocppgw.auth import users_cli
 
 def parser() -> argparse.ArgumentParser:
     """The ``ocppgw`` argument parser with every subcommand."""
-    top = argparse.ArgumentParser(prog="ocppgw", description="ocppgw administration (run the gateway with twistd)")
+    top = argparse.ArgumentParser(
+        prog="ocppgw", description="ocppgw administration (run the gateway with twistd)"
+    )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     users_cli.add_parser(commands)
     return top

@@ -70,7 +70,9 @@ class BuiltinAuthenticator:
                 return Decision.ignore()
             checked = self.hashing.check(user.password_hash, user.salt, password)
             return checked.addCallback(
-                lambda ok: Decision.allow(user.is_superuser) if ok else Decision.deny("bad_username_or_password")
+                lambda ok: (
+                    Decision.allow(user.is_superuser) if ok else Decision.deny("bad_username_or_password")
+                )
             )
 
         def failed(failure: Failure) -> Decision:

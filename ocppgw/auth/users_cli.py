@@ -87,7 +87,9 @@ def _config(path: str) -> GatewayConfig:
 def _add(store: UserStore, settings: HashSettings, args: argparse.Namespace, stdin: IO[bytes]) -> None:
     if not args.user_id:
         raise CommandError("the user id must not be empty")
-    password = os.fsencode(args.password) if args.password is not None else _read_password(stdin, args.user_id)
+    password = (
+        os.fsencode(args.password) if args.password is not None else _read_password(stdin, args.user_id)
+    )
     if not password:
         raise CommandError("the password must not be empty")
     password_hash, salt = generate(settings, password)

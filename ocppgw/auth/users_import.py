@@ -91,7 +91,8 @@ def _csv_entries(name: str, text: str, plain: bool) -> list[Entry]:
         fields = [item.strip() for item in line.split(",")]
         if len(fields) != len(header):
             problems.append(
-                f"{name}: line {number}: expected {len(header)} fields ({','.join(header)}), got {len(fields)}"
+                f"{name}: line {number}: expected {len(header)} fields ({','.join(header)}), "
+                f"got {len(fields)}"
             )
             continue
         row = {key: value or None for key, value in zip(header, fields, strict=True)}
@@ -148,7 +149,9 @@ def _entry(where: str, row: dict[str, Any], secret_key: str, absent_salt: str | 
     return Entry(where, user_id, secret, salt, _superuser(row.get("is_superuser")), bool(namespace))
 
 
-def to_users(entries: list[Entry], hash_password: Callable[[bytes], tuple[str, str]] | None) -> list[User | None]:
+def to_users(
+    entries: list[Entry], hash_password: Callable[[bytes], tuple[str, str]] | None
+) -> list[User | None]:
     """The users to store: hashed entries as they are, plain ones through ``hash_password`` (a fresh
     salt each); None for an entry of another namespace (counted as failed, as the reference does
     with what it cannot store)."""

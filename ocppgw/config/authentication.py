@@ -299,7 +299,9 @@ def _jwt(check: _Check, backend: str, mappings: Mapping[str, dict[str, str]]) ->
         names = set(PLACEHOLDER.findall(template)) - CLAIM_PLACEHOLDERS
         if names:
             listed = ", ".join(f"${{{name}}}" for name in sorted(names))
-            check.problem(claim, f"only ${{clientid}} and ${{username}} are filled in here, got {listed}", section)
+            check.problem(
+                claim, f"only ${{clientid}} and ${{username}} are filled in here, got {listed}", section
+            )
 
 
 def _database(check: _Check, backend: str, mappings: Mapping[str, dict[str, str]]) -> None:
@@ -314,8 +316,11 @@ def _database(check: _Check, backend: str, mappings: Mapping[str, dict[str, str]
         database = check.values.get("database")
         if database and not re.fullmatch(r"[0-9]+", database):
             check.problem("database", f"expected a Redis database number, {v.got(database)}")
-        check.need("cmd", "expected HGET or HMGET, a key and fields, such as HMGET mqtt_user:${username} "
-                   "password_hash salt is_superuser")
+        check.need(
+            "cmd",
+            "expected HGET or HMGET, a key and fields, such as HMGET mqtt_user:${username} "
+            "password_hash salt is_superuser",
+        )
         cmd = check.values.get("cmd")
         if cmd:
             reason = _redis_cmd_problem(cmd)

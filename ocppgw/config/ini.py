@@ -233,7 +233,9 @@ class IniReader:
                 self.problem(section, key, f"missing, {option.required}")
         return result
 
-    def read_mapping(self, parser: configparser.ConfigParser, section: str, found: IniValues) -> dict[str, Any]:
+    def read_mapping(
+        self, parser: configparser.ConfigParser, section: str, found: IniValues
+    ) -> dict[str, Any]:
         """A section of free keys (``MappingRule``): each key checked, each value read; problems recorded."""
         mapping: dict[str, Any] = {}
         rule = self.whitelist.mappings[section]

@@ -1172,7 +1172,8 @@ class AuthenticationExampleTests(SynchronousTestCase):
 
     def block(self) -> str:
         text = EXAMPLE.read_text(encoding="utf-8")
-        block = text[text.index("; [authentication]\n") :]
+        start = text.index("; [authentication]\n")
+        block = text[start : text.index("\n\n", start)]
         return re.sub(r"(?m)^; (?=\[authentication\]$|[a-z0-9_]+ =)", "", block)
 
     def test_documents_every_key(self) -> None:

@@ -11,12 +11,14 @@ import re
 import socket
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.config import (
     IGNORED_LISTENER_OPTIONS,
     TLS_VERSIONS,
+    AuthenticationSection,
     ConfigError,
     DnstreamSection,
     GatewayConfig,
@@ -48,7 +50,7 @@ class DefaultsTests(SynchronousTestCase):
     def test_only_a_listener(self) -> None:
         """A file with just one listener gets every default from the dataclasses."""
         config = config_from_string(LISTENER, environ={})
-        self.assertEqual(config.gateway, GatewaySection(node_name=HOST))
+        self.assertEqual(config.gateway, GatewaySection(node_name=HOST, data_dir=Path.cwd() / "data"))
         self.assertEqual(config.upstream, UpstreamSection())
         self.assertEqual(config.dnstream, DnstreamSection())
         self.assertEqual(config.mqtt, MqttSection(client_id=f"ocppgw-{HOST}"))
@@ -170,6 +172,7 @@ class AllKeysTests(SynchronousTestCase):
                 ping_timeout=2.5,
                 node_name="gw-1",
                 shutdown_timeout=3600.0,
+                data_dir=self.base / "data",
             ),
         )
 
@@ -761,7 +764,7 @@ class ExampleTests(SynchronousTestCase):
     def test_example_loads(self) -> None:
         """examples/gw.ini loads and gives the defaults with one listener on 33033."""
         config = load_config(EXAMPLE)
-        self.assertEqual(config, config_from_string(LISTENER, source=str(EXAMPLE)))
+        self.assertEqual(config, config_from_string(LISTENER, source=str(EXAMPLE), base_dir=EXAMPLE.parent))
         self.assertEqual([(lis.name, lis.port) for lis in config.listeners], [("default", 33033)])
 
     def test_example_shows_the_defaults(self) -> None:
@@ -769,7 +772,10 @@ class ExampleTests(SynchronousTestCase):
         text = EXAMPLE.read_text(encoding="utf-8")
         uncommented = re.sub(r"(?m)^;(?=[a-z_]+ =)", "", text)
         self.assertNotEqual(text, uncommented)
-        self.assertEqual(config_from_string(uncommented, source=str(EXAMPLE)), load_config(EXAMPLE))
+        self.assertEqual(
+            config_from_string(uncommented, source=str(EXAMPLE), base_dir=EXAMPLE.parent),
+            load_config(EXAMPLE),
+        )
 
     def test_example_documents_every_key(self) -> None:
         """Every field of every section appears as a key in the example, with a comment above it."""
@@ -1150,3 +1156,339 @@ class HardeningKeysTests(SynchronousTestCase):
                 "[listeners.ws.a] trusted_proxies",
             ],
         )
+
+
+AUTH = "[authentication]\nbackend = {backend}\n"
+
+
+def auth_of(text: str, **kwargs: Any) -> AuthenticationSection | None:
+    """The [authentication] section of ``text`` with a listener."""
+    kwargs.setdefault("environ", {})
+    return config_from_string(LISTENER + text, **kwargs).authentication
+
+
+class AuthenticationExampleTests(SynchronousTestCase):
+    """The commented [authentication] block at the end of examples/gw.ini documents every key."""
+
+    def block(self) -> str:
+        text = EXAMPLE.read_text(encoding="utf-8")
+        start = text.index("; [authentication]\n")
+        block = text[start : text.index("\n\n", start)]
+        return re.sub(r"(?m)^; (?=\[authentication\]$|[a-z0-9_]+ =)", "", block)
+
+    def test_documents_every_key(self) -> None:
+        """Each field of AuthenticationSection is a key of the block (``from`` for jwt_from), each
+        subsection is described, and a comment comes before each group of keys."""
+        block = self.block()
+        keys = re.findall(r"(?m)^([a-z0-9_]+) =", block)
+        self.assertEqual(len(keys), len(set(keys)))
+        subsections = {"headers", "body", "verify_claims", "filter"}
+        expected = {f.name for f in dataclasses.fields(AuthenticationSection)} - subsections - {"jwt_from"}
+        self.assertEqual(set(keys), expected | {"from"})
+        for name in subsections:
+            self.assertIn(f"[authentication.{name}]", block)
+        lines = block.splitlines()
+        for number, line in enumerate(lines):
+            if re.match(r"[a-z0-9_]+ =", line):
+                self.assertRegex(lines[number - 1], r"^(; |[a-z0-9_]+ =)", line)
+
+    def test_block_loads_with_its_values(self) -> None:
+        """Uncommented, the block loads: the built-in database with every default, and the examples
+        of url, server, query and cmd kept as written."""
+        section = auth_of(self.block())
+        self.assertEqual(
+            section,
+            AuthenticationSection(
+                backend="built_in_database",
+                url="http://127.0.0.1:8080/auth",
+                query="SELECT password_hash, salt, is_superuser FROM mqtt_user "
+                "WHERE username = ${username} LIMIT 1",
+                cmd="HMGET mqtt_user:${username} password_hash salt is_superuser",
+            ),
+        )
+
+    def test_example_has_no_authentication(self) -> None:
+        """The example itself allows everyone: the block is commented out."""
+        self.assertIsNone(load_config(EXAMPLE).authentication)
+
+
+# (the [authentication] text, the exact problem line expected among the problems)
+AUTH_BAD = [
+    ("[authentication]\nuser_id_type = username\n",
+     "gw.ini: [authentication] backend: missing, expected one of built_in_database, http, jwt, postgresql, "
+     "mysql, redis, mongodb"),
+    (AUTH.format(backend="ldap"),
+     "gw.ini: [authentication] backend: expected one of built_in_database, http, jwt, postgresql, mysql, "
+     "redis, mongodb, got 'ldap'"),
+    (AUTH.format(backend="jwt") + "mechanism = password_based\nsecret = s\n",
+     "gw.ini: [authentication] mechanism: password_based does not go with backend = jwt"),
+    (AUTH.format(backend="mysql") + "mechanism = jwt\n",
+     "gw.ini: [authentication] mechanism: jwt does not go with backend = mysql"),
+    (AUTH.format(backend="built_in_database") + "password_hash_algorithm = pbkdf2\n",
+     "gw.ini: [authentication] iterations: missing, pbkdf2 needs an iteration count"),
+    (AUTH.format(backend="built_in_database") + "password_hash_algorithm = argon2\n",
+     "gw.ini: [authentication] password_hash_algorithm: expected one of plain, md5, sha, sha256, sha512, "
+     "bcrypt, pbkdf2, got 'argon2'"),
+    (AUTH.format(backend="built_in_database") + "mac_fun = md4\n",
+     "gw.ini: [authentication] mac_fun: md4 cannot be used with pbkdf2; expected one of sha, sha224, sha256, "
+     "sha384, sha512"),
+    (AUTH.format(backend="built_in_database") + "mac_fun = ripemd160\n",
+     "gw.ini: [authentication] mac_fun: ripemd160 cannot be used with pbkdf2; expected one of sha, sha224, "
+     "sha256, sha384, sha512"),
+    (AUTH.format(backend="built_in_database") + "salt_rounds = 4\n",
+     "gw.ini: [authentication] salt_rounds: expected an integer from 5 to 31, got '4'"),
+    (AUTH.format(backend="built_in_database") + "salt_rounds = 32\n",
+     "gw.ini: [authentication] salt_rounds: expected an integer from 5 to 31, got '32'"),
+    (AUTH.format(backend="built_in_database") + "iterations = 0\n",
+     "gw.ini: [authentication] iterations: expected an integer >= 1, got '0'"),
+    (AUTH.format(backend="built_in_database") + "dk_length = 4294967296\n",
+     "gw.ini: [authentication] dk_length: expected an integer from 1 to 4294967295, got '4294967296'"),
+    (AUTH.format(backend="built_in_database") + "salt_position = middle\n",
+     "gw.ini: [authentication] salt_position: expected one of prefix, suffix, disable, got 'middle'"),
+    (AUTH.format(backend="built_in_database") + "user_id_type = peerhost\n",
+     "gw.ini: [authentication] user_id_type: expected one of username, clientid, got 'peerhost'"),
+    (AUTH.format(backend="built_in_database") + "request_timeout = 0\n",
+     "gw.ini: [authentication] request_timeout: must be greater than 0, got '0'"),
+    (AUTH.format(backend="built_in_database") + "nosuch = 1\n",
+     "gw.ini: [authentication] nosuch: unknown option"),
+    (AUTH.format(backend="built_in_database") + "url = ${nosuch}\n",
+     "gw.ini: [authentication] url: environment variable nosuch is not set"),
+    (AUTH.format(backend="http") + "[authentication.body]\nuser = ${nosuch}\n",
+     "gw.ini: [authentication.body] user: environment variable nosuch is not set"),
+    (AUTH.format(backend="http"),
+     "gw.ini: [authentication] url: missing, expected the authentication server's http:// or https:// URL"),
+    (AUTH.format(backend="http") + "url = ftp://h/auth\n",
+     "gw.ini: [authentication] url: expected an http:// or https:// URL, got 'ftp://h/auth'"),
+    (AUTH.format(backend="http") + "url = http://u:p@h/auth\n",
+     "gw.ini: [authentication] url: must not hold user info (user:password@); use [authentication.headers]"),
+    (AUTH.format(backend="http") + "url = http://h/auth#x\n",
+     "gw.ini: [authentication] url: must not have a #fragment, got 'http://h/auth#x'"),
+    (AUTH.format(backend="http") + "url = http://${clientid}/auth\n",
+     "gw.ini: [authentication] url: placeholders may fill the path and query only, got 'http://${clientid}/auth'"),
+    (AUTH.format(backend="http")
+     + "url = http://h/a\nmethod = get\n[authentication.headers]\nContent-Type = a/b\n",
+     "gw.ini: [authentication.headers] content-type: a get request has no body; remove content-type"),
+    (AUTH.format(backend="http") + "url = http://h/a\n[authentication.headers]\ncontent-type = text/plain\n",
+     "gw.ini: [authentication.headers] content-type: expected one of application/json, "
+     "application/x-www-form-urlencoded, got 'text/plain'"),
+    (AUTH.format(backend="http") + "url = http://h/a\n[authentication.headers]\nx y = 1\n",
+     "gw.ini: [authentication.headers] x y: expected an HTTP header name"),
+    (AUTH.format(backend="http") + "url = http://h/a\n[authentication.headers]\nX-A = 1\nx-a = 2\n",
+     "gw.ini: [authentication.headers] x-a: given twice (names are compared in lower case)"),
+    (AUTH.format(backend="http") + "url = https://h/a\nssl_certfile = /nonexistent/c.pem\n",
+     "gw.ini: [authentication] ssl_keyfile: missing, expected the path of a PEM file "
+     "(set with ssl_certfile)"),
+    (AUTH.format(backend="http") + "url = https://h/a\nssl_cacertfile = /nonexistent/ca.pem\n",
+     "gw.ini: [authentication] ssl_cacertfile: cannot read the PEM file /nonexistent/ca.pem: "
+     "No such file or directory"),
+    (AUTH.format(backend="jwt"),
+     "gw.ini: [authentication] secret: missing, hmac-based needs the shared secret"),
+    (AUTH.format(backend="jwt") + "algorithm = public-key\n",
+     "gw.ini: [authentication] public_key: missing, public-key needs the path of the PEM file "
+     "of the public key"),
+    (AUTH.format(backend="jwt") + "algorithm = public-key\npublic_key = /nonexistent/k.pem\n",
+     "gw.ini: [authentication] public_key: cannot read the public key /nonexistent/k.pem: "
+     "No such file or directory"),
+    (AUTH.format(backend="jwt") + "use_jwks = true\n",
+     "gw.ini: [authentication] endpoint: missing, use_jwks needs the JWKS URL"),
+    (AUTH.format(backend="jwt") + "from = header\nsecret = s\n",
+     "gw.ini: [authentication] from: expected one of password, username, got 'header'"),
+    (AUTH.format(backend="jwt") + "secret = s\n[authentication.verify_claims]\nsub = ${password}\n",
+     "gw.ini: [authentication.verify_claims] sub: only ${clientid} and ${username} are filled in here, "
+     "got ${password}"),
+    (AUTH.format(backend="postgresql"),
+     "gw.ini: [authentication] server: missing, expected HOST:PORT of the postgresql server"),
+    (AUTH.format(backend="postgresql"),
+     "gw.ini: [authentication] database: missing, expected the database name"),
+    (AUTH.format(backend="mysql"),
+     "gw.ini: [authentication] query: missing, expected the SELECT that finds the user "
+     "(password_hash, salt, is_superuser)"),
+    (AUTH.format(backend="mysql") + "server = db:x\n",
+     "gw.ini: [authentication] server: expected an integer, got 'x'"),
+    (AUTH.format(backend="mysql") + "server = ::1\n",
+     "gw.ini: [authentication] server: write an IPv6 address in brackets, such as [::1]:5432, got '::1'"),
+    (AUTH.format(backend="mysql") + "pool_size = 0\n",
+     "gw.ini: [authentication] pool_size: expected an integer from 1 to 1024, got '0'"),
+    (AUTH.format(backend="redis") + "server = r\n",
+     "gw.ini: [authentication] cmd: missing, expected HGET or HMGET, a key and fields, such as "
+     "HMGET mqtt_user:${username} password_hash salt is_superuser"),
+    (AUTH.format(backend="redis") + "server = r\ncmd = GET k\n",
+     "gw.ini: [authentication] cmd: expected HGET or HMGET, got 'GET'"),
+    (AUTH.format(backend="redis") + "server = r\ncmd = HGET k password_hash salt\n",
+     "gw.ini: [authentication] cmd: HGET takes one field; use HMGET for several"),
+    (AUTH.format(backend="redis") + "server = r\ncmd = HMGET k password_hash nick\n",
+     "gw.ini: [authentication] cmd: unknown fields nick; expected among password_hash, password, salt, "
+     "is_superuser, clientid_override"),
+    (AUTH.format(backend="redis") + "server = r\ncmd = HMGET k salt is_superuser\n",
+     "gw.ini: [authentication] cmd: needs the field password_hash or password"),
+    (AUTH.format(backend="redis") + "server = r\ncmd = HMGET k\n",
+     "gw.ini: [authentication] cmd: expected HMGET KEY FIELD..., got 'HMGET k'"),
+    (AUTH.format(backend="redis") + "redis_type = cluster\n",
+     "gw.ini: [authentication] redis_type: expected one of single, got 'cluster'"),
+    (AUTH.format(backend="redis") + "server = r\ncmd = HGET k password\ndatabase = one\n",
+     "gw.ini: [authentication] database: expected a Redis database number, got 'one'"),
+    (AUTH.format(backend="mongodb") + "server = m\ndatabase = d\n",
+     "gw.ini: [authentication] collection: missing, expected the collection of the users"),
+    (AUTH.format(backend="mongodb") + "mongo_type = rs\n",
+     "gw.ini: [authentication] mongo_type: expected one of single, got 'rs'"),
+    ("[authentication.filter]\nusername = ${username}\n",
+     "gw.ini: [authentication.filter]: needs an [authentication] section"),
+    (AUTH.format(backend="mongodb") + "[authentication.nope]\n",
+     "gw.ini: [authentication.nope]: unknown section"),
+    ("[gateway]\ndata_dir =\n", "gw.ini: [gateway] data_dir: must not be empty"),
+]  # fmt: skip
+
+
+class AuthenticationConfigTests(SynchronousTestCase):
+    """[authentication]: every key read into AuthenticationSection, the chosen backend's checks."""
+
+    def test_absent_or_disabled(self) -> None:
+        """No section, or enable = false (whatever else is missing), means no authenticator."""
+        self.assertIsNone(config_from_string(LISTENER).authentication)
+        self.assertIsNone(auth_of("[authentication]\nenable = false\n"))
+        self.assertIsNone(auth_of("[authentication]\nenable = off\nbackend = http\n"))
+
+    def test_built_in_database(self) -> None:
+        """The issue's example: the hashing keys and user_id_type."""
+        section = auth_of(
+            AUTH.format(backend="built_in_database")
+            + "user_id_type = clientid\npassword_hash_algorithm = sha256\nsalt_position = suffix\n"
+        )
+        self.assertEqual(
+            section,
+            AuthenticationSection(
+                backend="built_in_database", user_id_type="clientid", salt_position="suffix"
+            ),
+        )
+
+    def test_hashing_keys(self) -> None:
+        """pbkdf2's and bcrypt's keys, and the common durations."""
+        section = auth_of(
+            AUTH.format(backend="mysql") + "server = db\ndatabase = d\nquery = SELECT 1\n"
+            "password_hash_algorithm = PBKDF2\nmac_fun = sha512\niterations = 10\ndk_length = 32\n"
+            "salt_rounds = 12\nrequest_timeout = 2500ms\ncache_ttl = 1m\n"
+        )
+        assert section is not None
+        self.assertEqual(
+            (section.password_hash_algorithm, section.mac_fun, section.iterations, section.dk_length),
+            ("pbkdf2", "sha512", 10, 32),
+        )
+        self.assertEqual((section.salt_rounds, section.request_timeout, section.cache_ttl), (12, 2.5, 60.0))
+        self.assertEqual(section.server, "db:3306")
+
+    def test_each_problem_line(self) -> None:
+        """Each bad [authentication] gives this exact line."""
+        for text, line in AUTH_BAD:
+            problems = problems_of(self, with_listener(text), environ={})
+            self.assertIn(line, problems, f"for {text!r}")
+
+    def test_mechanism_jwt_alone(self) -> None:
+        """``mechanism = jwt`` without backend chooses the jwt backend."""
+        section = auth_of("[authentication]\nmechanism = jwt\nsecret = s\n")
+        assert section is not None
+        self.assertEqual((section.backend, section.mechanism), ("jwt", "jwt"))
+
+    def test_placeholders_stay(self) -> None:
+        """The six placeholders stay in values and subsections; other ${NAME} come from the environment."""
+        section = auth_of(
+            AUTH.format(backend="http") + "url = http://auth.${DOMAIN}/a?cid=${clientid}&host=${peerhost}\n"
+            "[authentication.body]\nuser = ${username}\npass = ${password}\ncn = ${cert_common_name}\n"
+            "dn = ${cert_subject}\nsite = ${SITE}\n",
+            environ={"DOMAIN": "example", "SITE": "s1"},
+        )
+        assert section is not None
+        self.assertEqual(section.url, "http://auth.example/a?cid=${clientid}&host=${peerhost}")
+        self.assertEqual(
+            dict(section.body),
+            {"user": "${username}", "pass": "${password}", "cn": "${cert_common_name}",
+             "dn": "${cert_subject}", "site": "s1"},
+        )  # fmt: skip
+
+    def test_http_headers(self) -> None:
+        """post: header names in lower case, merged over content-type: application/json; get: none added."""
+        post = auth_of(
+            AUTH.format(backend="http") + "url = http://h/a\n[authentication.headers]\nX-Api-Key = ${KEY}\n",
+            environ={"KEY": "k1"},
+        )
+        assert post is not None
+        self.assertEqual(dict(post.headers), {"content-type": "application/json", "x-api-key": "k1"})
+        self.assertEqual(post.method, "post")
+        form = auth_of(
+            AUTH.format(backend="http")
+            + "url = http://h/a\n[authentication.headers]\ncontent-type = application/x-www-form-urlencoded\n"
+        )
+        assert form is not None
+        self.assertEqual(dict(form.headers), {"content-type": "application/x-www-form-urlencoded"})
+        get = auth_of(AUTH.format(backend="http") + "url = https://h/a\nmethod = GET\nssl_verify = false\n")
+        assert get is not None
+        self.assertEqual((get.method, dict(get.headers), get.ssl_verify), ("get", {}, False))
+
+    def test_jwt(self) -> None:
+        """jwt's keys: from (jwt_from), the public key file, claims with ${clientid} and ${username}."""
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        (directory / "key.pem").write_text("-----BEGIN PUBLIC KEY-----\n", encoding="ascii")
+        section = auth_of(
+            AUTH.format(backend="jwt") + "from = username\nalgorithm = public-key\npublic_key = key.pem\n"
+            "refresh_interval = 1m\n[authentication.verify_claims]\nsub = ${clientid}\nname = ${username}\n",
+            base_dir=directory,
+        )
+        assert section is not None
+        self.assertEqual((section.jwt_from, section.algorithm), ("username", "public-key"))
+        self.assertEqual(section.public_key, directory / "key.pem")
+        self.assertEqual(dict(section.verify_claims), {"sub": "${clientid}", "name": "${username}"})
+        jwks = auth_of(AUTH.format(backend="jwt") + "use_jwks = true\nendpoint = https://idp/jwks\n")
+        assert jwks is not None
+        self.assertEqual(
+            (jwks.use_jwks, jwks.endpoint, jwks.refresh_interval), (True, "https://idp/jwks", 300.0)
+        )
+        b64 = auth_of(AUTH.format(backend="jwt") + "secret = c2VjcmV0\nsecret_base64_encoded = true\n")
+        assert b64 is not None
+        self.assertTrue(b64.secret_base64_encoded)
+
+    def test_servers(self) -> None:
+        """server gets the backend's default port; IPv6 in brackets; redis database defaults to 0."""
+        pg = auth_of(AUTH.format(backend="postgresql") + "server = [::1]\ndatabase = d\nquery = SELECT 1\n")
+        assert pg is not None
+        self.assertEqual(pg.server, "[::1]:5432")
+        redis = auth_of(AUTH.format(backend="redis") + "server = r:7000\ncmd = HGET u:${username} password\n")
+        assert redis is not None
+        self.assertEqual((redis.server, redis.database, redis.redis_type), ("r:7000", "0", "single"))
+        mongo = auth_of(
+            AUTH.format(backend="mongodb") + "server = m\ndatabase = d\ncollection = users\n"
+            "password_hash_field = ph\nauth_source = admin\n[authentication.filter]\nusername = ${username}\n"
+        )
+        assert mongo is not None
+        self.assertEqual(
+            (mongo.server, mongo.collection, mongo.password_hash_field), ("m:27017", "users", "ph")
+        )
+        self.assertEqual((mongo.auth_source, dict(mongo.filter)), ("admin", {"username": "${username}"}))
+
+    def test_secrets_never_shown(self) -> None:
+        """Database passwords, JWT secrets and header values are in no problem line and no repr."""
+        secret = "Sup3r-Secret-Value"
+        section = auth_of(
+            AUTH.format(backend="http") + f"url = http://h/a\npassword = {secret}\nsecret = {secret}\n"
+            f"[authentication.headers]\nauthorization = Bearer {secret}\n"
+        )
+        self.assertNotIn(secret, repr(section))
+        for text in [
+            AUTH.format(backend="jwt") + f"secret = {secret}!\nsecret_base64_encoded = true\n",
+            AUTH.format(backend="mysql") + f"password = {secret}${{oops\n",
+            AUTH.format(backend="http") + f"[authentication.headers]\nauthorization = {secret}${{oops\n",
+        ]:
+            error = self.assertRaises(ConfigError, config_from_string, with_listener(text), environ={})
+            self.assertNotIn(secret, str(error), text)
+
+    def test_data_dir(self) -> None:
+        """data_dir defaults to data next to gw.ini; a relative one is taken from there, an absolute
+        one kept."""
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        path = directory / "gw.ini"
+        path.write_text(LISTENER, encoding="utf-8")
+        self.assertEqual(load_config(path).gateway.data_dir, directory / "data")
+        path.write_text("[gateway]\ndata_dir = state/users\n" + LISTENER, encoding="utf-8")
+        self.assertEqual(load_config(path).gateway.data_dir, directory / "state" / "users")
+        path.write_text("[gateway]\ndata_dir = /var/lib/ocppgw\n" + LISTENER, encoding="utf-8")
+        self.assertEqual(load_config(path).gateway.data_dir, Path("/var/lib/ocppgw"))

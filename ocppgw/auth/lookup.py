@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from ocppgw.auth import hashing
 from ocppgw.auth.common import to_bool
 from ocppgw.config.sections import AuthenticationSection
 from ocppgw.core.ports import Decision
@@ -151,19 +152,11 @@ class BlockingPool:
 
 def verifier(section: AuthenticationSection, pool: BlockingPool) -> Verify:
     """The password check of ``section``'s algorithm (``ocppgw.auth.hashing``), off the reactor
-    thread in ``pool``; a NULL salt with a salted simple algorithm or pbkdf2 is a failure."""
-    from ocppgw.auth import hashing  # written on branch i10-builtin
-
-    salted = section.password_hash_algorithm == "pbkdf2" or (
-        section.password_hash_algorithm != "bcrypt" and section.salt_position != "disable"
-    )
-
-    def check(stored_hash: str, salt: str | None, password: bytes) -> bool:
-        if salt is None and salted:
-            raise ValueError("the stored salt is NULL")
-        return bool(hashing.check(section, stored_hash, salt or "", password))
+    thread in ``pool``; a stored value it cannot check (a NULL salt where one is needed) fails it,
+    which the backends answer as unavailable."""
+    settings = hashing.HashSettings.of(section)
 
     def verify(stored_hash: str, salt: str | None, password: bytes) -> Deferred[bool]:
-        return pool.run(section.request_timeout, check, stored_hash, salt, password)
+        return pool.run(section.request_timeout, hashing.check, settings, stored_hash, salt, password)
 
     return verify

@@ -17,6 +17,7 @@ from ocppgw.config.errors import ConfigError, problem_line
 from ocppgw.config.loader import config_from_string, load_config
 from ocppgw.config.sections import (
     IGNORED_LISTENER_OPTIONS,
+    AuthenticationSection,
     DnstreamSection,
     GatewayConfig,
     GatewaySection,
@@ -43,6 +44,7 @@ __all__ = [
     "NETWORK_LOOPS",
     "TLS_VERSIONS",
     "VERIFY_MODES",
+    "AuthenticationSection",
     "ConfigError",
     "DnstreamSection",
     "GatewayConfig",

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ocppgw.config import authentication as auth
 from ocppgw.config import values as v
 from ocppgw.config.errors import problem_line
+from ocppgw.config.values import MappingRule, Option
 from ocppgw.core.topics import CID_VARIABLES, NODE_VARIABLES, REFERENCE
 
 OVERRIDE_SECTION = "upstream.topic_override_mapping"
@@ -30,25 +32,12 @@ _COMMENT_PREFIXES = (";", "#")  # inline too, when whitespace comes before them
 
 
 @dataclass(frozen=True)
-class Option:
-    """How one key is read: its converter, the template variables it may hold, whether it is secret.
-
-    ``required``, when set, is what a missing key's problem line says is expected.
-    """
-
-    convert: v.Converter
-    variables: frozenset[str] = frozenset()
-    secret: bool = False
-    required: str | None = None
-
-
-@dataclass(frozen=True)
 class Whitelist:
     """Every key gw.ini may hold, by section, and how each is read."""
 
     sections: Mapping[str, Mapping[str, Option]]  # [gateway], [upstream], ...
     listeners: Mapping[str, Mapping[str, Option]]  # by kind: [listeners.ws.<name>], [listeners.wss.<name>]
-    override: Option  # each key of [upstream.topic_override_mapping]
+    mappings: Mapping[str, MappingRule]  # [upstream.topic_override_mapping], [authentication.headers], ...
 
 
 _UPSTREAM_TOPIC = Option(v.topic_template(variables=CID_VARIABLES, needs_cid=True), CID_VARIABLES)
@@ -118,6 +107,7 @@ def whitelist(base_dir: Path) -> Whitelist:
             "ping_timeout": Option(v.duration_positive),
             "node_name": Option(v.node_name),
             "shutdown_timeout": Option(v.duration_positive),
+            "data_dir": Option(v.path_in(base_dir)),
         },
         "upstream": {
             "topic": _UPSTREAM_TOPIC,
@@ -159,7 +149,13 @@ def whitelist(base_dir: Path) -> Whitelist:
             "qos": Option(v.qos),
         },
     }
-    return Whitelist(sections, {"ws": listener, "wss": {**listener, **tls}}, _UPSTREAM_TOPIC)
+    sections[auth.SECTION] = auth.options(base_dir)
+    mappings = {OVERRIDE_SECTION: MappingRule(_action_problem, _UPSTREAM_TOPIC), **auth.MAPPINGS}
+    return Whitelist(sections, {"ws": listener, "wss": {**listener, **tls}}, mappings)
+
+
+def _action_problem(key: str) -> str | None:
+    return None if _ACTION.fullmatch(key) else "not an action name"
 
 
 # -- reading ----------------------------------------------------------------
@@ -172,7 +168,7 @@ class IniValues:
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
     # (section, kind, name, values) of each listener section, in file order
     listeners: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
-    overrides: dict[str, str] = field(default_factory=dict)
+    mappings: dict[str, dict[str, Any]] = field(default_factory=dict)  # by section, as the file has them
     written: set[tuple[str, str]] = field(default_factory=set)  # (section, key) of every key in the file
     texts: dict[tuple[str, str], str] = field(default_factory=dict)  # after ${NAME} substitution
 
@@ -201,8 +197,8 @@ class IniReader:
                 found.sections[section] = self.read_section(
                     parser, section, self.whitelist.sections[section], found
                 )
-            elif section == OVERRIDE_SECTION:
-                found.overrides = self.read_overrides(parser, found)
+            elif section in self.whitelist.mappings:
+                found.mappings[section] = self.read_mapping(parser, section, found)
             elif (match := _LISTENER.fullmatch(section)) is not None:
                 kind, name = match["kind"], match["name"]
                 values = self.read_section(parser, section, self.whitelist.listeners[kind], found)
@@ -237,20 +233,26 @@ class IniReader:
                 self.problem(section, key, f"missing, {option.required}")
         return result
 
-    def read_overrides(self, parser: configparser.ConfigParser, found: IniValues) -> dict[str, str]:
-        """``[upstream.topic_override_mapping]``: each key an action name, each value a topic template."""
-        overrides: dict[str, str] = {}
-        option = self.whitelist.override
-        for key, raw in parser.items(OVERRIDE_SECTION, raw=True):
-            if self._set_aside(key):
+    def read_mapping(
+        self, parser: configparser.ConfigParser, section: str, found: IniValues
+    ) -> dict[str, Any]:
+        """A section of free keys (``MappingRule``): each key checked, each value read; problems recorded."""
+        mapping: dict[str, Any] = {}
+        rule = self.whitelist.mappings[section]
+        for written_key, raw in parser.items(section, raw=True):
+            if self._set_aside(written_key):
                 continue
-            if not _ACTION.fullmatch(key):
-                self.problem(OVERRIDE_SECTION, key, "not an action name")
+            key = written_key.lower() if rule.lower_keys else written_key
+            reason = rule.key_problem(key)
+            if reason is None and key in mapping:
+                reason = "given twice (names are compared in lower case)"
+            if reason is not None:
+                self.problem(section, written_key, reason)
                 continue
-            ok, value = self.read_key(OVERRIDE_SECTION, key, raw, option, found)
+            ok, value = self.read_key(section, written_key, raw, rule.option, found)
             if ok:
-                overrides[key] = value
-        return overrides
+                mapping[key] = value
+        return mapping
 
     def read_key(
         self, section: str, key: str, raw: str, option: Option, found: IniValues

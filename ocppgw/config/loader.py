@@ -14,10 +14,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ocppgw.config import sections
+from ocppgw.config import authentication, sections
 from ocppgw.config import values as v
 from ocppgw.config.errors import ConfigError, problem_line
-from ocppgw.config.ini import IniReader, IniValues, whitelist
+from ocppgw.config.ini import OVERRIDE_SECTION, IniReader, IniValues, whitelist
 
 _TLS_KEYS = tuple(item.name for item in fields(sections.TlsSection))  # the TLS keys of a wss listener
 _FIELDS = frozenset(item.name for item in fields(sections.ListenerSection))
@@ -51,13 +51,10 @@ def config_from_string(
     ``base_dir`` (the current directory when None); ``${NAME}`` is looked up in
     ``environ`` (``os.environ`` when None).
     """
-    reader = IniReader(
-        source,
-        whitelist(Path.cwd() if base_dir is None else Path(base_dir)),
-        os.environ if environ is None else environ,
-    )
+    base = Path.cwd() if base_dir is None else Path(base_dir)
+    reader = IniReader(source, whitelist(base), os.environ if environ is None else environ)
     found = reader.read(text.removeprefix("\ufeff"))
-    config = _Builder(source, found, reader.problems).build()
+    config = _Builder(source, found, reader.problems, base).build()
     if reader.problems:
         raise ConfigError(reader.problems)
     assert config is not None
@@ -67,8 +64,9 @@ def config_from_string(
 class _Builder:
     """The typed sections of what the reader found, after the checks across keys."""
 
-    def __init__(self, source: str, found: IniValues, problems: list[str]) -> None:
+    def __init__(self, source: str, found: IniValues, problems: list[str], base_dir: Path) -> None:
         self.source = source
+        self.base_dir = base_dir
         self.found = found
         self.problems = problems  # shared with the reader: one list, in the order found
 
@@ -83,6 +81,8 @@ class _Builder:
         """The config, or None when there is any problem."""
         found = self.found.sections
         gateway_values = found.get("gateway", {})
+        if not self.written("gateway", "data_dir"):
+            gateway_values["data_dir"] = self.base_dir / "data"
         if not gateway_values.get("node_name"):
             gateway_values["node_name"] = socket.gethostname()
         mqtt_values = found.get("mqtt", {})
@@ -91,19 +91,27 @@ class _Builder:
         self.check_reconnect_delays(mqtt_values)
         self.check_mqtt_tls(mqtt_values)
         listeners = self.build_listeners()
+        auth = None
+        if authentication.SECTION in found:
+            auth = authentication.build(found[authentication.SECTION], self.found.mappings, self)
+        else:
+            for section in self.found.mappings:
+                if section.startswith(authentication.SECTION + "."):
+                    self.problem(section, None, f"needs an [{authentication.SECTION}] section")
         if self.problems:
             return None
         return sections.GatewayConfig(
             gateway=sections.GatewaySection(**gateway_values),
             upstream=sections.UpstreamSection(
                 **found.get("upstream", {}),
-                topic_override_mapping=MappingProxyType(self.found.overrides),
+                topic_override_mapping=MappingProxyType(self.found.mappings.get(OVERRIDE_SECTION, {})),
             ),
             dnstream=sections.DnstreamSection(**found.get("dnstream", {})),
             mqtt=sections.MqttSection(**mqtt_values),
             presence=sections.PresenceSection(**found.get("presence", {})),
             listeners=listeners,
             source=self.source,
+            authentication=auth,
         )
 
     def check_mqtt_tls(self, values: dict[str, Any]) -> None:

@@ -38,6 +38,7 @@ class GatewaySection:
     ping_timeout: float = 10.0
     node_name: str = ""
     shutdown_timeout: float = 10.0
+    data_dir: Path = Path("data")  # state such as users.sqlite; the loader resolves it next to gw.ini
 
     def __post_init__(self) -> None:
         if not self.max_outgoing_frame_size:
@@ -193,7 +194,7 @@ class AuthenticationSection:
     # http
     method: str = "post"
     url: str = ""
-    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)  # secrets
     body: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     ssl_cacertfile: Path | None = None  # also postgresql, mysql, redis, mongodb, jwt's JWKS endpoint
     ssl_certfile: Path | None = None

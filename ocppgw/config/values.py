@@ -11,6 +11,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,30 @@ Converter = Callable[[str], Any]  # raises Invalid
 
 class Invalid(Exception):
     """A value is wrong; the message is the reason part of the problem line."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one key is read: its converter, the template variables it may hold, whether it is secret.
+
+    ``required``, when set, is what a missing key's problem line says is expected.
+    """
+
+    convert: Converter
+    variables: frozenset[str] = frozenset()
+    secret: bool = False
+    required: str | None = None
+
+
+@dataclass(frozen=True)
+class MappingRule:
+    """A section of free keys, one line per field (``[upstream.topic_override_mapping]``,
+    ``[authentication.headers]``): ``key_problem`` says why a key is refused (None: accepted) and
+    returns it as stored; ``option`` reads every value."""
+
+    key_problem: Callable[[str], str | None]
+    option: Option
+    lower_keys: bool = False  # keys compared in lower case (HTTP header names)
 
 
 def got(value: str) -> str:
@@ -370,6 +395,19 @@ def directory_in(base_dir: Path) -> Callable[[str], Path | None]:
             shown = "" if str(path) == value else f" ({path})"
             raise Invalid(f"expected an existing directory, {got(value)}{shown}")
         return path
+
+    return convert
+
+
+def path_in(base_dir: Path) -> Callable[[str], Path]:
+    """A converter of a path relative to ``base_dir`` that need not exist yet (it is made later)."""
+
+    def convert(value: str) -> Path:
+        if not value:
+            raise Invalid("must not be empty")
+        if "\x00" in value:
+            raise Invalid("must not contain a NUL character")
+        return base_dir / value
 
     return convert
 

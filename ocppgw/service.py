@@ -8,6 +8,7 @@ charge points with 1001 and publish them disconnected, mark the node offline, th
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 from typing import Any
 
@@ -16,6 +17,7 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
 from ocppgw.auth import AllowAll
+from ocppgw.auth.service import AuthenticatorService
 from ocppgw.config import GatewayConfig, problem_line
 from ocppgw.core.ports import IAuthenticator, IBrokerLink
 from ocppgw.core.router import Router, node_will
@@ -77,7 +79,9 @@ class GatewayService(MultiService):
         self.router = Router(config, link, reactor, self.metrics, schemas)
         self.link_service = LinkService(link, config.gateway.shutdown_timeout)
         self.link_service.setServiceParent(self)
-        authenticator = authenticator or AllowAll()
+        self.auth_service = AuthenticatorService(config, reactor, self.metrics, config.gateway.data_dir)
+        self.auth_service.setServiceParent(self)
+        authenticator = authenticator or self.auth_service.authenticator
         self.listeners: list[ListenerService] = []
         for listener in config.listeners:
             stack = listener_stack(
@@ -110,6 +114,14 @@ class GatewayService(MultiService):
         super().startService()
         if self.sighup:
             self._install_sighup()
+        if isinstance(self.auth_service.authenticator, AllowAll):
+            public = [s.listener.label for s in self.listeners if not _loopback(s.listener.host)]
+            if public:
+                self._log.warn(
+                    "no [authentication]: every charge point may connect, and listeners {listeners} "
+                    "are reachable from other hosts",
+                    listeners=", ".join(public),
+                )
 
     @inlineCallbacks
     def stopService(self) -> Deferred[None]:
@@ -118,7 +130,7 @@ class GatewayService(MultiService):
         self._restore_sighup()
         yield DeferredList([service.stopService() for service in self.listeners])
         self.router.shutdown()
-        yield self.link_service.stopService()
+        yield DeferredList([self.link_service.stopService(), self.auth_service.stopService()])
 
     def reload_certificates(self) -> list[str]:
         """Re-read every wss listener's certfile, keyfile and cacertfile, and the ``[mqtt]`` TLS files;
@@ -158,3 +170,11 @@ class GatewayService(MultiService):
             (previous,) = self._previous_sighup
             signal.signal(signal.SIGHUP, previous if previous is not None else signal.SIG_DFL)
             self._previous_sighup = None
+
+
+def _loopback(host: str) -> bool:
+    """Whether a listener bound to ``host`` is reachable from this machine only."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

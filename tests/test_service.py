@@ -13,6 +13,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from ocppgw.auth.service import AuthenticatorService
 from ocppgw.config import config_from_string
 from ocppgw.core.ports import IBrokerLink
 from ocppgw.mqtt.service import LinkService
@@ -104,12 +105,13 @@ class GatewayServiceTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IBrokerLink, self.link))
 
     def test_children_in_dependency_order(self) -> None:
-        """The children are the MQTT link first, then one service per listener, each named."""
+        """The children are the MQTT link first, the authenticator, then one service per listener."""
         children = list(IServiceCollection(self.service))
-        self.assertEqual([child.name for child in children], ["mqtt", "ws.a", "ws.b"])
+        self.assertEqual([child.name for child in children], ["mqtt", "authentication", "ws.a", "ws.b"])
         self.assertIsInstance(children[0], LinkService)
         self.assertIs(children[0].link, self.link)
-        self.assertEqual([type(child) for child in children[1:]], [ListenerService, ListenerService])
+        self.assertIsInstance(children[1], AuthenticatorService)
+        self.assertEqual([type(child) for child in children[2:]], [ListenerService, ListenerService])
 
     def test_one_stack_per_listener(self) -> None:
         """Every listener gets its own stack, limits outermost, sharing the one router."""

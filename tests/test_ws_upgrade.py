@@ -132,7 +132,8 @@ class RefusalResponseTests(SynchronousTestCase):
         """The gateway's tokens stay in the status line; free text quoting the request does not."""
         self.assertEqual(
             refusal_response(400, "no_subprotocol"),
-            b"HTTP/1.1 400 no_subprotocol\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.1 400 no_subprotocol\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n"
+            b"Connection: close\r\n\r\nno_subprotocol",
         )
         answer = refusal_response(400, 'bad Sec-WebSocket-Key "<script>"')
         self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer)

@@ -184,15 +184,19 @@ def refusal_label(status: int, reason: str) -> str:
 
 
 def refusal_response(status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
-    """The whole HTTP answer to a refused upgrade request: no body, no server name.
+    """The whole HTTP answer to a refused upgrade request, with no server name.
 
-    The gateway's own reasons (``no_subprotocol``) are machine-readable tokens and stay in the status
-    line; Autobahn's free-text reasons may quote the request, so they give way to the standard phrase.
+    The gateway's own reasons (``no_subprotocol``, ``not_authorized``) are machine-readable tokens:
+    they are the status line's phrase and, as the reference gateway answers, the body. Autobahn's
+    free-text reasons may quote the request, so they give way to the standard phrase and no body.
     """
-    if not is_token(reason):
+    body = reason if is_token(reason) else ""
+    if not body:
         reason = _phrase(status)
     lines = [f"HTTP/1.1 {status} {reason}", *(f"{name}: {value}" for name, value in headers)]
-    lines += ["Content-Length: 0", "Connection: close", "", ""]
+    if body:
+        lines.append("Content-Type: text/plain")
+    lines += [f"Content-Length: {len(body)}", "Connection: close", "", body]
     return "\r\n".join(lines).encode("latin-1")
 
 

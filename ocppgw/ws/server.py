@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from ocppgw.config import GatewaySection, ListenerSection
 from ocppgw.core.peertext import clip
-from ocppgw.core.ports import Credentials, Decision, IAuthenticator, PeerIdentity
+from ocppgw.core.ports import Credentials, Decision, IAuthenticator, Outcome, PeerIdentity
 from ocppgw.core.router import Router
 from ocppgw.core.session import ChargePointSession
 from ocppgw.core.timers import cancel
@@ -113,15 +113,12 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
         d = self.factory.authenticator.authenticate(credentials)
 
         def decided(decision: Decision) -> str | None:
+            if decision.outcome is Outcome.UNAVAILABLE:
+                raise ConnectionDeny(503, "authentication_backend_unavailable")
             if not decision.allowed:
-                self._log.info(
-                    "charge point {cid} from {peer} not authorized (username {username}): {reason}",
-                    cid=cid,
-                    peer=self.peer_address,
-                    username=clip(username),
-                    reason=clip(decision.reason),
-                )
-                raise ConnectionDeny(401, "not_authorized")
+                # ignore and deny alike: the reason the authenticator gave, not_authorized by default
+                reason = decision.reason if decision.outcome is Outcome.DENY else "not_authorized"
+                raise ConnectionDeny(401, reason or "not_authorized")
             self.cid = cid
             return subprotocol
 

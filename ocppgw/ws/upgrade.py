@@ -73,6 +73,8 @@ class UpgradeGuard:
             code, reason = 426, "unsupported_websocket_version"
         if code == 426:
             headers = [("Upgrade", "websocket"), ("Sec-WebSocket-Version", WEBSOCKET_VERSION)]
+        elif code == 401:
+            headers.append(("WWW-Authenticate", 'Basic realm="ocppgw"'))
         label = refusal_label(code, reason)
         if not is_token(reason):
             self._log.info(

@@ -110,7 +110,7 @@ class BannerTests(_EdgeTestCase):
         self.assertNotIn("Server", client.websocket.response.headers)
         refused = yield self.assertRefused(400, subprotocols=["ocpp2.0.1"])
         self.assertNotIn("Server", refused.headers)
-        self.assertEqual(refused.body, b"")
+        self.assertEqual(refused.body, b"no_supported_subprotocol")  # the reason, as the reference answers
 
     @inlineCallbacks
     def test_other_websocket_version_426(self) -> Any:

@@ -107,6 +107,10 @@ class PahoReactorLink(PahoLink):
     _event_queue = _DrivenQueue
     _queue: _DrivenQueue
 
+    max_reads = 16
+    """Chunks (``BufferedSocket.read_size`` each) read from the broker per readable event at most,
+    so that a flood from the broker leaves the charge points their turn."""
+
     misc_interval = 1.0
     """Seconds between ``loop_misc`` calls, as paho's own loop does (its select timeout)."""
 
@@ -301,14 +305,23 @@ class PahoReactorLink(PahoLink):
             queue.drain()
 
     def _readable(self, sock: Any) -> None:
+        """Read until the socket would block (at most ``max_reads`` chunks a turn), sending the
+        acknowledgements of each chunk before reading the next: under a flood of commands the
+        broker's window for this session (Mosquitto: 20 in flight) reopens at once, and its queue
+        for the gateway (shared by every charge point) drains as fast as the gateway can take it."""
         client = self._client
-        if client.socket() is not sock:
-            return
-        self._drive(client.loop_read)
-        # Bytes TLS has already decrypted sit in the SSL object, where epoll cannot see them.
-        pending = getattr(sock, "pending", None)
-        while pending is not None and client.socket() is sock and pending() > 0:
+        for _ in range(self.max_reads):
+            if client.socket() is not sock:
+                return
             self._drive(client.loop_read)
+            # Bytes TLS has already decrypted sit in the SSL object, where epoll cannot see them.
+            pending = getattr(sock, "pending", None)
+            while pending is not None and client.socket() is sock and pending() > 0:
+                self._drive(client.loop_read)
+            if not isinstance(sock, BufferedSocket) or sock.would_block or client.socket() is not sock:
+                break
+            if sock.has_output:
+                self._flush_socket(sock)
         if self._quickack and client.socket() is sock:
             quickack(sock)
 

@@ -45,12 +45,15 @@ class MemoryTrimmer:
     ``released(n)`` is told of every buffer of ``n`` bytes that is let go; buffers smaller than
     ``large`` are ignored (the allocator reuses them anyway). Once ``threshold`` bytes of large
     buffers were released, a trim is scheduled: at once (after this reactor turn) when the last one
-    is at least ``interval`` seconds ago, else when that interval is over.
+    is at least ``interval`` seconds ago, else when that interval is over. Buffers handed on are
+    often freed later (a message leaves the MQTT outbox on the broker's PUBACK): one more trim runs
+    ``settle`` seconds after the last large release.
     """
 
     large = 64 * 1024
     threshold = 4 * 1024 * 1024
     interval = 1.0
+    settle = 3.0
 
     def __init__(self, clock: Any, trim: Callable[[], Any] | None = None, metrics: Any = None) -> None:
         """``trim``: what trims (default: glibc's ``malloc_trim(0)``, None without glibc)."""
@@ -60,6 +63,7 @@ class MemoryTrimmer:
         self._freed = 0  # large bytes released since the last trim
         self._last: float | None = None  # when the last trim ran
         self._call: Any = None
+        self._settle_call: Any = None
         self.trims = 0
 
     @property
@@ -71,12 +75,21 @@ class MemoryTrimmer:
         if nbytes < self.large or self._trim is None:
             return
         self._freed += nbytes
+        if self._settle_call is not None and self._settle_call.active():
+            self._settle_call.reset(self.settle)
+        else:
+            self._settle_call = self._clock.callLater(self.settle, self._settled)
         if self._freed < self.threshold or self._call is not None:
             return
         delay = 0.0
         if self._last is not None:
             delay = max(0.0, self._last + self.interval - self._clock.seconds())
         self._call = self._clock.callLater(delay, self._run)
+
+    def _settled(self) -> None:
+        self._settle_call = None
+        if self._call is None and self._trim is not None:
+            self._run()
 
     def _run(self) -> None:
         self._call = None
@@ -97,6 +110,8 @@ class MemoryTrimmer:
         """Forget a scheduled trim (the gateway is stopping)."""
         call, self._call = self._call, None
         cancel(call)
+        settle, self._settle_call = self._settle_call, None
+        cancel(settle)
 
 
 class InflightBudget:

@@ -40,12 +40,21 @@ class TrimmerTests(TestCase):
         self.assertEqual(self.metrics.total("memory_trims"), 1)
 
     def test_at_most_once_per_interval(self) -> None:
-        """A burst releasing 100 MB in 2.5 s trims at 0, 1, 2 and once more at 3 (its tail)."""
+        """A burst releasing 100 MB in 2.5 s trims at 0, 1, 2, once more at 3 (its tail), and 3 s after
+        the last release (what was freed after it was handed on)."""
         for _ in range(250):
             self.clock.advance(0.01)
             self.trimmer.released(400 * 1024)
         self.clock.pump([0.01] * 500)
-        self.assertEqual([round(t, 1) for t in self.calls], [0.1, 1.1, 2.1, 3.1])
+        self.assertEqual([round(t, 1) for t in self.calls], [0.1, 1.1, 2.1, 3.1, 5.5])
+
+    def test_one_large_release_trimmed_once_settled(self) -> None:
+        """A single 1 MB buffer (under the threshold) is trimmed for 3 s after its release."""
+        self.trimmer.released(MB)
+        self.clock.advance(2.9)
+        self.assertEqual(self.calls, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.calls, [3.0])
 
     def test_stop_forgets_a_scheduled_trim(self) -> None:
         """stop() cancels a pending trim (the gateway is stopping)."""

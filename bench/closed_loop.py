@@ -184,7 +184,12 @@ class GatewayStack:
         self.gateway = common.Gateway(work, self.broker.port, options, src=self.src)
         self.gateway.start()
         self.responder = common.start_responder(
-            work, self.broker.port, lifetime, "--qos", str(args.responder_qos)
+            work,
+            self.broker.port,
+            lifetime,
+            "--qos",
+            str(args.responder_qos),
+            *getattr(args, "responder_extra", ()),
         )
 
     def run(self, label: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from datetime import UTC, datetime
@@ -73,6 +74,7 @@ class Responder(asyncio.Protocol):
         self.where = f"{args.host}:{args.port}"
         self.done = done
         self.qos = args.qos
+        self.quickack = args.quickack
         self.up_prefix = (args.mountpoint + "cp/").encode()
         self.down_prefix = (args.mountpoint + "cs/").encode()
         self.boot_tail = _BOOT_TAIL.format(args.boot_interval)
@@ -100,6 +102,8 @@ class Responder(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        self.quickack_socket = sock if self.quickack and sock is not None else None
         variable = _string(b"MQTT") + b"\x04\x02" + KEEPALIVE.to_bytes(2, "big")  # level 4, clean session
         body = variable + _string(self.client_id)
         self._send(b"\x10" + _remaining_length(len(body)) + body)
@@ -171,6 +175,8 @@ class Responder(asyncio.Protocol):
     # -- incoming bytes -----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.quickack_socket is not None:  # as a central system could: see --quickack
+            self.quickack_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         if self.pending:
             self.pending.append(data)
             self.pending_size += len(data)
@@ -333,6 +339,11 @@ def main() -> int:
     parser.add_argument("--mountpoint", default="ocpp/")
     parser.add_argument("--boot-interval", type=int, default=3600)
     parser.add_argument("--max-seconds", type=float, default=900.0)
+    parser.add_argument(
+        "--quickack",
+        action="store_true",
+        help="set TCP_QUICKACK on each read (Linux): no delayed ACK for a broker with Nagle on to wait for",
+    )
     args = parser.parse_args()
     try:
         import uvloop  # only if already installed; this benchmark does not install it

@@ -40,6 +40,9 @@ _METRICS: dict[str, tuple[_Kind, str, tuple[str, ...]]] = {
     "send_timeouts": (Counter, "peers that stopped reading for longer than send_timeout", ("listener",)),
     "handshakes_refused": (Counter, "PROXY, TLS or WebSocket handshakes refused", ("status", "reason")),
     "frames_invalid": (Counter, "frames from charge points that are not valid OCPP-J", ("code",)),
+    "inflight_refused": (Counter, "connections closed 1009 past max_inflight_bytes", ("listener",)),
+    "inflight_bytes": (Gauge, "bytes of WebSocket messages being received now, all listeners", ()),
+    "memory_trims": (Counter, "times freed memory was handed back to the OS (malloc_trim)", ()),
     # charge point sessions
     "frames_received": (Counter, "OCPP-J frames received from charge points", ("action",)),
     "calls_refused": (Counter, "charge point Calls refused because the broker link was full", ("action",)),

@@ -22,6 +22,7 @@ from ocppgw.config import GatewayConfig, problem_line
 from ocppgw.core.ports import IAuthenticator, IBrokerLink
 from ocppgw.core.router import Router, node_will
 from ocppgw.core.schemas import SchemaRegistry
+from ocppgw.memory import InflightBudget, MemoryTrimmer
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.reactor_loop import PahoReactorLink
 from ocppgw.mqtt.service import LinkService
@@ -77,6 +78,10 @@ class GatewayService(MultiService):
             link = link_class(reactor, config.mqtt, self.metrics, will=node_will(config))
         self.link = link
         self.router = Router(config, link, reactor, self.metrics, schemas)
+        # one count of bytes being received for every listener; large ones freed give memory back
+        self.trimmer = MemoryTrimmer(reactor, metrics=self.metrics)
+        self.inflight = InflightBudget(config.gateway.max_inflight_bytes, self.trimmer)
+        self.metrics.gauge("inflight_bytes", lambda: self.inflight.used)
         self.link_service = LinkService(link, config.gateway.shutdown_timeout)
         self.link_service.setServiceParent(self)
         self.auth_service = AuthenticatorService(config, reactor, self.metrics, config.gateway.data_dir)
@@ -92,6 +97,7 @@ class GatewayService(MultiService):
                 self.metrics,
                 reactor,
                 self.tls_contexts.get(listener.label),
+                self.inflight,
             )
             service = ListenerService(listener, stack, reactor, config.source)
             service.setServiceParent(self)
@@ -130,6 +136,7 @@ class GatewayService(MultiService):
         self._restore_sighup()
         yield DeferredList([service.stopService() for service in self.listeners])
         self.router.shutdown()
+        self.trimmer.stop()
         yield DeferredList([self.link_service.stopService(), self.auth_service.stopService()])
 
     def reload_certificates(self) -> list[str]:

@@ -128,6 +128,7 @@ reconnect_delay_min = 2s
 reconnect_delay_max = 2s
 max_buffered_messages = 5
 network_loop = Thread
+quickack = off
 
 [presence]
 enable = off
@@ -213,6 +214,7 @@ class AllKeysTests(SynchronousTestCase):
                 reconnect_delay_max=2.0,
                 max_buffered_messages=5,
                 network_loop="thread",
+                quickack=False,
             ),
         )
 
@@ -260,6 +262,10 @@ BAD_VALUES = [
     (
         "[mqtt]\nmax_buffered_messages = 0\n",
         "gw.ini: [mqtt] max_buffered_messages: expected an integer >= 1, got '0'",
+    ),
+    (
+        "[mqtt]\nquickack = sometimes\n",
+        "gw.ini: [mqtt] quickack: expected true or false, got 'sometimes'",
     ),
     (
         "[mqtt]\nnetwork_loop = asyncio\n",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from dataclasses import replace
 from typing import Any
 
 from paho.mqtt import client as mqtt
@@ -184,6 +185,30 @@ class ConnectTests(ReactorLinkTestCase):
         descriptor.doWrite()
         self.assertEqual(client.written, ["CONNECT"])
         self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_quickack_armed_after_every_read(self) -> None:
+        """TCP_QUICKACK is set on the broker socket once it is registered and again after each read
+        (Linux leaves quick-ACK mode by itself); with [mqtt] quickack = false, never."""
+        quick = (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        client = self.start()
+        self.assertEqual(client.sock.options.count(quick), 1)
+        self.connack()
+        client.incoming.append(lambda: client.deliver("cs/CP1", b"1"))
+        self.descriptor().doRead()
+        self.assertEqual(client.sock.options.count(quick), 3)
+
+        link = PahoReactorLink(
+            self.reactor, replace(CONFIG, quickack=False), self.metrics, client_factory=FakeLoopClient
+        )
+        link.start()
+        self.reactor.pump()
+        plain = link._client
+        plain.incoming.append(plain.broker_connects)
+        link._readable(plain.sock)
+        self.assertNotIn(quick, plain.sock.options)
+        link.stop(0)
+        for descriptor in self.reactor.getWriters():
+            descriptor.doWrite()
 
     def test_events_handled_inside_the_read_without_hand_off(self) -> None:
         """CONNACK and 1000 messages read in one doRead reach the link at once: no callFromThread."""

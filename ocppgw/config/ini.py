@@ -134,6 +134,7 @@ def whitelist(base_dir: Path) -> Whitelist:
             "reconnect_delay_max": Option(v.duration_positive),
             "max_buffered_messages": Option(v.int_min(1)),
             "network_loop": Option(v.one_of(v.NETWORK_LOOPS)),
+            "quickack": Option(v.boolean),
             "tls": Option(v.boolean),
             "cacertfile": path,
             "certfile": path,

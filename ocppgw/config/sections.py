@@ -80,6 +80,7 @@ class MqttSection:
     reconnect_delay_max: float = 30.0
     max_buffered_messages: int = 10000
     network_loop: str = "reactor"  # who drives paho: the reactor, or paho's own thread
+    quickack: bool = True  # TCP_QUICKACK on the broker socket after each read (reactor loop, Linux)
     # TLS to the broker (``ocppgw.tls.broker``); paths are absolute, the files read at start-up
     tls: bool = False
     cacertfile: Path | None = None

@@ -140,6 +140,7 @@ class BufferedSocket:
         self._out: list[bytes] = []
         self._retry = False  # _out[0] must be offered again as it is (TLS asks for that)
         self.error: OSError | None = None  # a write failed: the next read that reaches the socket says so
+        self.would_block = False  # the last read from the socket found nothing more to read
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)  # fileno, setblocking, setsockopt, getpeercert...
@@ -148,7 +149,12 @@ class BufferedSocket:
         """Read the next chunk from the socket; raises as the socket does, ``b""`` at end of stream."""
         if self.error is not None:
             raise self.error
-        data = self.sock.recv(self.read_size)
+        try:
+            data = self.sock.recv(self.read_size)
+        except _WOULD_BLOCK:
+            self.would_block = True
+            raise
+        self.would_block = False
         if data:
             self._in = data
             self._in_pos = 0

@@ -18,6 +18,12 @@ no stop or refusal report waits on it.  If a paho release renames what the
 short path relies on, the link still works with paho's own reads and writes,
 and ``tests`` notice.
 
+Delayed ACKs: a broker that leaves Nagle's algorithm on (Mosquitto's ``set_tcp_nodelay false``,
+its default) holds each small packet until the previous one is acknowledged, and Linux acknowledges
+a segment it has nothing to answer with up to 40 ms late: every round trip through the gateway then
+takes ~45 ms. With ``[mqtt] quickack`` (default on) the link sets ``TCP_QUICKACK`` after each read
+of the broker socket (Linux leaves quick-ACK mode by itself, so it is armed again every time).
+
 Only the connect is blocking in paho (name lookup, TCP connect, TLS handshake,
 each bounded by paho's connect timeout), so ``reconnect`` runs in the reactor's
 thread pool; the reactor does not touch the client until it returns.  Back-off
@@ -28,6 +34,7 @@ jitter): ``reconnect_delay_min``, doubled after each failed attempt up to
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import zope.interface
@@ -41,6 +48,20 @@ from twisted.python.failure import Failure
 from ocppgw.mqtt.events import ACK, MESSAGE, Event, EventQueue
 from ocppgw.mqtt.link import PahoLink
 from ocppgw.mqtt.paho_client import BufferedSocket, buffering_client
+
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+def quickack(sock: Any) -> bool:
+    """Ask the kernel to acknowledge what arrives on ``sock`` at once (until it leaves quick-ACK
+    mode by itself); False where there is no such option or the socket refuses it."""
+    if _TCP_QUICKACK is None:
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 class _DrivenQueue(EventQueue):
@@ -86,6 +107,10 @@ class PahoReactorLink(PahoLink):
     _event_queue = _DrivenQueue
     _queue: _DrivenQueue
 
+    max_reads = 16
+    """Chunks (``BufferedSocket.read_size`` each) read from the broker per readable event at most,
+    so that a flood from the broker leaves the charge points their turn."""
+
     misc_interval = 1.0
     """Seconds between ``loop_misc`` calls, as paho's own loop does (its select timeout)."""
 
@@ -106,6 +131,7 @@ class PahoReactorLink(PahoLink):
         self._closed: Deferred[None] | None = None  # fired when stopping and paho's socket is gone
         self._close_call: Any = None
         self._flush_later: Any = None  # a flush of what the short path buffered, due this reactor turn
+        self._quickack = self._config.quickack and _TCP_QUICKACK is not None
 
     # -- starting and stopping ---------------------------------------------------
 
@@ -178,6 +204,8 @@ class PahoReactorLink(PahoLink):
             self._connect_failed(None)
             return
         self._socket = _BrokerSocket(self, sock)
+        if self._quickack:
+            self._quickack = quickack(sock)
         self._reactor.addReader(self._socket)
         if client.want_write():  # CONNECT, queued in the pool thread
             self._reactor.addWriter(self._socket)
@@ -277,14 +305,25 @@ class PahoReactorLink(PahoLink):
             queue.drain()
 
     def _readable(self, sock: Any) -> None:
+        """Read until the socket would block (at most ``max_reads`` chunks a turn), sending the
+        acknowledgements of each chunk before reading the next: under a flood of commands the
+        broker's window for this session (Mosquitto: 20 in flight) reopens at once, and its queue
+        for the gateway (shared by every charge point) drains as fast as the gateway can take it."""
         client = self._client
-        if client.socket() is not sock:
-            return
-        self._drive(client.loop_read)
-        # Bytes TLS has already decrypted sit in the SSL object, where epoll cannot see them.
-        pending = getattr(sock, "pending", None)
-        while pending is not None and client.socket() is sock and pending() > 0:
+        for _ in range(self.max_reads):
+            if client.socket() is not sock:
+                return
             self._drive(client.loop_read)
+            # Bytes TLS has already decrypted sit in the SSL object, where epoll cannot see them.
+            pending = getattr(sock, "pending", None)
+            while pending is not None and client.socket() is sock and pending() > 0:
+                self._drive(client.loop_read)
+            if not isinstance(sock, BufferedSocket) or sock.would_block or client.socket() is not sock:
+                break
+            if sock.has_output:
+                self._flush_socket(sock)
+        if self._quickack and client.socket() is sock:
+            quickack(sock)
 
     def _writable(self, sock: Any) -> None:
         client = self._client

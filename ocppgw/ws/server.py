@@ -23,6 +23,7 @@ from ocppgw.core.ports import Credentials, Decision, IAuthenticator, Outcome, Pe
 from ocppgw.core.router import Router
 from ocppgw.core.session import ChargePointSession
 from ocppgw.core.timers import cancel
+from ocppgw.memory import InflightBudget
 from ocppgw.metrics import Metrics
 from ocppgw.tls.listener import identity_refusal, peer_identity
 from ocppgw.ws.compression import deflate_accept, refuse_compression
@@ -60,6 +61,9 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
         self._close_reason = ""  # set when the gateway ends the connection, with
         self._close_cause = ""  # its cause: the ``reason`` label of ``disconnects``
         self._identity: PeerIdentity | None = None  # the client certificate's, on wss
+        self._inflight = 0  # bytes of the message being received, counted in factory.inflight
+        self._message_bytes = 0  # bytes of it received so far (more than declared when inflated)
+        self._over_budget = False  # refused by max_inflight_bytes: what still arrives is dropped
 
     # -- handshake -------------------------------------------------------
 
@@ -184,6 +188,66 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
             session.frame_received(text)
         except Exception:
             self._log.failure("handling a frame from {cid} failed", cid=self.cid)
+
+    # -- bytes being received (max_inflight_bytes) ---------------------------
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        """A frame header declared ``length`` bytes: count them before they arrive."""
+        super().onMessageFrameBegin(length)
+        if not self.failedByMe and not self._over_budget:
+            self._reserve(length)
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        if self._over_budget:
+            return
+        received = self._message_bytes + len(payload)
+        self._message_bytes = received
+        if received > self._inflight and not self._reserve(received - self._inflight):
+            return  # inflated past what was declared and past the budget
+        super().onMessageFrameData(payload)
+
+    def onMessageEnd(self) -> None:
+        if self._over_budget:
+            self.message_data = None
+            return
+        try:
+            super().onMessageEnd()  # onMessage: the core has the frame
+        finally:
+            self._release_inflight()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._release_inflight()
+        super().connectionLost(reason)
+        # Autobahn cancels its other timers when the connection is lost, not this one: a peer that
+        # leaves without answering our close frame would hold the protocol for the close timeout.
+        timer, self.closeHandshakeTimeoutCall = self.closeHandshakeTimeoutCall, None
+        if timer is not None:
+            timer.cancel()  # a ReactorCall (ocppgw.ws.timers): harmless once it has fired
+
+    def _reserve(self, nbytes: int) -> bool:
+        inflight = self.factory.inflight
+        if inflight.reserve(nbytes):
+            self._inflight += nbytes
+            return True
+        self._over_budget = True
+        self._release_inflight()
+        self.factory.metrics.inc("inflight_refused", listener=self.factory.listener.label)
+        self._log.warn(
+            "closing {cid} from {peer}: a message of {size} bytes more would pass max_inflight_bytes"
+            " ({limit} bytes being received)",
+            cid=self.cid,
+            peer=self.peer_address,
+            size=nbytes,
+            limit=inflight.limit,
+        )
+        self.close(1009, "gateway busy receiving: message refused")
+        return False
+
+    def _release_inflight(self) -> None:
+        held, self._inflight = self._inflight, 0
+        self._message_bytes = 0
+        if held:
+            self.factory.inflight.release(held)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         session, self._session = self._session, None
@@ -323,10 +387,14 @@ class OcppServerFactory(WebSocketServerFactory):
         settings: GatewaySection,
         metrics: Metrics,
         reactor: Any,
+        inflight: InflightBudget | None = None,
     ) -> None:
+        """``inflight``: the gateway-wide count of bytes being received, shared by every listener
+        (default: one of this listener's own, limited by ``settings.max_inflight_bytes``)."""
         # server=None: no Server header in any answer (no banner for scanners)
         super().__init__(protocols=list(listener.supported_subprotocols), server=None, reactor=reactor)
         use_reactor_clock(self, reactor)
+        self.inflight = inflight if inflight is not None else InflightBudget(settings.max_inflight_bytes)
         if listener.tls is not None:
             self.protocol = OcppTlsServerProtocol
         self.router = router

@@ -17,6 +17,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from ocppgw.config import GatewaySection, ListenerSection
 from ocppgw.core.ports import IAuthenticator
 from ocppgw.core.router import Router
+from ocppgw.memory import InflightBudget
 from ocppgw.metrics import Metrics
 from ocppgw.ws.limits import ListenerLimits
 from ocppgw.ws.proxy import ProxyProtocolFactory
@@ -33,12 +34,14 @@ def listener_stack(
     metrics: Metrics,
     reactor: Any,
     tls_context: IOpenSSLContextFactory | None = None,
+    inflight: InflightBudget | None = None,
 ) -> ListenerLimits:
     """The factory to listen with: ``listener``'s limits around its whole stack.
 
-    ``tls_context`` (wss) is the listener's reloadable context factory.
+    ``tls_context`` (wss) is the listener's reloadable context factory; ``inflight`` the gateway's
+    count of bytes being received, shared by every listener.
     """
-    websocket = OcppServerFactory(router, authenticator, listener, settings, metrics, reactor)
+    websocket = OcppServerFactory(router, authenticator, listener, settings, metrics, reactor, inflight)
     websocket.setProtocolOptions(tcpNoDelay=listener.nodelay)
     inner: Any = websocket
     if tls_context is not None:

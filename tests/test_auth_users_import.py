@@ -97,7 +97,9 @@ class ReadTests(SynchronousTestCase):
             self.problems("u.json", '[{"user_id": }]'),
             ["u.json: not valid JSON: Expecting value (line 1 column 14)"],
         )
-        self.assertEqual(self.problems("u.json", b"\xff"), ["u.json: not UTF-8 text (byte 0xff at offset 0)"])
+        self.assertEqual(
+            self.problems("u.json", b"\xff"), ["u.json: cannot read: not UTF-8 text (byte 0xff at offset 0)"]
+        )
         self.assertEqual(
             self.problems("u.CSV", "x"), ["u.CSV: unsupported file format ('.CSV'), expected .csv or .json"]
         )

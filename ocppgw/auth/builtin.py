@@ -38,9 +38,7 @@ class BuiltinAuthenticator:
         user_id_type: str = "username",
         timeout: float = 5.0,
     ) -> None:
-        self.store = store
-        self.hashing = hashing
-        self.database = database
+        self.store, self.hashing, self.database = store, hashing, database
         self.reactor = reactor
         self.user_id_type = user_id_type
         self.timeout = timeout

@@ -41,8 +41,7 @@ class AuthenticationGate:
         clock: IReactorTime,
         metrics: Metrics,
     ) -> None:
-        self.authenticator = authenticator
-        self.backend = backend
+        self.authenticator, self.backend = authenticator, backend
         self._timeout = timeout + GRACE
         self._cache_ttl = cache_ttl
         self._clock = clock

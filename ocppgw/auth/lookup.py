@@ -23,7 +23,7 @@ from twisted.python.threadpool import ThreadPool
 from ocppgw.auth import hashing
 from ocppgw.auth.common import to_bool
 from ocppgw.config.sections import AuthenticationSection
-from ocppgw.core.ports import Decision
+from ocppgw.core.ports import Credentials, Decision
 
 Verify = Callable[[str, "str | None", bytes], Deferred[bool]]
 T = TypeVar("T")
@@ -160,3 +160,29 @@ def verifier(section: AuthenticationSection, pool: BlockingPool) -> Verify:
         return pool.run(section.request_timeout, hashing.check, settings, stored_hash, salt, password)
 
     return verify
+
+
+class RecordBackend:
+    """What the record-reading backends share: no password is "ignore" without asking the server,
+    and every lookup (``_lookup``) is bounded by ``request_timeout``, its failures unavailable."""
+
+    backend = ""
+
+    def __init__(self, section: AuthenticationSection, reactor: Any, verify: Verify) -> None:
+        self._timeout = section.request_timeout
+        self._reactor = reactor
+        self._verify = verify
+
+    def authenticate(self, credentials: Credentials) -> Deferred[Decision]:
+        if credentials.password is None:
+            return succeed(Decision.ignore())
+        return bounded(lambda: self._lookup(credentials), self._timeout, self._reactor, self.backend)
+
+    def _lookup(self, credentials: Credentials) -> Deferred[Decision]:
+        raise NotImplementedError
+
+
+def tls_files(section: AuthenticationSection, names: tuple[str, str, str]) -> dict[str, str]:
+    """The ``ssl_cacertfile``, ``ssl_certfile``, ``ssl_keyfile`` that are set, under a driver's names."""
+    paths = (section.ssl_cacertfile, section.ssl_certfile, section.ssl_keyfile)
+    return {name: str(path) for name, path in zip(names, paths, strict=True) if path}

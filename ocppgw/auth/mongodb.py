@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from ocppgw.auth import template
-from ocppgw.auth.lookup import BlockingPool, Verify, bounded, decide, server_address, verifier
+from ocppgw.auth.lookup import BlockingPool, RecordBackend, Verify, decide, server_address, verifier
 from ocppgw.config.sections import AuthenticationSection
 from ocppgw.core.ports import Credentials, Decision, IAuthenticator
 
@@ -68,7 +68,7 @@ def client(section: AuthenticationSection) -> Any:
 
 
 @implementer(IAuthenticator)
-class MongoAuthenticator:
+class MongoAuthenticator(RecordBackend):
     """The first document matching the filter decides; its hash field missing is UNAVAILABLE (as the
     reference, unlike SQL), its salt field missing is ``""``."""
 
@@ -82,11 +82,9 @@ class MongoAuthenticator:
         verify: Verify,
         client_factory: Callable[[], Any],
     ) -> None:
+        super().__init__(section, reactor, verify)
         self._section = section
-        self._timeout = section.request_timeout
-        self._reactor = reactor
         self._pool = pool
-        self._verify = verify
         self._client_factory = client_factory
         self._client: Any = None
         self._collection: Any = None
@@ -104,11 +102,6 @@ class MongoAuthenticator:
             d.addCallback(lambda _: mongo.close())
         d.addCallback(lambda _: None)
         return d
-
-    def authenticate(self, credentials: Credentials) -> Deferred[Decision]:
-        if credentials.password is None:
-            return succeed(Decision.ignore())
-        return bounded(lambda: self._lookup(credentials), self._timeout, self._reactor, self.backend)
 
     def _lookup(self, credentials: Credentials) -> Deferred[Decision]:
         rendered = render_filter(self._section.filter, credentials)

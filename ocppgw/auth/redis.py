@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from ocppgw.auth import template
-from ocppgw.auth.lookup import BlockingPool, Verify, bounded, decide, server_address, verifier
+from ocppgw.auth.lookup import BlockingPool, RecordBackend, Verify, decide, server_address, verifier
 from ocppgw.config.sections import AuthenticationSection
 from ocppgw.core.ports import Credentials, Decision, IAuthenticator
 
@@ -87,7 +87,7 @@ def client(section: AuthenticationSection) -> Any:
 
 
 @implementer(IAuthenticator)
-class RedisAuthenticator:
+class RedisAuthenticator(RecordBackend):
     """The hash fields of ``cmd``'s key decide (``lookup.decide``); no such key: ignore."""
 
     backend = "redis"
@@ -95,11 +95,9 @@ class RedisAuthenticator:
     def __init__(
         self, section: AuthenticationSection, reactor: Any, pool: BlockingPool, verify: Verify, redis: Any
     ) -> None:
+        super().__init__(section, reactor, verify)
         self._command = parse_cmd(section.cmd)
-        self._timeout = section.request_timeout
-        self._reactor = reactor
         self._pool = pool
-        self._verify = verify
         self._redis = redis
 
     def start(self) -> None:
@@ -110,11 +108,6 @@ class RedisAuthenticator:
         d.addCallback(lambda _: self._redis.close())
         d.addCallback(lambda _: None)
         return d
-
-    def authenticate(self, credentials: Credentials) -> Deferred[Decision]:
-        if credentials.password is None:
-            return succeed(Decision.ignore())
-        return bounded(lambda: self._lookup(credentials), self._timeout, self._reactor, self.backend)
 
     def _lookup(self, credentials: Credentials) -> Deferred[Decision]:
         key = template.render_bytes(self._command.key, credentials)

@@ -26,11 +26,12 @@ from ocppgw.auth import template
 from ocppgw.auth.lookup import (
     BlockingPool,
     Expired,
+    RecordBackend,
     Verify,
-    bounded,
     decide,
     in_own_thread,
     server_address,
+    tls_files,
     verifier,
 )
 from ocppgw.config.sections import AuthenticationSection
@@ -62,10 +63,8 @@ def postgresql_pool(section: AuthenticationSection, reactor: Any) -> adbapi.Conn
     TLS ``sslmode`` verify-full (``ssl_verify``) or require when a CA or client certificate is set."""
     host, port = server_address(section.server, DEFAULT_PORTS["postgresql"])
     millis = max(1, int(section.request_timeout * 1000))
-    options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "dbname": section.database,
+    options: dict[str, Any] = {"host": host, "port": port, "dbname": section.database}
+    options |= {
         "user": section.username or "",
         "password": section.password or "",
         "connect_timeout": max(2, math.ceil(section.request_timeout)),  # libpq's minimum is 2
@@ -76,13 +75,7 @@ def postgresql_pool(section: AuthenticationSection, reactor: Any) -> adbapi.Conn
     }
     if section.ssl_cacertfile or section.ssl_certfile:
         options["sslmode"] = "verify-full" if section.ssl_verify and section.ssl_cacertfile else "require"
-        for key, path in (
-            ("sslrootcert", section.ssl_cacertfile),
-            ("sslcert", section.ssl_certfile),
-            ("sslkey", section.ssl_keyfile),
-        ):
-            if path:
-                options[key] = str(path)
+        options.update(tls_files(section, ("sslrootcert", "sslcert", "sslkey")))
     return _pool("psycopg", section, reactor, options, None)
 
 
@@ -105,13 +98,7 @@ def mysql_pool(section: AuthenticationSection, reactor: Any) -> adbapi.Connectio
     }
     if section.ssl_cacertfile or section.ssl_certfile:
         options.update(ssl_verify_cert=section.ssl_verify, ssl_verify_identity=section.ssl_verify)
-        for key, path in (
-            ("ssl_ca", section.ssl_cacertfile),
-            ("ssl_cert", section.ssl_certfile),
-            ("ssl_key", section.ssl_keyfile),
-        ):
-            if path:
-                options[key] = str(path)
+        options.update(tls_files(section, ("ssl_ca", "ssl_cert", "ssl_key")))
 
     def statement_timeout(connection: Any) -> None:
         # MariaDB and MySQL name (and scale) the limit differently; an unknown variable is an error
@@ -169,7 +156,7 @@ def _first_row(connection: Any, sql: str, params: tuple[str, ...]) -> dict[str, 
 
 
 @implementer(IAuthenticator)
-class SqlAuthenticator:
+class SqlAuthenticator(RecordBackend):
     """One parametrised query per handshake; the first row decides (``lookup.decide``)."""
 
     def __init__(
@@ -181,11 +168,9 @@ class SqlAuthenticator:
         verify: Verify,
         hash_pool: BlockingPool | None = None,
     ) -> None:
+        super().__init__(section, reactor, verify)
         self.backend = backend
-        self._timeout = section.request_timeout
-        self._reactor = reactor
         self._pool_factory = pool_factory
-        self._verify = verify
         self._hash_pool = hash_pool
         self._sql, self._names = template.sql_parameters(section.query, "%s")
         self._dbpool: Any = None
@@ -205,11 +190,6 @@ class SqlAuthenticator:
         if pool is not None:
             waits.append(_close(pool, self._reactor))
         return _all(waits)
-
-    def authenticate(self, credentials: Credentials) -> Deferred[Decision]:
-        if credentials.password is None:
-            return succeed(Decision.ignore())
-        return bounded(lambda: self._lookup(credentials), self._timeout, self._reactor, self.backend)
 
     def _lookup(self, credentials: Credentials) -> Deferred[Decision]:
         params = []

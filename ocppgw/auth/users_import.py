@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ocppgw.auth.users import User
+from ocppgw.config.loader import read_text_file
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _HEADER_SPLIT = re.compile(r"[, \n]")
@@ -60,13 +61,9 @@ def read_entries(path: Path, plain: bool, shown: str | None = None) -> list[Entr
         kind = f"'{path.suffix}'" if path.suffix else "no extension"
         raise ImportFileError([f"{name}: unsupported file format ({kind}), expected .csv or .json"])
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as e:
-        raise ImportFileError([f"{name}: cannot read: {e.strerror or e}"]) from None
-    except UnicodeDecodeError as e:
-        raise ImportFileError(
-            [f"{name}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})"]
-        ) from None
+        text = read_text_file(path)
+    except ValueError as e:
+        raise ImportFileError([f"{name}: {e}"]) from None
     entries = reader(name, text, plain)
     if not entries:
         raise ImportFileError([f"{name}: no users"])
@@ -85,25 +82,17 @@ def _csv_entries(name: str, text: str, plain: bool) -> list[Entry]:
         hint = " (a hashed import; --plain reads a password column)" if not plain else ""
         columns = " and ".join(missing)
         raise ImportFileError([f"{name}: line {header_number}: no {columns} column in the header{hint}"])
-    problems: list[str] = []
-    entries: list[Entry] = []
-    for number, line in lines[1:]:
-        fields = [item.strip() for item in line.split(",")]
-        if len(fields) != len(header):
-            problems.append(
-                f"{name}: line {number}: expected {len(header)} fields ({','.join(header)}), "
-                f"got {len(fields)}"
-            )
-            continue
-        row = {key: value or None for key, value in zip(header, fields, strict=True)}
-        entry = _entry(f"line {number}", row, secret_key, absent_salt=None)
-        if isinstance(entry, str):
-            problems.append(f"{name}: {entry}")
-        else:
-            entries.append(entry)
-    if problems:
-        raise ImportFileError(problems)
-    return entries
+
+    def rows() -> Iterator[Entry | str]:
+        for number, line in lines[1:]:
+            fields = [item.strip() for item in line.split(",")]
+            if len(fields) != len(header):
+                yield f"line {number}: expected {len(header)} fields ({','.join(header)}), got {len(fields)}"
+                continue
+            row = {key: value or None for key, value in zip(header, fields, strict=True)}
+            yield _entry(f"line {number}", row, secret_key, absent_salt=None)
+
+    return _all_or_nothing(name, rows())
 
 
 def _json_entries(name: str, text: str, plain: bool) -> list[Entry]:
@@ -116,17 +105,26 @@ def _json_entries(name: str, text: str, plain: bool) -> list[Entry]:
     if not isinstance(users, list):
         raise ImportFileError([f"{name}: expected a JSON array of user objects"])
     secret_key = "password" if plain else "password_hash"
-    problems: list[str] = []
+    return _all_or_nothing(
+        name,
+        (
+            _entry(f"user {index}", user, secret_key, absent_salt="")
+            if isinstance(user, dict)
+            else f"user {index}: expected an object"
+            for index, user in enumerate(users, 1)
+        ),
+    )
+
+
+def _all_or_nothing(name: str, results: Iterable[Entry | str]) -> list[Entry]:
+    """Every entry, or ``ImportFileError`` with one line per problem (a string among ``results``)."""
     entries: list[Entry] = []
-    for index, user in enumerate(users, 1):
-        if not isinstance(user, dict):
-            problems.append(f"{name}: user {index}: expected an object")
-            continue
-        entry = _entry(f"user {index}", user, secret_key, absent_salt="")
-        if isinstance(entry, str):
-            problems.append(f"{name}: {entry}")
+    problems: list[str] = []
+    for result in results:
+        if isinstance(result, str):
+            problems.append(f"{name}: {result}")
         else:
-            entries.append(entry)
+            entries.append(result)
     if problems:
         raise ImportFileError(problems)
     return entries

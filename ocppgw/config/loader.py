@@ -23,19 +23,27 @@ _TLS_KEYS = tuple(item.name for item in fields(sections.TlsSection))  # the TLS 
 _FIELDS = frozenset(item.name for item in fields(sections.ListenerSection))
 
 
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file (a BOM dropped), or ``ValueError`` whose message says why not in one line."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise ValueError(f"cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"cannot read: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})"
+        ) from None
+    except ValueError as e:  # for example a NUL in the path
+        raise ValueError(f"cannot read: {e}") from None
+
+
 def load_config(path: str | Path) -> sections.GatewayConfig:
     """Read and check the INI file at ``path``; relative paths in it are taken from its directory."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise ConfigError([f"{source}: cannot read: {e.strerror or e}"]) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            [f"{source}: cannot read: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})"]
-        ) from None
-    except ValueError as e:  # for example a NUL in the path
-        raise ConfigError([f"{source}: cannot read: {e}"]) from None
+        text = read_text_file(Path(path))
+    except ValueError as e:
+        raise ConfigError([f"{source}: {e}"]) from None
     return config_from_string(text, source=source, base_dir=Path(path).absolute().parent)
 
 

@@ -235,10 +235,7 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
         self._log.warn(
             "closing {cid} from {peer}: a message of {size} bytes more would pass max_inflight_bytes"
             " ({limit} bytes being received)",
-            cid=self.cid,
-            peer=self.peer_address,
-            size=nbytes,
-            limit=inflight.limit,
+            cid=self.cid, peer=self.peer_address, size=nbytes, limit=inflight.limit,
         )
         self.close(1009, "gateway busy receiving: message refused")
         return False

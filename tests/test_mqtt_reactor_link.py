@@ -312,6 +312,37 @@ class ConnectTests(ReactorLinkTestCase):
             [c for c in self.reactor.getDelayedCalls() if c.func == self.link._flush_buffered], []
         )
 
+    def test_flood_read_in_one_turn_with_acks_between(self) -> None:
+        """Under a flood from the broker (issue 9, item 14) one readable event reads chunk after chunk
+        until the socket would block, at most max_reads, and sends what each chunk asked for (its
+        PUBACKs) before reading the next, so the broker's window for the session reopens at once."""
+        self.patch(FakeLoopClient, "buffered", True)
+        client = self.start()
+        self.connack()
+        raw = client.sock.sock
+        raw.sent.clear()
+        chunks = self.link.max_reads + 4
+        raw.chunks = [b"%d" % n for n in range(chunks)]
+        sent_before_read: list[int] = []
+
+        def read_one(n: int) -> None:
+            sent_before_read.append(len(raw.sent))
+            try:
+                client.sock.recv(65536)
+            except BlockingIOError:
+                return
+            client.sock.send(b"ack%d" % n)  # what paho packs into the buffered socket: a PUBACK
+
+        client.incoming.extend(lambda n=n: read_one(n) for n in range(chunks + 1))
+        client.reads = 0
+        self.descriptor().doRead()
+        self.assertEqual(client.reads, self.link.max_reads)
+        self.assertEqual(len(raw.chunks), 4)  # the rest waits for the next turn
+        self.assertEqual(sent_before_read[:3], [0, 1, 2])  # each chunk's ack went out before the next read
+        self.descriptor().doRead()
+        self.assertEqual(raw.chunks, [])
+        self.assertEqual(client.reads, self.link.max_reads + 5)  # four chunks, then the read that blocks
+
     def test_acks_by_message_id(self) -> None:
         """Acknowledgements by message id count at once inside the read; while stopping they still let
         the stop go on to DISCONNECT."""

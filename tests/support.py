@@ -119,7 +119,8 @@ class MosquittoBroker:
     killed.
 
     ``tls`` adds a TLS listener on ``tls_port``: mosquitto's ``cafile``, ``certfile``, ``keyfile``
-    and optionally ``require_certificate`` (``"true"``), as a dict of those keys.
+    and optionally ``require_certificate`` (``"true"``), as a dict of those keys. ``settings`` are
+    more lines of mosquitto.conf (``max_queued_messages 20000``).
     """
 
     def __init__(
@@ -129,8 +130,10 @@ class MosquittoBroker:
         port: int | None = None,
         reactor: Any = None,
         tls: dict[str, Any] | None = None,
+        settings: tuple[str, ...] = (),
     ) -> None:
         self.port = port if port is not None else free_port()
+        self.settings = settings
         self.tls = tls
         self.tls_port = free_port() if tls is not None else None
         self.persistence = persistence
@@ -174,6 +177,7 @@ class MosquittoBroker:
             "log_type warning",
             "log_type notice",
             "log_type information",
+            *self.settings,
         ]
         if self.persistence:
             lines.append(f"persistence_location {self._directory}{os.sep}")

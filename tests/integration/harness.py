@@ -117,13 +117,18 @@ class GatewayHarness:
     """A private broker, a gateway listening on a free loopback port, an MQTT recorder and clients."""
 
     def __init__(
-        self, testcase: Any, extra_config: str = "", checking: str = "disable", authenticator: Any = None
+        self,
+        testcase: Any,
+        extra_config: str = "",
+        checking: str = "disable",
+        authenticator: Any = None,
+        broker_settings: tuple[str, ...] = (),
     ) -> None:
         self.testcase = testcase
         self.authenticator = authenticator
         self.extra_config = extra_config
         self.checking = checking
-        self.broker = MosquittoBroker(persistence=True)
+        self.broker = MosquittoBroker(persistence=True, settings=broker_settings)
         self.loop = AsyncioThread()
         self.clients: list[Client] = []
         self.service: GatewayService | None = None

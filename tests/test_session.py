@@ -606,11 +606,11 @@ class SchemaTests(SessionTestCase):
         self.assertEqual(self.output.sent, [])
 
     def test_upstream_unknown_action(self) -> None:
-        """A Call with no schema passes through and is counted."""
+        """A Call with no schema passes through and is counted (under "other": not an OCPP 1.6 Action)."""
         session = self.make(_schemas(), check_upstream=True)
         session.frame_received(frame(2, "x1", "VendorThing", {"a": 1}))
         self.assertEqual(self.output.published, [Call("x1", "VendorThing", {"a": 1})])
-        self.assertEqual(self.metrics.value("schema_missing", action="VendorThing", kind="Request"), 1)
+        self.assertEqual(self.metrics.value("schema_missing", action="other", kind="Request"), 1)
 
     def test_upstream_check_off(self) -> None:
         """With upstream checks off an invalid Call is published."""
@@ -1035,3 +1035,29 @@ class LongSessionTests(SessionTestCase):
         self.assertEqual(self.metrics.total("reply_timeouts"), 101)
         self.assertIsNone(session.in_flight)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class MetricLabelTests(SessionTestCase):
+    """Metric labels take an Action only from OCPP 1.6's list: a peer cannot grow the series."""
+
+    def test_unknown_actions_labelled_other(self) -> None:
+        """Thousands of made-up Actions from a charge point are counted under one label, "other"."""
+        session = self.make()
+        for n in range(2000):
+            session.frame_received(frame(2, f"u{n}", f"Made{n}", {}))
+        session.frame_received(frame(2, "h", "Heartbeat", {}))
+        self.assertEqual(self.metrics.value("frames_received", action="other"), 2000)
+        self.assertEqual(self.metrics.value("frames_received", action="Heartbeat"), 1)
+        families = [f for f in self.metrics.registry.collect() if f.name == "ocppgw_frames_received"]
+        series = [sample for family in families for sample in family.samples]
+        self.assertEqual(len(series), 2)
+
+    def test_label_rule(self) -> None:
+        """An OCPP 1.6 Action is itself, no Action is "-", anything else "other"."""
+        self.assertEqual(
+            [
+                messages.action_label(a)
+                for a in ("BootNotification", "SignCertificate", None, "", "x", "heartbeat")
+            ],
+            ["BootNotification", "SignCertificate", "-", "-", "other", "other"],
+        )

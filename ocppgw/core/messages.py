@@ -380,3 +380,56 @@ def decode_envelope(data: bytes) -> Message:
     if not isinstance(details, dict):
         raise EnvelopeError("ErrorDetails must be a JSON object", unique_id)
     return CallError(unique_id, code, description, details, action)
+
+# The Actions of OCPP 1.6 (core and the security extension). Metrics label by Action; anything else a
+# peer sends is labelled "other", so a hostile charge point cannot grow the number of series.
+OCPP16_ACTIONS = frozenset(
+    (
+        "Authorize",
+        "BootNotification",
+        "CancelReservation",
+        "CertificateSigned",
+        "ChangeAvailability",
+        "ChangeConfiguration",
+        "ClearCache",
+        "ClearChargingProfile",
+        "DataTransfer",
+        "DeleteCertificate",
+        "DiagnosticsStatusNotification",
+        "ExtendedTriggerMessage",
+        "FirmwareStatusNotification",
+        "GetCompositeSchedule",
+        "GetConfiguration",
+        "GetDiagnostics",
+        "GetInstalledCertificateIds",
+        "GetLocalListVersion",
+        "GetLog",
+        "Heartbeat",
+        "InstallCertificate",
+        "LogStatusNotification",
+        "MeterValues",
+        "RemoteStartTransaction",
+        "RemoteStopTransaction",
+        "ReserveNow",
+        "Reset",
+        "SecurityEventNotification",
+        "SendLocalList",
+        "SetChargingProfile",
+        "SignCertificate",
+        "SignedFirmwareStatusNotification",
+        "SignedUpdateFirmware",
+        "StartTransaction",
+        "StatusNotification",
+        "StopTransaction",
+        "TriggerMessage",
+        "UnlockConnector",
+        "UpdateFirmware",
+    )
+)
+
+
+def action_label(action: str | None) -> str:
+    """``action`` as a metric label: an OCPP 1.6 Action, ``other``, or ``-`` (no Action)."""
+    if not action:
+        return "-"
+    return action if action in OCPP16_ACTIONS else "other"

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ocppgw.core import messages
-from ocppgw.core.messages import Call, CallError, CallResult, EnvelopeError, FrameError, Message
+from ocppgw.core.messages import Call, CallError, CallResult, EnvelopeError, FrameError, Message, action_label
 from ocppgw.core.peertext import FRAME_BYTES, ID_BYTES, clip
 from ocppgw.core.ports import IChargePoint
 from ocppgw.core.schemas import Kind, SchemaRegistry, Violation
@@ -173,7 +173,7 @@ class ChargePointSession:
         except FrameError as e:
             self._bad_frame(e, text)
             return
-        self._metrics.inc("frames_received", action=getattr(message, "action", None) or "-")
+        self._metrics.inc("frames_received", action=action_label(getattr(message, "action", None)))
         if isinstance(message, Call):
             self._upstream_call(message)
         else:
@@ -200,7 +200,7 @@ class ChargePointSession:
                 self._answer_error(call.unique_id, violation.code, violation.description)
                 return
         if not self._upstream.publish_call(call):
-            self._metrics.inc("calls_refused", action=call.action)
+            self._metrics.inc("calls_refused", action=action_label(call.action))
             self._log.warn(
                 "upstream buffer full: refusing {action} {unique_id} from {cid}",
                 cid=self.cid, action=clip(call.action, ID_BYTES), unique_id=clip(call.unique_id, ID_BYTES),
@@ -218,11 +218,11 @@ class ChargePointSession:
         if self._schemas is None:
             return None
         if not self._schemas.has(action, kind):
-            self._metrics.inc("schema_missing", action=action, kind=kind)
+            self._metrics.inc("schema_missing", action=action_label(action), kind=kind)
             return None
         violation = self._schemas.check(action, kind, payload)
         if violation is not None:
-            self._metrics.inc("schema_rejected", direction=direction, action=action)
+            self._metrics.inc("schema_rejected", direction=direction, action=action_label(action))
             self._log.warn(
                 "schema rejected {direction} {action}{kind} for {cid} ({unique_id}): {code} {reason}",
                 direction=direction,
@@ -244,7 +244,7 @@ class ChargePointSession:
             self._metrics.observe(
                 "downstream_round_trip_seconds",
                 self._clock.seconds() - self._in_flight_since,
-                action=in_flight.action,
+                action=action_label(in_flight.action),
             )
             cancel(self._reply_timer)
             self._reply_timer = None
@@ -345,7 +345,7 @@ class ChargePointSession:
             self._send_call(call)
             return
         if len(self._queue) >= self._settings.max_queue:
-            self._metrics.inc("dnstream_dropped", action=call.action)
+            self._metrics.inc("dnstream_dropped", action=action_label(call.action))
             self._log.warn(
                 "downstream queue for {cid} full ({limit}): dropped {action} {unique_id}",
                 cid=self.cid,
@@ -411,7 +411,7 @@ class ChargePointSession:
         call, self._in_flight = self._in_flight, None
         if call is None:
             return
-        self._metrics.inc("reply_timeouts", action=call.action)
+        self._metrics.inc("reply_timeouts", action=action_label(call.action))
         self._log.warn(
             "{cid} did not reply to {action} {unique_id} within {timeout}s",
             cid=self.cid,

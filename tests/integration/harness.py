@@ -7,7 +7,10 @@ and its results come back to the reactor as Deferreds.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import sys
 import threading
 from collections.abc import Coroutine
 from typing import Any
@@ -18,6 +21,7 @@ from ocpp.v16 import ChargePoint as OcppChargePoint
 from ocpp.v16 import call_result
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from ocppgw.config import config_from_string
@@ -133,6 +137,7 @@ class GatewayHarness:
         self.clients: list[Client] = []
         self.service: GatewayService | None = None
         self.recorder: MqttRecorder | None = None
+        self.config_text = ""
 
     @inlineCallbacks
     def start(self) -> Any:
@@ -143,7 +148,8 @@ class GatewayHarness:
             "reconnect_delay_min = 50ms\nreconnect_delay_max = 500ms\n"
             "[listeners.ws.default]\nbind = 127.0.0.1:0\n"
         )
-        config = config_from_string(_merge(text, self.extra_config))
+        self.config_text = _merge(text, self.extra_config)
+        config = config_from_string(self.config_text)
         schemas = None
         if self.checking != "disable":
             schemas = SchemaRegistry.load(shipped_schema_dir(), config.gateway.json_schema_id_prefix)
@@ -177,6 +183,23 @@ class GatewayHarness:
         d = self.loop.run(open_())
         d.addCallback(self._track)
         return d
+
+    def refused(self, cid: str, **kwargs: Any) -> Deferred[tuple[int, dict[str, str], bytes]]:
+        """Open a WebSocket that the gateway must refuse: (status, headers, body) of its answer.
+
+        Fails with ``AssertionError`` when the gateway accepts it (that connection is closed)."""
+        url = kwargs.pop("url", None) or self.url(cid)
+
+        async def attempt() -> tuple[int, dict[str, str], bytes]:
+            try:
+                websocket = await websockets.connect(url, subprotocols=["ocpp1.6"], open_timeout=10, **kwargs)
+            except websockets.InvalidStatus as e:
+                headers = {name.lower(): value for name, value in e.response.headers.raw_items()}
+                return e.response.status_code, headers, e.response.body or b""
+            await websocket.close()
+            raise AssertionError(f"{cid} was let in")
+
+        return self.loop.run(attempt())
 
     def _track(self, client: Client) -> Client:
         self.clients.append(client)
@@ -233,6 +256,23 @@ class GatewayHarness:
         yield self.broker.stop()
 
 
+def basic_auth(username: str, password: str | bytes) -> dict[str, str]:
+    """``additional_headers`` for ``connect``/``refused``: HTTP Basic credentials (security profile 1/2)."""
+    secret = password.encode("utf-8") if isinstance(password, str) else password
+    token = base64.b64encode(username.encode("utf-8") + b":" + secret).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
+
+
+def run_cli(ini_path: str, *argv: str) -> Deferred[tuple[bytes, bytes, int]]:
+    """``python -m ocppgw.cli ARGV --config ini_path`` (``users`` ... as an operator types it) run as a
+    real process from this checkout, without blocking the reactor: (stdout, stderr, exit status)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    command, *rest = argv
+    args = ["-m", "ocppgw.cli", command, "--config", ini_path, *rest]
+    return getProcessOutputAndValue(sys.executable, args, env=env, path=root)
+
+
 UPGRADE = (
     "GET /ocpp/{cid} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -253,6 +293,7 @@ class WssTestCase(TestCase):
     """
 
     wss_options = ""
+    extra_config = ""  # more gw.ini sections (e.g. [authentication]); ``{data_dir}``: a fresh directory
     authenticator: Any = None
     intermediate = False
 
@@ -267,6 +308,7 @@ class WssTestCase(TestCase):
             key, _, value = line.partition(" = ")
             options[key] = value
         extra = "[listeners.wss.tls]\n" + "".join(f"{key} = {value}\n" for key, value in options.items())
+        extra += self.extra_config.replace("{data_dir}", os.path.abspath(self.mktemp()))
         self.gw = GatewayHarness(self, extra, authenticator=self.authenticator)
         yield self.gw.start()
 

@@ -1,0 +1,261 @@
+"""Authentication cost (issue 10): WebSocket handshakes per second with HTTP Basic credentials and no
+authenticator, the built-in database with sha256 and with bcrypt (rounds 10), PostgreSQL and Redis,
+in one run; then the p99 round trip of one connected charge point while ``--storm`` charge points
+hammer the bcrypt handshake, against its p99 without the storm.
+
+Five gateway stacks (``closed_loop.GatewayStack``: private Mosquitto, twistd gateway, responder) run
+for the whole benchmark, one per set-up; the users are added by the real ``ocppgw users`` process
+(built-in database) or written into a database / keys of the run's own on the machine's PostgreSQL
+(127.0.0.1:5432, user postgres) and Redis (127.0.0.1:6379, database 3), removed afterwards.
+
+Handshakes phase: ``--rounds`` rounds, each one ``tls_edge.handshake_round`` per set-up in turn
+(``loadgen.py handshakes``: a new connection per handshake, Basic credentials from the URL's user
+info, then the closing handshake; ``--concurrency`` at a time from a separate process). Storm phase,
+on the bcrypt stack: ``closed_loop.run_load`` with one charge point (Heartbeat closed loop) alone,
+then the same with a ``loadgen.py handshakes`` process keeping ``--storm`` bcrypt handshakes in
+flight from before the warm-up to past the window (its handshakes per second read from the
+gateway's per-decision log lines). Targets: sha256 >= 0.85 x none; p99 with the storm <= 2 x p99
+without it.
+
+    .venv/bin/python bench/auth_handshakes.py [--handshakes 2000] [--bcrypt-handshakes 300] [--rounds 3]
+        [--storm 200] [--duration 10] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import closed_loop
+import common
+import tls_edge
+
+USER, PASSWORD, SALT = "bench", "bench-password", "5a1t0fthebench"
+SETUPS = ("none", "sha256", "bcrypt", "postgresql", "redis")
+REDIS_DB = 3
+HASHED = hashlib.sha256((PASSWORD + SALT).encode()).hexdigest()  # sha256, salt_position = suffix
+SUFFIX = ["authentication.password_hash_algorithm=sha256", "authentication.salt_position=suffix"]
+
+
+def _options(setup: str, name: str) -> list[str]:
+    """The ``[authentication]`` lines of ``setup`` (SECTION.KEY=VALUE); ``name`` is the run's own
+    database / key prefix."""
+    if setup == "none":
+        return []
+    if setup in ("sha256", "bcrypt"):
+        hashing = SUFFIX if setup == "sha256" else ["authentication.password_hash_algorithm=bcrypt"]
+        return ["authentication.backend=built_in_database", *hashing, "authentication.salt_rounds=10"]
+    if setup == "postgresql":
+        return [
+            "authentication.backend=postgresql", "authentication.server=127.0.0.1:5432",
+            f"authentication.database={name}", "authentication.username=postgres", *SUFFIX,
+            "authentication.query=SELECT password_hash, salt FROM users WHERE username = ${username} LIMIT 1",
+        ]  # fmt: skip
+    return [
+        "authentication.backend=redis", "authentication.server=127.0.0.1:6379",
+        f"authentication.database={REDIS_DB}", *SUFFIX,
+        f"authentication.cmd=HMGET {name}:${{username}} password_hash salt",
+    ]  # fmt: skip
+
+
+class AuthStack(closed_loop.GatewayStack):
+    """One set-up's stack, with its user ``bench`` in place; ``url()`` carries the Basic credentials
+    (websockets sends the URL's user info as ``Authorization: Basic``). Duck-types ``tls_edge``'s
+    edge for ``handshake_round``."""
+
+    def __init__(self, args: argparse.Namespace, work: common.Workdir, setup: str) -> None:
+        self.setup = setup
+        self.name = f"ocppgw_bench_{os.getpid()}"
+        own = argparse.Namespace(**vars(args))
+        own.gateway_option = [*args.gateway_option, *_options(setup, self.name)]
+        own.handshakes = args.bcrypt_handshakes if setup == "bcrypt" else args.handshakes
+        super().__init__(own, common.Workdir(f"{setup}-", parent=work), args.gateway_src)
+
+    def start(self, lifetime: float) -> None:
+        if self.setup == "postgresql":
+            import psycopg
+
+            with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as db:
+                db.execute(f"CREATE DATABASE {self.name}")
+            with psycopg.connect(host="127.0.0.1", user="postgres", dbname=self.name, autocommit=True) as db:
+                db.execute("CREATE TABLE users (username text, password_hash text, salt text)")
+                db.execute("INSERT INTO users VALUES (%s, %s, %s)", (USER, HASHED, SALT))
+        elif self.setup == "redis":
+            import redis
+
+            with redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB) as db:
+                db.hset(f"{self.name}:{USER}", mapping={"password_hash": HASHED, "salt": SALT})
+        super().start(lifetime)
+        if self.setup in ("sha256", "bcrypt"):
+            assert self.gateway is not None
+            argv = [common.PYTHON, "-m", "ocppgw.cli", "users", "--config", self.gateway.ini, "add", USER]
+            subprocess.run([*argv, "--password", PASSWORD], cwd=self.src, env=common.gateway_env(self.src),
+                           check=True, timeout=60, capture_output=True)  # fmt: skip
+
+    @property
+    def gateway_pid(self) -> int:
+        assert self.gateway is not None
+        return self.gateway.pid
+
+    def url(self, side: str = "") -> str:
+        assert self.gateway is not None
+        return f"ws://{USER}:{PASSWORD}@127.0.0.1:{self.gateway.port}/ocpp/"
+
+    def loadgen_options(self, side: str) -> list[str]:
+        return []
+
+    def warm(self) -> None:
+        """``2 x --concurrency`` unmeasured handshakes: the backend's pools open their connections
+        (and threads) now, not in the first measured round, which ends once the gateway's descriptors
+        are back to where they were before it."""
+        argv = [common.PYTHON, common.LOADGEN, "handshakes", "--url", self.url(), "--prefix", "warm"]
+        argv += ["--count", str(2 * self.args.concurrency), "--concurrency", str(self.args.concurrency)]
+        subprocess.run(
+            argv, check=True, timeout=120, stdout=subprocess.DEVNULL, preexec_fn=common._child_setup
+        )
+        time.sleep(1.0)  # the gateway ends those sessions
+
+    def stop(self) -> None:
+        super().stop()
+        if self.setup == "postgresql":
+            import psycopg
+
+            with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as db:
+                db.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        elif self.setup == "redis":
+            import redis
+
+            with redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB) as db:
+                db.delete(f"{self.name}:{USER}")
+
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}) .*authentication of .*: allow\b")
+
+
+def allowed_between(log_path: str, begin: float, end: float) -> int:
+    """Allowed handshakes the gateway logged with a time stamp in [begin, end) (1 s resolution)."""
+    count = 0
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            match = _STAMP.match(line)
+            if match and begin <= datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S%z").timestamp() < end:
+                count += 1
+    return count
+
+
+def one_charge_point(
+    args: argparse.Namespace, stack: AuthStack, label: str, storm_count: int = 0
+) -> dict[str, Any]:
+    """One charge point's closed loop on the bcrypt stack, alone or (``storm_count`` > 0) while that
+    many bcrypt handshakes are made, ``--storm`` at a time: enough to outlast the window."""
+    load = argparse.Namespace(cps=1, warmup=args.warmup, duration=args.duration, loadgen_procs=1,
+                              pin=False, profile=None)  # fmt: skip
+    assert stack.gateway is not None and stack.broker.process is not None
+    watched = {"gateway": stack.gateway.pid, "mosquitto": stack.broker.process.pid}
+    storm: subprocess.Popen | None = None
+    if storm_count:  # begins a second later, once the measured charge point is in (not timed)
+        log = open(stack.work.file(f"loadgen-{label}storm.log"), "ab")
+        argv = [common.PYTHON, common.LOADGEN, "handshakes", "--url", stack.url(), "--prefix", f"{label}s"]
+        argv += ["--count", str(storm_count), "--concurrency", str(args.storm), "--reply-timeout", "60"]
+        storm = common.spawn(["/bin/sh", "-c", 'sleep 1 && exec "$@"', "sh", *argv], log=log)
+        log.close()
+        watched["storm_loadgen"] = storm.pid
+    window_start = time.time() + 2.0 + 1 / 250 + args.warmup  # as run_load sets it
+    try:
+        result = closed_loop.run_load(load, stack.work, label, stack.url(), watched)
+    finally:
+        common.stop(storm)
+    if storm_count:
+        allowed = allowed_between(stack.gateway.log_path, window_start, window_start + args.duration)
+        result["storm_handshakes_per_s"] = round(allowed / args.duration, 1)
+    return result
+
+
+def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
+    stacks = {setup: AuthStack(args, work, setup) for setup in SETUPS}
+    lifetime = 600 + args.rounds * 120 + 4 * (args.warmup + args.duration + 30)
+    rounds: dict[str, list[dict[str, Any]]] = {setup: [] for setup in SETUPS}
+    try:
+        for stack in stacks.values():
+            stack.start(lifetime)
+        for stack in stacks.values():
+            stack.warm()
+        for i in range(args.rounds):
+            for setup, stack in stacks.items():
+                rounds[setup].append(tls_edge.handshake_round(stack, setup, f"{setup}{i}"))  # type: ignore[arg-type]
+        bcrypt = stacks["bcrypt"]
+        calm = one_charge_point(args, bcrypt, "calm")
+        bcrypt_rate = tls_edge.summarize(rounds["bcrypt"])["handshakes_per_s"] or 50.0
+        # three times what the bcrypt rounds managed, over the whole phase: outlasts the window
+        storm_count = max(2 * args.storm, int(3 * bcrypt_rate * (2 + args.warmup + args.duration + 5)))
+        stormy = one_charge_point(args, bcrypt, "storm", storm_count)
+    finally:
+        for stack in stacks.values():
+            stack.stop()
+    handshakes = {setup: tls_edge.summarize(r) for setup, r in rounds.items()}
+    rate = {setup: handshakes[setup]["handshakes_per_s"] for setup in SETUPS}
+    pairs = [
+        s["handshakes_per_s"] / n["handshakes_per_s"]
+        for s, n in zip(rounds["sha256"], rounds["none"], strict=True)
+    ]
+    sha_ratio = round(common.median(pairs), 3)
+    p99_ratio = round(stormy["p99_ms"] / calm["p99_ms"], 3) if calm["p99_ms"] and stormy["p99_ms"] else None
+    return {
+        "settings": {
+            "handshakes_per_round": args.handshakes,
+            "bcrypt_handshakes_per_round": args.bcrypt_handshakes,
+            "rounds": args.rounds,
+            "concurrency": args.concurrency,
+            "storm": args.storm,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+        },
+        "handshakes_per_s": rate,
+        "ratio_to_none": {setup: tls_edge.ratio(rate[setup], rate["none"]) for setup in SETUPS},
+        "ratio_sha256_to_none_paired_median": sha_ratio,
+        "handshakes": handshakes,
+        "one_charge_point": {"without_storm": calm, "with_storm": stormy, "p99_ratio": p99_ratio},
+        "targets": {
+            "sha256_ge_0.85_none": sha_ratio >= 0.85,
+            "storm_p99_le_2x": p99_ratio is not None and p99_ratio <= 2.0,
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--handshakes", type=int, default=2000, help="handshakes per round and set-up")
+    parser.add_argument("--bcrypt-handshakes", type=int, default=300, help="handshakes per bcrypt round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each every set-up in turn")
+    parser.add_argument("--concurrency", type=int, default=50, help="handshakes in progress at most")
+    parser.add_argument("--handshake-procs", type=int, default=1, help="client processes per round")
+    parser.add_argument("--storm", type=int, default=200, help="bcrypt handshakes kept in flight")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds, storm phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring, storm phase")
+    parser.add_argument("--responder-qos", type=int, default=1, choices=(0, 1, 2))
+    parser.add_argument(
+        "--broker-option",
+        action="append",
+        default=["set_tcp_nodelay true"],  # else one charge point's round trip is ~44 ms of delayed ACK
+        metavar="LINE",
+        help="mosquitto.conf line (repeatable; default: set_tcp_nodelay true, see broker_latency.py)",
+    )
+    parser.add_argument("--gateway-option", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    common.add_run_options(parser)
+    common.add_gateway_src_option(parser)
+    args = parser.parse_args()
+    return common.run_benchmark(
+        "auth_handshakes", args, "ocppgw-bench-auth-", lambda work: measure(args, work)
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

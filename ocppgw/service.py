@@ -123,7 +123,8 @@ class GatewayService(MultiService):
         super().privilegedStartService()
 
     def startService(self) -> None:
-        if not all(s.port is not None for s in self.listeners) or (self.api is not None and self.api.port is None):
+        unbound = self.api is not None and self.api.port is None
+        if unbound or not all(s.port is not None for s in self.listeners):
             self.privilegedStartService()
         super().startService()
         if self.sighup:

@@ -77,14 +77,18 @@ class LockoutTests(SynchronousTestCase):
         auth.store.add("admin", "good")
         self.assertEqual([self.login(auth, "bad") for _ in range(3)], ["BAD_USERNAME_OR_PWD"] * 3)
         with self.assertRaises(ApiError) as caught:
-            auth.login(ApiRequest("POST", "/login", body={"username": "admin", "password": "good"}, peer="10.0.0.1"))
+            auth.login(
+                ApiRequest("POST", "/login", body={"username": "admin", "password": "good"}, peer="10.0.0.1")
+            )
         self.assertEqual(caught.exception.code, "LOGIN_LOCKED")
         self.assertEqual(self.successResultOf(auth.login(ApiRequest(
             "POST", "/login", body={"username": "admin", "password": "good"}, peer="10.0.0.2"
         ))).status, 200)  # fmt: skip
         clock.advance(60)
         response = self.successResultOf(
-            auth.login(ApiRequest("POST", "/login", body={"username": "admin", "password": "good"}, peer="10.0.0.1"))
+            auth.login(
+                ApiRequest("POST", "/login", body={"username": "admin", "password": "good"}, peer="10.0.0.1")
+            )
         )
         self.assertEqual(response.body["role"], "administrator")
 

@@ -799,7 +799,9 @@ class ApiConfigTests(SynchronousTestCase):
         keys = [line.split(": ")[1] for line in caught.exception.problems]
         self.assertEqual(
             sorted(keys),
-            sorted(["[api] bind", "[api] token_ttl", "[api] login_max_failures", "[api] keyfile", "[api] bogus"]),
+            sorted(
+                ["[api] bind", "[api] token_ttl", "[api] login_max_failures", "[api] keyfile", "[api] bogus"]
+            ),
         )
 
 

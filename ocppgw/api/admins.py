@@ -21,7 +21,10 @@ FILE_NAME = "admins.sqlite"
 INITIAL_PASSWORD_FILE = "initial_admin_password"
 INITIAL_ADMIN = "admin"
 _HASHING = HashSettings(algorithm="bcrypt", salt_rounds=10)
-_SCHEMA = "CREATE TABLE IF NOT EXISTS admins (username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL)"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS admins"
+    " (username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL)"
+)
 
 
 class AdminExists(Exception):
@@ -53,7 +56,10 @@ class AdminStore:
 
     def list(self) -> list[Admin]:
         with self._db() as db:
-            return [Admin(name, role) for name, role in db.execute("SELECT username, role FROM admins ORDER BY username")]
+            return [
+                Admin(name, role)
+                for name, role in db.execute("SELECT username, role FROM admins ORDER BY username")
+            ]
 
     def add(self, username: str, password: str, role: str = ADMINISTRATOR) -> None:
         if role not in ROLES:
@@ -69,7 +75,12 @@ class AdminStore:
         """Whether ``username`` exists (and now has ``password``)."""
         hashed, _ = generate(_HASHING, password.encode("utf-8"))
         with self._db() as db:
-            return db.execute("UPDATE admins SET password_hash = ? WHERE username = ?", (hashed, username)).rowcount > 0
+            return (
+                db.execute(
+                    "UPDATE admins SET password_hash = ? WHERE username = ?", (hashed, username)
+                ).rowcount
+                > 0
+            )
 
     def delete(self, username: str) -> bool:
         with self._db() as db:
@@ -78,7 +89,9 @@ class AdminStore:
     def verify(self, username: str, password: str) -> Admin | None:
         """The administrator when ``password`` is theirs, else None (slow on purpose: bcrypt)."""
         with self._db() as db:
-            row = db.execute("SELECT password_hash, role FROM admins WHERE username = ?", (username,)).fetchone()
+            row = db.execute(
+                "SELECT password_hash, role FROM admins WHERE username = ?", (username,)
+            ).fetchone()
         if row is None:
             return None
         try:

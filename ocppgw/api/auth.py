@@ -12,10 +12,10 @@ import binascii
 import hashlib
 import hmac
 import secrets
-from importlib import metadata
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +145,10 @@ class ApiAuth:
         except (binascii.Error, UnicodeDecodeError):
             raise unauthorized("AUTHORIZATION_HEADER_ERROR", "Malformed basic credentials") from None
         stored = self._keys.get(key)
-        if not sep or stored is None or not hmac.compare_digest(
-            _digest(secret.encode("utf-8"), stored.salt), stored.digest
+        if (
+            not sep
+            or stored is None
+            or not hmac.compare_digest(_digest(secret.encode("utf-8"), stored.salt), stored.digest)
         ):
             raise unauthorized("BAD_API_KEY_OR_SECRET", "Check api_key/api_secret")
         return Principal(key, stored.role, "api_key")

@@ -110,7 +110,9 @@ def _predicates(context: ApiContext, request: ApiRequest) -> list[Callable[[Atta
             text = request.arg(f"{bound}_{what}")
             if text is not None:
                 at = _epoch(text, f"{bound}_{what}")
-                tests.append(lambda a, c, at=at, bound=bound: a.since >= at if bound == "gte" else a.since <= at)
+                tests.append(
+                    lambda a, c, at=at, bound=bound: a.since >= at if bound == "gte" else a.since <= at
+                )
     return tests
 
 
@@ -156,8 +158,10 @@ def routes(context: ApiContext) -> list[Route]:
     one = BASE + "/{clientid}"
     missing = {404: "RESOURCE_NOT_FOUND"}
     return [
-        Route("GET", BASE, list_clients, "Connected charge points, filtered and paged", {200: "a page", 400: "bad filter or paging"}),
+        Route("GET", BASE, list_clients, "Connected charge points, filtered and paged",
+              {200: "a page", 400: "bad filter or paging"}),
         Route("GET", one, get_client, "One charge point", {200: "the client object", **missing}),
         Route("DELETE", one, kick, "Kick: close its WebSocket with 1000", {204: "kicked", **missing}),
-        Route("GET", one + "/subscriptions", subscriptions, "Its downstream subscription", {200: "subscriptions", **missing}),
+        Route("GET", one + "/subscriptions", subscriptions, "Its downstream subscription",
+              {200: "subscriptions", **missing}),
     ]  # fmt: skip

@@ -64,7 +64,9 @@ def document(
     for prefix, group in (("/api/v5", routes), ("", root_routes)):
         for route in group:
             full = prefix + route.pattern
-            paths.setdefault(full, {})[route.method.lower()] = _operation(route, full, query.get(route.pattern, ()))
+            paths.setdefault(full, {})[route.method.lower()] = _operation(
+                route, full, query.get(route.pattern, ())
+            )
     return {
         "openapi": "3.0.3",
         "info": {"title": "ocppgw management API", "version": "5"},
@@ -81,7 +83,9 @@ def document(
 
 
 def routes(
-    api_routes: Sequence[Route], root_routes: Sequence[Route], query: Mapping[str, Sequence[str]] | None = None
+    api_routes: Sequence[Route],
+    root_routes: Sequence[Route],
+    query: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Route]:
     """The route serving the document of ``api_routes`` and ``root_routes`` (itself included)."""
     served: list[Route] = []

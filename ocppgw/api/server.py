@@ -118,13 +118,18 @@ class ApiResource(Resource):
             raise ApiError(404, "RESOURCE_NOT_FOUND", "Resource not found")
         compiled, params = match
         route = compiled.route
-        headers = {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in request.requestHeaders.getAllRawHeaders()}
+        headers = {
+            k.decode("latin-1").lower(): v[-1].decode("latin-1")
+            for k, v in request.requestHeaders.getAllRawHeaders()
+        }
         role, principal = VIEWER, ""
         if not route.public:
             who = self.auth.authenticate(headers.get("authorization"))
             role, principal = who.role, who.name
             if who.kind == "api_key" and compiled.path.removeprefix(API_PREFIX) in API_KEY_NOT_ALLOWED:
-                raise ApiError(401, "API_KEY_NOT_ALLOW", "Please use bearer Token instead, using API key/secret")
+                raise ApiError(
+                    401, "API_KEY_NOT_ALLOW", "Please use bearer Token instead, using API key/secret"
+                )
             if role != ADMINISTRATOR and route.method != "GET" and compiled.path != API_PREFIX + "/logout":
                 raise ApiError(403, "UNAUTHORIZED_ROLE", "the viewer role may only read (GET)")
         raw, body = self._body(request, path, headers.get("content-type", ""))

@@ -109,7 +109,9 @@ class ApiService(Service):
         assert self.port is not None
         address = self.port.getHost()
         scheme = "https" if self.section.certfile is not None else "http"
-        self._log.info("management API on {scheme}://{host}:{port}/", scheme=scheme, host=address.host, port=address.port)
+        self._log.info(
+            "management API on {scheme}://{host}:{port}/", scheme=scheme, host=address.host, port=address.port
+        )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

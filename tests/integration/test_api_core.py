@@ -15,8 +15,8 @@ from typing import Any
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.web.client import HTTPConnectionPool
 from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
 
 from ocppgw.api.admins import AdminStore
 from ocppgw.config import config_from_string
@@ -49,24 +49,44 @@ class ApiTestCase(TestCase):
         self.admin = _basic("ci", "s3cret")
         self.viewer = _basic("ro", "r3ad")
 
-    def request(self, method: str, path: str, headers: dict[str, str] | None = None, body: Any = None, data: bytes | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        data: bytes | None = None,
+    ) -> Any:
         if body is not None:
             data = json.dumps(body).encode()
         return treq.request(method, self.gw.api_url + path, headers=headers or {}, data=data, pool=self.pool)
 
     @inlineCallbacks
-    def answer(self, method: str, path: str, headers: dict[str, str] | None = None, body: Any = None, data: bytes | None = None) -> Any:
+    def answer(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        data: bytes | None = None,
+    ) -> Any:
         """(status, parsed JSON body or None, response)."""
         response = yield self.request(method, path, headers, body, data)
         content = yield response.content()
-        parsed = json.loads(content) if content and b"json" in (response.headers.getRawHeaders("content-type") or [b""])[0].encode() else None
+        parsed = (
+            json.loads(content)
+            if content and b"json" in (response.headers.getRawHeaders("content-type") or [b""])[0].encode()
+            else None
+        )
         return response.code, parsed, response
 
     @inlineCallbacks
     def login(self, username: str = "admin", password: str | None = None) -> Any:
         if password is None:
             password = (self.data_dir / "initial_admin_password").read_text().strip()
-        status, body, _ = yield self.answer("POST", "/api/v5/login", body={"username": username, "password": password})
+        status, body, _ = yield self.answer(
+            "POST", "/api/v5/login", body={"username": username, "password": password}
+        )
         self.assertEqual(status, 200, body)
         return {"Authorization": f"Bearer {body['token']}"}
 
@@ -83,7 +103,9 @@ class LoginTests(ApiTestCase):
     def test_login_and_logout(self) -> Any:
         """Login answers the reference's shape; the token works until logout, then BAD_TOKEN."""
         password = (self.data_dir / "initial_admin_password").read_text().strip()
-        status, body, _ = yield self.answer("POST", "/api/v5/login", body={"username": "admin", "password": password})
+        status, body, _ = yield self.answer(
+            "POST", "/api/v5/login", body={"username": "admin", "password": password}
+        )
         self.assertEqual(status, 200)
         self.assertEqual(set(body), {"token", "role", "version", "license"})
         self.assertEqual((body["role"], body["license"]), ("administrator", {"edition": "opensource"}))
@@ -101,16 +123,25 @@ class LoginTests(ApiTestCase):
         """Wrong passwords are BAD_USERNAME_OR_PWD; the third in a minute locks the address out,
         even for the right password."""
         for _ in range(3):
-            status, body, _ = yield self.answer("POST", "/api/v5/login", body={"username": "admin", "password": "nope"})
+            status, body, _ = yield self.answer(
+                "POST", "/api/v5/login", body={"username": "admin", "password": "nope"}
+            )
             self.assertEqual((status, body["code"]), (401, "BAD_USERNAME_OR_PWD"))
         password = (self.data_dir / "initial_admin_password").read_text().strip()
-        status, body, _ = yield self.answer("POST", "/api/v5/login", body={"username": "admin", "password": password})
+        status, body, _ = yield self.answer(
+            "POST", "/api/v5/login", body={"username": "admin", "password": password}
+        )
         self.assertEqual((status, body["code"]), (401, "LOGIN_LOCKED"))
 
     @inlineCallbacks
     def test_bad_login_bodies(self) -> Any:
         """Malformed JSON, a non-object, wrong types and unknown fields are 400 BAD_REQUEST."""
-        for data in (b"{", b"[]", b'{"username": 1, "password": "x"}', b'{"username": "a", "password": "b", "x": 1}'):
+        for data in (
+            b"{",
+            b"[]",
+            b'{"username": 1, "password": "x"}',
+            b'{"username": "a", "password": "b", "x": 1}',
+        ):
             status, body, _ = yield self.answer("POST", "/api/v5/login", data=data)
             self.assertEqual((status, body["code"]), (400, "BAD_REQUEST"), data)
 
@@ -210,7 +241,9 @@ class ServerTests(ApiTestCase):
         with self.assertRaises(StartupError) as caught:
             service.privilegedStartService()
         self.assertEqual(len(caught.exception.problems), 1)
-        self.assertTrue(caught.exception.problems[0].startswith(f"gw.ini: [api] bind: cannot listen on 127.0.0.1:{port}"))
+        self.assertTrue(
+            caught.exception.problems[0].startswith(f"gw.ini: [api] bind: cannot listen on 127.0.0.1:{port}")
+        )
 
 
 class ClientTests(ApiTestCase):
@@ -224,12 +257,18 @@ class ClientTests(ApiTestCase):
         self.assertEqual(status, 200)
         self.assertEqual(page["meta"], {"page": 1, "limit": 100, "hasnext": False, "count": 1})
         (cp,) = page["data"]
-        self.assertEqual((cp["clientid"], cp["proto_name"], cp["proto_ver"], cp["node"]), ("CP1", "OCPP", "1.6", "testnode"))
+        self.assertEqual(
+            (cp["clientid"], cp["proto_name"], cp["proto_ver"], cp["node"]),
+            ("CP1", "OCPP", "1.6", "testnode"),
+        )
         self.assertEqual((cp["ip_address"], cp["connected"], cp["mountpoint"]), ("127.0.0.1", True, "ocpp/"))
         self.assertGreater(cp["recv_oct"], 0)
         self.assertGreater(cp["send_oct"], 0)
         self.assertEqual((cp["recv_cnt"], cp["send_cnt"]), (1, 1))  # BootNotification and its reply
-        self.assertEqual((cp["mqueue_len"], cp["mqueue_dropped"], cp["inflight_cnt"], cp["subscriptions_cnt"]), (0, 0, 0, 1))
+        self.assertEqual(
+            (cp["mqueue_len"], cp["mqueue_dropped"], cp["inflight_cnt"], cp["subscriptions_cnt"]),
+            (0, 0, 0, 1),
+        )
         for query, count in [
             ("clientid=CP1", 1), ("clientid=CP2", 0), ("ip_address=127.0.0.1", 1), ("ip_address=10.0.0.1", 0),
             ("conn_state=connected", 1), ("proto_ver=1.6", 1), ("gte_connected_at=0", 1),
@@ -237,14 +276,18 @@ class ClientTests(ApiTestCase):
         ]:  # fmt: skip
             status, page, _ = yield self.answer("GET", f"/api/v5/gateways/ocpp/clients?{query}", self.admin)
             self.assertEqual((status, page["meta"]["count"]), (200, count), query)
-        status, page, _ = yield self.answer("GET", "/api/v5/gateways/ocpp/clients?like_clientid=CP", self.admin)
+        status, page, _ = yield self.answer(
+            "GET", "/api/v5/gateways/ocpp/clients?like_clientid=CP", self.admin
+        )
         self.assertEqual((len(page["data"]), "count" in page["meta"]), (1, False))
         for query in ("ip_address=notanip", "gte_connected_at=x", "node=other", "page=0", "limit=x"):
             status, body, _ = yield self.answer("GET", f"/api/v5/gateways/ocpp/clients?{query}", self.admin)
             self.assertIn((status, body["code"]), [(400, "BAD_REQUEST"), (400, "INVALID_PARAMETER")], query)
         status, one, _ = yield self.answer("GET", "/api/v5/gateways/ocpp/clients/CP1", self.viewer)
         self.assertEqual((status, one["clientid"]), (200, "CP1"))
-        status, subs, _ = yield self.answer("GET", "/api/v5/gateways/ocpp/clients/CP1/subscriptions", self.viewer)
+        status, subs, _ = yield self.answer(
+            "GET", "/api/v5/gateways/ocpp/clients/CP1/subscriptions", self.viewer
+        )
         self.assertEqual(subs, [{"topic": "ocpp/cs/CP1", "qos": 1, "nl": 0, "rap": 0, "rh": 0}])
         status, _, _ = yield self.answer("DELETE", "/api/v5/gateways/ocpp/clients/CP1", self.admin)
         self.assertEqual(status, 204)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ocppgw.api.context import ApiContext
-from ocppgw.api.http import ApiRequest, ApiResponse, Route
+from ocppgw.api.http import ApiRequest, ApiResponse, Handler, Route
 
 _RESPONSES = {200: "Prometheus text exposition format"}
 
 
-def _handler(context: ApiContext):  # type: ignore[no-untyped-def]
+def _handler(context: ApiContext) -> Handler:
     def stats(request: ApiRequest) -> ApiResponse:
         body = generate_latest(context.metrics.registry)
         return ApiResponse(200, body, {"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,7 +1,7 @@
 """The ``ocppgw`` console script: administration commands next to ``twistd ocppgw``.
 
 One subcommand per area, each in its own module: ``users`` (the built-in database,
-``ocppgw.auth.users_cli``); ``admins`` (the management API's accounts, issue 11) goes here too.
+``ocppgw.auth.users_cli``); ``admins`` (the management API's accounts, ``ocppgw.api.admins_cli``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ocppgw.api import admins_cli
 from ocppgw.auth import users_cli
 
 
@@ -20,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     users_cli.add_parser(commands)
+    admins_cli.add_parser(commands)
     return top
 
 

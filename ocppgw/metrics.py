@@ -16,6 +16,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.samples import Sample
@@ -111,6 +112,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_cpu_seconds_total, process_resident_memory_bytes, ... (Linux /proc; none elsewhere)
+        ProcessCollector(registry=self.registry)
         self._metrics: dict[str, Any] = {}
         for name, (kind, text, labels) in _METRICS.items():
             if kind is not Gauge:

@@ -16,6 +16,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
+from ocppgw.api.service import ApiService
 from ocppgw.auth import AllowAll
 from ocppgw.auth.service import AuthenticatorService
 from ocppgw.config import GatewayConfig, problem_line
@@ -102,12 +103,19 @@ class GatewayService(MultiService):
             service = ListenerService(listener, stack, reactor, config.source)
             service.setServiceParent(self)
             self.listeners.append(service)
+        self.api: ApiService | None = None
+        if config.api.enable:
+            self.api = ApiService(self)
+            self.api.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         """Bind every listener now, so a port in use stops start-up with one line per listener."""
-        problems = [problem for problem in (s.bind() for s in self.listeners) if problem is not None]
+        binders: list[ListenerService | ApiService] = [*self.listeners]
+        if self.api is not None:
+            binders.append(self.api)
+        problems = [problem for problem in (s.bind() for s in binders) if problem is not None]
         if problems:
-            for service in self.listeners:
+            for service in binders:
                 service.stopService()
             for line in problems:
                 self._log.critical("{problem}", problem=line)
@@ -115,7 +123,8 @@ class GatewayService(MultiService):
         super().privilegedStartService()
 
     def startService(self) -> None:
-        if not all(s.port is not None for s in self.listeners):
+        unbound = self.api is not None and self.api.port is None
+        if unbound or not all(s.port is not None for s in self.listeners):
             self.privilegedStartService()
         super().startService()
         if self.sighup:
@@ -134,7 +143,8 @@ class GatewayService(MultiService):
         """Stop accepting, close charge points with 1001, flush what MQTT accepted, then disconnect."""
         Service.stopService(self)
         self._restore_sighup()
-        yield DeferredList([service.stopService() for service in self.listeners])
+        api = [self.api.stopService()] if self.api is not None else []
+        yield DeferredList([service.stopService() for service in self.listeners] + api)
         self.router.shutdown()
         self.trimmer.stop()
         yield DeferredList([self.link_service.stopService(), self.auth_service.stopService()])

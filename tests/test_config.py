@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ocppgw.config import (
     IGNORED_LISTENER_OPTIONS,
     TLS_VERSIONS,
+    ApiSection,
     AuthenticationSection,
     ConfigError,
     DnstreamSection,
@@ -766,6 +767,44 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertEqual(load_config(path).mqtt.host, "h")
 
 
+class ApiConfigTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        """No [api]: enabled on 127.0.0.1:18083 over HTTP, 60m tokens, 5 failed logins a minute."""
+        api = config_from_string(LISTENER).api
+        self.assertEqual(api, ApiSection())
+        self.assertEqual((api.enable, api.host, api.port), (True, "127.0.0.1", 18083))
+        self.assertEqual((api.token_ttl, api.login_max_failures, api.certfile), (3600.0, 5, None))
+
+    def test_every_key(self) -> None:
+        """Every [api] key is read; paths are taken from the INI's directory; the password is secret."""
+        text = (
+            "[api]\nenable = false\nbind = 0.0.0.0:8443\ncertfile = c.pem\nkeyfile = k.pem\n"
+            "password = pw\nbootstrap_file = keys.txt\ntoken_ttl = 5m\nlogin_max_failures = 3\n" + LISTENER
+        )
+        api = config_from_string(text, base_dir=Path("/etc/gw")).api
+        self.assertEqual(
+            api,
+            ApiSection(
+                False, "0.0.0.0", 8443, Path("/etc/gw/c.pem"), Path("/etc/gw/k.pem"), "pw",
+                Path("/etc/gw/keys.txt"), 300.0, 3,
+            ),
+        )  # fmt: skip
+        self.assertNotIn("pw", repr(api))
+
+    def test_problems(self) -> None:
+        """Bad values and a certfile without keyfile are one line each, naming [api] and the key."""
+        text = "[api]\nbind = nowhere:x\ntoken_ttl = 0\nlogin_max_failures = 0\ncertfile = c.pem\nbogus = 1\n"
+        with self.assertRaises(ConfigError) as caught:
+            config_from_string(text + LISTENER)
+        keys = [line.split(": ")[1] for line in caught.exception.problems]
+        self.assertEqual(
+            sorted(keys),
+            sorted(
+                ["[api] bind", "[api] token_ttl", "[api] login_max_failures", "[api] keyfile", "[api] bogus"]
+            ),
+        )
+
+
 class ExampleTests(SynchronousTestCase):
     def test_example_loads(self) -> None:
         """examples/gw.ini loads and gives the defaults with one listener on 33033."""
@@ -801,6 +840,7 @@ class ExampleTests(SynchronousTestCase):
             "dnstream": {f.name for f in dataclasses.fields(DnstreamSection)},
             "mqtt": {f.name for f in dataclasses.fields(MqttSection)},
             "presence": {f.name for f in dataclasses.fields(PresenceSection)},
+            "api": {f.name for f in dataclasses.fields(ApiSection)} - {"host", "port"} | {"bind"},
             "listeners.ws.default": {"bind", "path"},
         }
         expected["listeners.ws.default"] |= {"proxy_protocol", "proxy_protocol_timeout"}

@@ -27,6 +27,9 @@ TWO_LISTENERS = """\
 node_name = testnode
 shutdown_timeout = 7s
 
+[api]
+enable = false
+
 [listeners.ws.a]
 bind = 127.0.0.1:0
 

@@ -113,6 +113,15 @@ class GatewayServiceTests(SynchronousTestCase):
         self.assertIsInstance(children[1], AuthenticatorService)
         self.assertEqual([type(child) for child in children[2:]], [ListenerService, ListenerService])
 
+    def test_api_child_after_the_listeners(self) -> None:
+        """With [api] enable (the default), the API is the last child and binds with the listeners."""
+        config = config_from_string(TWO_LISTENERS.replace("enable = false", "bind = 127.0.0.1:18099"))
+        reactor = MemoryReactorClock()
+        service = GatewayService(config, reactor, link=self.link)
+        self.assertEqual([child.name for child in service][-3:], ["ws.a", "ws.b", "api"])
+        service.privilegedStartService()
+        self.assertEqual([(port, host) for port, _, _, host in reactor.tcpServers][-1], (18099, "127.0.0.1"))
+
     def test_one_stack_per_listener(self) -> None:
         """Every listener gets its own stack, limits outermost, sharing the one router."""
         for service, listener in zip(self.service.listeners, self.config.listeners, strict=True):

@@ -46,6 +46,8 @@ class ApiRequest:
     content_type: str = ""
     role: str = ADMINISTRATOR
     principal: str = ""  # the administrator's name or the API key, for logs
+    peer: str = ""  # the client's IP address (login lockout)
+    headers: Mapping[str, str] = field(default_factory=dict)  # names in lower case
 
     def arg(self, name: str) -> str | None:
         """The first value of query parameter ``name``, None when absent."""

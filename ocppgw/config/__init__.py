@@ -17,6 +17,7 @@ from ocppgw.config.errors import ConfigError, problem_line
 from ocppgw.config.loader import config_from_string, load_config
 from ocppgw.config.sections import (
     IGNORED_LISTENER_OPTIONS,
+    ApiSection,
     AuthenticationSection,
     DnstreamSection,
     GatewayConfig,
@@ -44,6 +45,7 @@ __all__ = [
     "NETWORK_LOOPS",
     "TLS_VERSIONS",
     "VERIFY_MODES",
+    "ApiSection",
     "AuthenticationSection",
     "ConfigError",
     "DnstreamSection",

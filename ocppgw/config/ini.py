@@ -143,6 +143,16 @@ def whitelist(base_dir: Path) -> Whitelist:
             "verify_hostname": Option(v.boolean),
             "tls_server_name": Option(v.optional_text),
         },
+        "api": {
+            "enable": Option(v.boolean),
+            "bind": Option(v.bind),
+            "certfile": path,
+            "keyfile": path,
+            "password": Option(v.optional_text, secret=True),
+            "bootstrap_file": path,
+            "token_ttl": Option(v.duration_positive),
+            "login_max_failures": Option(v.int_min(1)),
+        },
         "presence": {
             "enable": Option(v.boolean),
             "topic": Option(v.topic_template(variables=CID_VARIABLES), CID_VARIABLES),

@@ -98,6 +98,8 @@ class _Builder:
             mqtt_values["client_id"] = f"ocppgw-{gateway_values['node_name']}"
         self.check_reconnect_delays(mqtt_values)
         self.check_mqtt_tls(mqtt_values)
+        api_values = found.get("api", {})
+        self.check_api(api_values)
         listeners = self.build_listeners()
         auth = None
         if authentication.SECTION in found:
@@ -120,7 +122,16 @@ class _Builder:
             listeners=listeners,
             source=self.source,
             authentication=auth,
+            api=sections.ApiSection(**api_values),
         )
+
+    def check_api(self, values: dict[str, Any]) -> None:
+        """``[api]``: bind as host and port; certfile and keyfile come together."""
+        if "bind" in values:
+            values["host"], values["port"] = values.pop("bind")
+        for key, other in (("certfile", "keyfile"), ("keyfile", "certfile")):
+            if values.get(key) is not None and values.get(other) is None and not self.written("api", other):
+                self.problem("api", other, f"missing, expected the path of a PEM file (set with {key})")
 
     def check_mqtt_tls(self, values: dict[str, Any]) -> None:
         """``[mqtt]`` certfile and keyfile come together."""

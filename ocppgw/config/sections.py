@@ -102,6 +102,21 @@ class PresenceSection:
 
 
 @dataclass(frozen=True)
+class ApiSection:
+    """``[api]``: the management API (``ocppgw.api``); HTTPS when certfile and keyfile are set."""
+
+    enable: bool = True
+    host: str = "127.0.0.1"
+    port: int = 18083
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    password: str | None = field(default=None, repr=False)
+    bootstrap_file: Path | None = None  # API keys, one ``key:secret[:role]`` a line
+    token_ttl: float = 3600.0  # a login token's life, extended on use
+    login_max_failures: int = 5  # failed logins a minute per address before LOGIN_LOCKED
+
+
+@dataclass(frozen=True)
 class TlsSection:
     """The TLS keys of a ``[listeners.wss.<name>]`` section; ``password`` stays out of ``repr``.
 
@@ -241,3 +256,4 @@ class GatewayConfig:
     listeners: tuple[ListenerSection, ...]
     source: str = "gw.ini"
     authentication: AuthenticationSection | None = None  # None: no [authentication], or enable = false
+    api: ApiSection = field(default_factory=ApiSection)

@@ -25,10 +25,10 @@ from ocppgw.core.upstream import Upstream
 from ocppgw.metrics import Metrics
 
 
-class _Attached:
-    """What the router keeps of one live charge point."""
+class Attached:
+    """What the router keeps of one live charge point (read by the management API's client list)."""
 
-    __slots__ = ("connection", "peer", "session", "since", "upstream")
+    __slots__ = ("connection", "listener", "peer", "session", "since", "upstream", "username")
 
     def __init__(
         self,
@@ -37,7 +37,11 @@ class _Attached:
         session: ChargePointSession,
         peer: str,
         since: float,
+        listener: ListenerSection,
+        username: str | None,
     ) -> None:
+        self.listener = listener
+        self.username = username
         self.connection = connection
         self.upstream = upstream
         self.session = session
@@ -74,7 +78,7 @@ class Router:
             max_outgoing_frame_size=config.gateway.max_outgoing_frame_size,
             max_unique_id_length=config.gateway.max_unique_id_length,
         )
-        self._attached: dict[str, _Attached] = {}
+        self._attached: dict[str, Attached] = {}
         self._subscribed: dict[str, str] = {}  # cid -> its downstream topic
         self._node = config.gateway.node_name
         self._mountpoint = config.gateway.mountpoint
@@ -102,6 +106,14 @@ class Router:
         )
         link.add_connection_observer(self._link_state_changed)
 
+    def attached(self) -> list[Attached]:
+        """Every live charge point, in the order they connected."""
+        return list(self._attached.values())
+
+    def find(self, cid: str) -> Attached | None:
+        """The live charge point ``cid``, or None."""
+        return self._attached.get(cid)
+
     def session(self, cid: str) -> ChargePointSession | None:
         attached = self._attached.get(cid)
         return attached.session if attached is not None else None
@@ -115,6 +127,7 @@ class Router:
         listener: ListenerSection,
         peer: str,
         certificate: PeerIdentity | None = None,
+        username: str | None = None,
     ) -> ChargePointSession:
         """Register a charge point whose handshake succeeded; an older connection of the same id is closed.
 
@@ -137,7 +150,7 @@ class Router:
         session = ChargePointSession(
             cid, self._settings, connection, upstream, self._clock, self._metrics, self._schemas
         )
-        attached = _Attached(connection, upstream, session, peer, self._clock.seconds())
+        attached = Attached(connection, upstream, session, peer, self._clock.seconds(), listener, username)
         self._attached[cid] = attached
         self.sweep.claim(cid)
         self._subscribe(cid, topics.dnstream)
@@ -228,7 +241,7 @@ class Router:
         if will is not None:
             self._link.publish(will.topic, will.payload, will.qos, will.retain)
 
-    def _publish_presence(self, cid: str, attached: _Attached, status: str, reason: str = "") -> None:
+    def _publish_presence(self, cid: str, attached: Attached, status: str, reason: str = "") -> None:
         if not self._config.presence.enable:
             return
         at = attached.since if status == "connected" else self._clock.seconds()

@@ -87,6 +87,7 @@ class ChargePointSession:
         self._expired_downstream: OrderedDict[str, str] = OrderedDict()
         self._liveness_timer: IDelayedCall | None = None
         self._ended = False
+        self.dropped = 0  # downstream Calls dropped: queue full (the API's mqueue_dropped)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -346,6 +347,7 @@ class ChargePointSession:
             return
         if len(self._queue) >= self._settings.max_queue:
             self._metrics.inc("dnstream_dropped", action=action_label(call.action))
+            self.dropped += 1
             self._log.warn(
                 "downstream queue for {cid} full ({limit}): dropped {action} {unique_id}",
                 cid=self.cid,

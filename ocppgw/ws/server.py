@@ -56,6 +56,7 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.cid: str | None = None
+        self.username: str | None = None  # from Basic credentials, shown by the management API
         self.peer_address = ""
         self._session: ChargePointSession | None = None
         self._close_reason = ""  # set when the gateway ends the connection, with
@@ -124,6 +125,7 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
                 reason = decision.reason if decision.outcome is Outcome.DENY else "not_authorized"
                 raise ConnectionDeny(401, reason or "not_authorized")
             self.cid = cid
+            self.username = username
             return subprotocol
 
         d.addCallback(decided)
@@ -133,7 +135,7 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
         try:
             assert self.cid is not None
             self._session = self.factory.router.attach(
-                self.cid, self, self.factory.listener, self.peer_address, self._identity
+                self.cid, self, self.factory.listener, self.peer_address, self._identity, self.username
             )
         except Exception:
             self._log.failure("attaching charge point {cid} failed", cid=self.cid)
@@ -285,6 +287,17 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
         if self._close_reason:
             return self._close_cause, f"closed by gateway: {self._close_reason}"
         return _describe_close(was_clean, code, reason, self.wasNotCleanReason)
+
+    def traffic(self) -> tuple[int, int, int, int]:
+        """(bytes in, messages in, bytes out, messages out) on the wire: Autobahn's own counters,
+        kept for every connection anyway, so the management API adds nothing per message."""
+        stats = self.trafficStats
+        return (
+            stats.preopenIncomingOctetsWireLevel + stats.incomingOctetsWireLevel,
+            stats.incomingWebSocketMessages,
+            stats.preopenOutgoingOctetsWireLevel + stats.outgoingOctetsWireLevel,
+            stats.outgoingWebSocketMessages,
+        )
 
     # -- output used by the gateway ---------------------------------------
 

@@ -147,6 +147,7 @@ class GatewayHarness:
             f"[mqtt]\nhost = 127.0.0.1\nport = {self.broker.port}\n"
             "reconnect_delay_min = 50ms\nreconnect_delay_max = 500ms\n"
             "[listeners.ws.default]\nbind = 127.0.0.1:0\n"
+            "[api]\nenable = false\n"  # tests of the API turn it on, on a free port
         )
         self.config_text = _merge(text, self.extra_config)
         config = config_from_string(self.config_text)
@@ -166,6 +167,12 @@ class GatewayHarness:
     def port(self) -> int:
         assert self.service is not None
         return self.service.getServiceNamed("ws.default").port.getHost().port
+
+    @property
+    def api_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the management API (``[api] enable = true``, bind port 0)."""
+        assert self.service is not None and self.service.api is not None and self.service.api.port is not None
+        return f"http://127.0.0.1:{self.service.api.port.getHost().port}"
 
     def url(self, cid: str) -> str:
         return f"ws://127.0.0.1:{self.port}/ocpp/{cid}"

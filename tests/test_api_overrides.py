@@ -98,5 +98,7 @@ class OverridesTests(SynchronousTestCase):
         """merged layers changes: keys merge, null replaces, a section after null starts afresh."""
         current = {"gateway": {"a": "1"}, "listeners.ws.x": None}
         result = merged(current, {"gateway": {"b": "2"}, "listeners.ws.x": {"bind": "1"}, "y": None})
-        self.assertEqual(result, {"gateway": {"a": "1", "b": "2"}, "listeners.ws.x": {"bind": "1"}, "y": None})
+        self.assertEqual(
+            result, {"gateway": {"a": "1", "b": "2"}, "listeners.ws.x": {"bind": "1"}, "y": None}
+        )
         self.assertEqual(current["gateway"], {"a": "1"})

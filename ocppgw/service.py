@@ -16,7 +16,6 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
-from ocppgw.auth import AllowAll
 from ocppgw.auth.service import AuthenticatorService
 from ocppgw.config import GatewayConfig, ListenerSection, problem_line
 from ocppgw.core.ports import IAuthenticator, IBrokerLink
@@ -132,7 +131,7 @@ class GatewayService(MultiService):
         super().startService()
         if self.sighup:
             self._install_sighup()
-        if isinstance(self.authenticator, AllowAll):
+        if self.auth_service.allows_all:
             public = [s.listener.label for s in self.listeners if not _loopback(s.listener.host)]
             if public:
                 self._log.warn(

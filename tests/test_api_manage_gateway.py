@@ -39,6 +39,7 @@ class GatewayTests(SynchronousTestCase):
         self.assertEqual(body["upstream"]["reply_topic"], "cp/${cid}/Reply")
         self.assertEqual(body["dnstream"]["max_mqueue_len"], 100)
         self.assertEqual(body["listeners"][0]["id"], "ocpp:ws:default")
+        self.assertNotIn("authentication", body)
 
     def test_put_round_trip_persists_and_reconfigures(self) -> None:
         """A GET result sent back with a new mountpoint is saved, survives a reload, and the router

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.api import manage_listeners
@@ -16,6 +15,7 @@ from ocppgw.api.overrides import read_overrides
 from ocppgw.config import GatewayConfig, load_config
 from ocppgw.service import GatewayService
 from tests.fakes import FakeMqttLink
+from tests.support import ThreadedMemoryReactorClock
 
 INI = """[gateway]
 node_name = n1
@@ -44,7 +44,7 @@ def make_context(case: SynchronousTestCase, ini: str = INI) -> Context:
     root.mkdir()
     (root / "gw.ini").write_text(ini)
     config = load_config(root / "gw.ini")
-    reactor = MemoryReactorClock()
+    reactor = ThreadedMemoryReactorClock()
     service = GatewayService(config, reactor, link=FakeMqttLink())
     service.startService()
     case.addCleanup(service.stopService)

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
 
-from ocppgw.api.http import ApiError, ApiRequest, ApiResponse, Route, bad_request
+from ocppgw.api.http import ApiRequest, ApiResponse, Route, bad_request
 from ocppgw.api.manage_common import SECRET, ManageContext, change_config, duration, ini_text, keep_secret
 from ocppgw.api.manage_common import object_body as checked_object
 from ocppgw.auth.users import UserStore
-from ocppgw.config import AuthenticationSection
+from ocppgw.config import AuthenticationSection, GatewayConfig
 
 SECTION = "authentication"
+_log = Logger()
 _MAPPINGS = ("headers", "body", "verify_claims", "filter")
 _HASH = {"name": "password_hash_algorithm", "salt_position": "salt_position", "salt_rounds": "salt_rounds"}
 _HASH |= {"mac_fun": "mac_fun", "iterations": "iterations", "dk_length": "dk_length"}
@@ -136,30 +137,27 @@ class AuthnEndpoints:
         section = self.section
         return ApiResponse(204) if section is None else ApiResponse(200, render(section))
 
-    @inlineCallbacks
-    def create(self, request: ApiRequest) -> Any:
+    def create(self, request: ApiRequest) -> ApiResponse:
         if self.section is not None:
             raise bad_request("The authentication already exist on ocpp")
-        config = yield self.apply(ini_sections(request.body, None))
+        config = self.apply(ini_sections(request.body, None))
         return ApiResponse(201, render(config.authentication))
 
-    @inlineCallbacks
-    def update(self, request: ApiRequest) -> Any:
+    def update(self, request: ApiRequest) -> ApiResponse:
         stored = self.section
         if stored is None:
             raise bad_request("The authentication not found on ocpp")
         body = request.body
         if isinstance(body, dict):
             body = {k: v for k, v in body.items() if k not in ("id", "chain_name")}
-        config = yield self.apply(ini_sections(body, stored))
+        config = self.apply(ini_sections(body, stored))
         return ApiResponse(200, render(config.authentication))
 
-    @inlineCallbacks
-    def delete(self, request: ApiRequest) -> Any:
+    def delete(self, request: ApiRequest) -> ApiResponse:
         stored = self.section
         if stored is not None:
             mappings = {f"{SECTION}.{name}": None for name in _MAPPINGS}
-            yield self.apply({SECTION: None, **mappings})
+            self.apply({SECTION: None, **mappings})
             if stored.backend == "built_in_database":  # as the reference: its users go with it
                 store = UserStore(self.context.service.config.gateway.data_dir)
                 try:
@@ -169,12 +167,11 @@ class AuthnEndpoints:
                     store.close()
         return ApiResponse(204)
 
-    @inlineCallbacks
-    def apply(self, sections: dict[str, Any]) -> Any:
+    def apply(self, sections: dict[str, Any]) -> GatewayConfig:
+        """Save and swap; the answer does not wait for the old backend's pools to stop."""
         config = change_config(self.context, sections)
-        if sections.get(SECTION) is not None and config.authentication is None:
-            raise ApiError(500, "UNKNOWN_ERROR", "the authenticator was saved but is not enabled")
-        yield self.context.service.auth_service.swap(config)
+        stopped = self.context.service.auth_service.swap(config)
+        stopped.addErrback(lambda f: _log.failure("stopping the replaced authenticator", f))
         return config
 
 

@@ -17,6 +17,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from ocppgw.api.http import ApiError, ApiRequest, ApiResponse, Route, bad_request
+from ocppgw.api.manage_authn import render as render_authenticator
 from ocppgw.api.manage_common import ManageContext, change_config, duration, ini_text, object_body, rfc3339
 from ocppgw.api.manage_listeners import ListenerEndpoints
 from ocppgw.config import GatewayConfig
@@ -108,6 +109,8 @@ class GatewayEndpoints:
         }
         if body["json_schema_dir"] is not None:
             body["json_schema_dir"] = str(body["json_schema_dir"])
+        if config.authentication is not None:
+            body["authentication"] = render_authenticator(config.authentication)
         for item in body["listeners"]:
             item.pop("status"), item.pop("node_status")
         return ApiResponse(200, body)

@@ -95,10 +95,10 @@ class GatewayService(MultiService):
         self.enabled = True  # PUT /gateways/ocpp/enable/false stops every listener (set_enabled)
         self.listeners: list[ListenerService] = []
         for listener in config.listeners:
-            self._listener_service(listener)
+            self._listener_service(listener).setServiceParent(self)
 
     def _listener_service(self, listener: ListenerSection) -> ListenerService:
-        """A child service for ``listener``, its stack built by ``listener_stack``; not yet bound."""
+        """A service for ``listener``, its stack built by ``listener_stack``; not yet bound nor a child."""
         stack = listener_stack(
             listener,
             self.config.gateway,
@@ -110,7 +110,6 @@ class GatewayService(MultiService):
             self.inflight,
         )
         service = ListenerService(listener, stack, self.reactor, self.config.source)
-        service.setServiceParent(self)
         self.listeners.append(service)
         return service
 
@@ -171,8 +170,8 @@ class GatewayService(MultiService):
         if problem is not None:
             self._forget(service)
             return problem
-        if self.running and self.enabled:
-            service.startService()
+        if self.enabled or not self.running:
+            service.setServiceParent(self)  # a running parent starts it: already bound
         return None
 
     @inlineCallbacks
@@ -199,10 +198,12 @@ class GatewayService(MultiService):
             return problems
         for service in self.listeners:
             problem = service.bind()
-            if problem is None:
-                service.startService()
-            else:
+            if problem is not None:
                 problems.append(problem)
+            elif service.parent is None:
+                service.setServiceParent(self)  # added while disabled
+            else:
+                service.startService()
         return problems
 
     def _stop_listener(self, service: ListenerService, reason: str) -> Deferred[None]:
@@ -213,9 +214,10 @@ class GatewayService(MultiService):
         """Take ``service`` out of the tree without stopping it (the caller does, in order)."""
         self.listeners.remove(service)
         self.tls_contexts.pop(service.listener.label, None)
-        self.services.remove(service)
-        self.namedServices.pop(service.name, None)
-        service.parent = None
+        if service.parent is self:
+            self.services.remove(service)
+            self.namedServices.pop(service.name, None)
+            service.parent = None
 
     def reload_certificates(self) -> list[str]:
         """Re-read every wss listener's certfile, keyfile and cacertfile, and the ``[mqtt]`` TLS files;

@@ -161,3 +161,25 @@ class ListenerTests(SynchronousTestCase):
         self.assertIsNone(self.context.service.listener("ws.default"))
         self.assertEqual(read_overrides(self.context.data_dir)["listeners.ws.default"], None)
         self.assertRaises(ApiError, call, self.routes, "DELETE", BASE + "/ocpp:ws:default")
+
+    def test_bind_failure_rolls_back(self) -> None:
+        """A PUT whose new port cannot be had is 400 'Invalid bind address'; the old listener listens
+        again on its old port and nothing is saved."""
+        from twisted.internet.error import CannotListenError
+
+        reactor = self.context.clock
+        listen = reactor.listenTCP
+
+        def refuse_33099(port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+            if port == 33099:
+                raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+            return listen(port, factory, backlog=backlog, interface=interface)
+
+        reactor.listenTCP = refuse_33099
+        e = self.assertRaises(
+            ApiError, call, self.routes, "PUT", BASE + "/ocpp:ws:default", {"bind": "127.0.0.1:33099"}
+        )
+        self.assertEqual(e.status, 400)
+        self.assertTrue(e.message.startswith("Invalid bind address: bind: cannot listen on"), e.message)
+        self.assertEqual(self.context.service.listener("ws.default").port.getHost().port, 33033)
+        self.assertEqual(read_overrides(self.context.data_dir), {})

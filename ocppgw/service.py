@@ -17,9 +17,8 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
 from ocppgw.api.service import ApiService
-from ocppgw.auth import AllowAll
 from ocppgw.auth.service import AuthenticatorService
-from ocppgw.config import GatewayConfig, problem_line
+from ocppgw.config import GatewayConfig, ListenerSection, problem_line
 from ocppgw.core.ports import IAuthenticator, IBrokerLink
 from ocppgw.core.router import Router, node_will
 from ocppgw.core.schemas import SchemaRegistry
@@ -28,7 +27,13 @@ from ocppgw.metrics import Metrics
 from ocppgw.mqtt.reactor_loop import PahoReactorLink
 from ocppgw.mqtt.service import LinkService
 from ocppgw.mqtt.thread_loop import PahoThreadLink
-from ocppgw.tls.listener import ReloadableContextFactory, listener_options, reload_listener_options
+from ocppgw.tls.listener import (
+    ReloadableContextFactory,
+    certificate_options,
+    listener_options,
+    reload_listener_options,
+)
+from ocppgw.tls.pem import TlsConfigError
 from ocppgw.ws.service import ListenerService
 from ocppgw.ws.stack import listener_stack
 
@@ -87,26 +92,31 @@ class GatewayService(MultiService):
         self.link_service.setServiceParent(self)
         self.auth_service = AuthenticatorService(config, reactor, self.metrics, config.gateway.data_dir)
         self.auth_service.setServiceParent(self)
-        authenticator = authenticator or self.auth_service.authenticator
+        self.authenticator = authenticator or self.auth_service.authenticator
+        self.enabled = True  # PUT /gateways/ocpp/enable/false stops every listener (set_enabled)
         self.listeners: list[ListenerService] = []
         for listener in config.listeners:
-            stack = listener_stack(
-                listener,
-                config.gateway,
-                self.router,
-                authenticator,
-                self.metrics,
-                reactor,
-                self.tls_contexts.get(listener.label),
-                self.inflight,
-            )
-            service = ListenerService(listener, stack, reactor, config.source)
-            service.setServiceParent(self)
-            self.listeners.append(service)
+            self._listener_service(listener).setServiceParent(self)
         self.api: ApiService | None = None
         if config.api.enable:
             self.api = ApiService(self)
             self.api.setServiceParent(self)
+
+    def _listener_service(self, listener: ListenerSection) -> ListenerService:
+        """A service for ``listener``, its stack built by ``listener_stack``; not yet bound nor a child."""
+        stack = listener_stack(
+            listener,
+            self.config.gateway,
+            self.router,
+            self.authenticator,
+            self.metrics,
+            self.reactor,
+            self.tls_contexts.get(listener.label),
+            self.inflight,
+        )
+        service = ListenerService(listener, stack, self.reactor, self.config.source)
+        self.listeners.append(service)
+        return service
 
     def privilegedStartService(self) -> None:
         """Bind every listener now, so a port in use stops start-up with one line per listener."""
@@ -129,7 +139,7 @@ class GatewayService(MultiService):
         super().startService()
         if self.sighup:
             self._install_sighup()
-        if isinstance(self.auth_service.authenticator, AllowAll):
+        if self.auth_service.allows_all:
             public = [s.listener.label for s in self.listeners if not _loopback(s.listener.host)]
             if public:
                 self._log.warn(
@@ -148,6 +158,76 @@ class GatewayService(MultiService):
         self.router.shutdown()
         self.trimmer.stop()
         yield DeferredList([self.link_service.stopService(), self.auth_service.stopService()])
+
+    # -- changed at run time by the management API (ocppgw.api.manage_*) ---------------------
+
+    def listener(self, label: str) -> ListenerService | None:
+        """The listener service labelled ``<kind>.<name>``, None when there is none."""
+        return next((s for s in self.listeners if s.listener.label == label), None)
+
+    def add_listener(self, listener: ListenerSection) -> str | None:
+        """Build ``listener`` and, when the gateway runs and is enabled, start it listening.
+
+        Returns the problem line (TLS files, bind) when it cannot, and then nothing is kept."""
+        if listener.tls is not None:
+            try:
+                options = certificate_options(listener.tls)
+            except TlsConfigError as e:
+                return problem_line(self.config.source, listener.section, e.key, e.reason)
+            self.tls_contexts[listener.label] = ReloadableContextFactory(options)
+        service = self._listener_service(listener)
+        problem = service.bind() if self.running and self.enabled else None
+        if problem is not None:
+            self._forget(service)
+            return problem
+        if self.enabled or not self.running:
+            service.setServiceParent(self)  # a running parent starts it: already bound
+        return None
+
+    @inlineCallbacks
+    def remove_listener(self, label: str, reason: str = "listener removed") -> Deferred[None]:
+        """Stop the listener ``label`` and close its charge points with 1001 and ``reason``."""
+        service = self.listener(label)
+        if service is None:
+            return
+        self._forget(service)
+        yield self._stop_listener(service, reason)
+
+    @inlineCallbacks
+    def set_enabled(self, enabled: bool) -> Deferred[list[str]]:
+        """Disabled: every listener stops and its charge points are closed with 1001 "gateway
+        disabled"; enabled: they listen again. Returns the problem lines of listeners that cannot."""
+        problems: list[str] = []
+        if enabled == self.enabled:
+            return problems
+        self.enabled = enabled
+        if not self.running:
+            return problems
+        if not enabled:
+            yield DeferredList([self._stop_listener(s, "gateway disabled") for s in self.listeners])
+            return problems
+        for service in self.listeners:
+            problem = service.bind()
+            if problem is not None:
+                problems.append(problem)
+            elif service.parent is None:
+                service.setServiceParent(self)  # added while disabled
+            else:
+                service.startService()
+        return problems
+
+    def _stop_listener(self, service: ListenerService, reason: str) -> Deferred[None]:
+        service.close_connections(1001, reason)
+        return service.stopService()
+
+    def _forget(self, service: ListenerService) -> None:
+        """Take ``service`` out of the tree without stopping it (the caller does, in order)."""
+        self.listeners.remove(service)
+        self.tls_contexts.pop(service.listener.label, None)
+        if service.parent is self:
+            self.services.remove(service)
+            self.namedServices.pop(service.name, None)
+            service.parent = None
 
     def reload_certificates(self) -> list[str]:
         """Re-read every wss listener's certfile, keyfile and cacertfile, and the ``[mqtt]`` TLS files;

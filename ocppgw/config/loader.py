@@ -37,14 +37,28 @@ def read_text_file(path: Path) -> str:
         raise ValueError(f"cannot read: {e}") from None
 
 
-def load_config(path: str | Path) -> sections.GatewayConfig:
-    """Read and check the INI file at ``path``; relative paths in it are taken from its directory."""
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> sections.GatewayConfig:
+    """Read and check the INI file at ``path``; relative paths in it are taken from its directory.
+
+    The management API's ``<data_dir>/overrides.json`` is layered over it (``ocppgw.api.overrides``
+    says how); ``overrides`` given instead checks a change before it is saved.
+    """
+    from ocppgw.api.overrides import overrides_path, read_overrides  # the API's module, light
+
     source = str(path)
     try:
         text = read_text_file(Path(path))
     except ValueError as e:
         raise ConfigError([f"{source}: {e}"]) from None
-    return config_from_string(text, source=source, base_dir=Path(path).absolute().parent)
+    base_dir = Path(path).absolute().parent
+    config = config_from_string(text, source=source, base_dir=base_dir)
+    data_dir = config.gateway.data_dir
+    if overrides is None:
+        overrides = read_overrides(data_dir)
+    if not overrides:
+        return config
+    layered = str(overrides_path(data_dir))
+    return config_from_string(text, source=source, base_dir=base_dir, overrides=(overrides, layered))
 
 
 def config_from_string(
@@ -52,15 +66,25 @@ def config_from_string(
     source: str = "gw.ini",
     base_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    overrides: tuple[Mapping[str, Any], str] | None = None,
 ) -> sections.GatewayConfig:
     """Check INI ``text`` and build the config, or raise ``ConfigError`` listing every problem.
 
     ``source`` starts every problem line; relative paths are resolved against
     ``base_dir`` (the current directory when None); ``${NAME}`` is looked up in
-    ``environ`` (``os.environ`` when None).
+    ``environ`` (``os.environ`` when None); ``overrides``: sections layered over ``text`` and the
+    name their problems carry (``ocppgw.api.overrides``).
     """
     base = Path.cwd() if base_dir is None else Path(base_dir)
-    reader = IniReader(source, whitelist(base), os.environ if environ is None else environ)
+    env = os.environ if environ is None else environ
+    if overrides is None:
+        reader = IniReader(source, whitelist(base), env)
+    else:
+        from ocppgw.api.overrides import OverlayReader
+
+        reader = OverlayReader(
+            source, whitelist(base), env, sections=overrides[0], overrides_source=overrides[1]
+        )
     found = reader.read(text.removeprefix("\ufeff"))
     config = _Builder(source, found, reader.problems, base).build()
     if reader.problems:

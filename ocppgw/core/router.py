@@ -62,35 +62,15 @@ class Router:
         metrics: Metrics,
         schemas: SchemaRegistry | None = None,
     ) -> None:
-        checking = config.gateway.message_format_checking
-        self._config = config
         self._link = link
         self._clock = clock
         self._metrics = metrics
         self._schemas = schemas
-        self._settings = SessionSettings(
-            heartbeat_interval=config.gateway.default_heartbeat_interval,
-            heartbeat_backoff=config.gateway.heartbeat_checking_times_backoff,
-            max_queue=config.dnstream.max_mqueue_len,
-            reply_timeout=config.dnstream.reply_timeout,
-            check_upstream=schemas is not None and checking in ("all", "upstream_only"),
-            check_dnstream=schemas is not None and checking in ("all", "dnstream_only"),
-            max_outgoing_frame_size=config.gateway.max_outgoing_frame_size,
-            max_unique_id_length=config.gateway.max_unique_id_length,
-        )
         self._attached: dict[str, Attached] = {}
         self._subscribed: dict[str, str] = {}  # cid -> its downstream topic
         self._node = config.gateway.node_name
-        self._mountpoint = config.gateway.mountpoint
-        up = config.upstream
-        self._templates = TopicPlan(
-            up.topic,
-            up.reply_topic,
-            up.error_topic,
-            config.dnstream.topic,
-            config.presence.topic,
-            dict(up.topic_override_mapping),
-        )
+        self._started_with = config  # the node's will and state keep the start-up mountpoint
+        self.reconfigure(config)
         metrics.gauge("connected_charge_points", lambda: len(self._attached))
         mountpoints = [self._mountpoint] + [
             listener.mountpoint for listener in config.listeners if listener.mountpoint is not None
@@ -113,6 +93,33 @@ class Router:
     def find(self, cid: str) -> Attached | None:
         """The live charge point ``cid``, or None."""
         return self._attached.get(cid)
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Take ``config``'s session settings, mountpoint and topics for the charge points that connect
+        from now on (the management API changed them); connected ones keep theirs. The node name and
+        the presence settings stay those the router started with."""
+        checking = config.gateway.message_format_checking
+        self._config = config
+        self._settings = SessionSettings(
+            heartbeat_interval=config.gateway.default_heartbeat_interval,
+            heartbeat_backoff=config.gateway.heartbeat_checking_times_backoff,
+            max_queue=config.dnstream.max_mqueue_len,
+            reply_timeout=config.dnstream.reply_timeout,
+            check_upstream=self._schemas is not None and checking in ("all", "upstream_only"),
+            check_dnstream=self._schemas is not None and checking in ("all", "dnstream_only"),
+            max_outgoing_frame_size=config.gateway.max_outgoing_frame_size,
+            max_unique_id_length=config.gateway.max_unique_id_length,
+        )
+        self._mountpoint = config.gateway.mountpoint
+        up = config.upstream
+        self._templates = TopicPlan(
+            up.topic,
+            up.reply_topic,
+            up.error_topic,
+            config.dnstream.topic,
+            config.presence.topic,
+            dict(up.topic_override_mapping),
+        )
 
     def session(self, cid: str) -> ChargePointSession | None:
         attached = self._attached.get(cid)
@@ -237,7 +244,7 @@ class Router:
 
     def publish_node_state(self, status: str) -> None:
         """Publish this node's retained online/offline state."""
-        will = node_will(self._config, status)
+        will = node_will(self._started_with, status)
         if will is not None:
             self._link.publish(will.topic, will.payload, will.qos, will.retain)
 

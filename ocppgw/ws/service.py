@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from ocppgw.config import ListenerSection, problem_line
 from ocppgw.ws.limits import ListenerLimits
+from ocppgw.ws.server import OcppServerProtocol
 
 
 class ListenerService(Service):
@@ -71,3 +72,20 @@ class ListenerService(Service):
         port, self.port = self.port, None
         self.factory.stop()
         return maybeDeferred(port.stopListening) if port is not None else succeed(None)
+
+    @property
+    def connections(self) -> int:
+        """Live TCP connections this listener accepted."""
+        return self.factory.live
+
+    def close_connections(self, code: int, reason: str) -> None:
+        """Close every connection this listener accepted (the API removed or stopped it): a WebSocket
+        with ``code`` and ``reason``, one still in its PROXY header or TLS handshake aborted."""
+        for outer in list(self.factory.protocols):
+            inner: Any = outer
+            while inner is not None and not isinstance(inner, OcppServerProtocol):
+                inner = getattr(inner, "wrappedProtocol", None)
+            if inner is not None:
+                inner.close(code, reason)
+            elif outer.transport is not None:
+                outer.transport.abortConnection()

@@ -19,18 +19,21 @@ class ApiContext:
     """Handed to every ``routes(context)``; ``clock`` is the reactor (a ``Clock`` in tests)."""
 
     service: GatewayService
-    config: GatewayConfig
     router: Router
     metrics: Metrics
     clock: Any
     data_dir: Path
+
+    @property
+    def config(self) -> GatewayConfig:
+        """The gateway's config now: the management API may have changed it since start-up."""
+        return self.service.config
 
     @classmethod
     def of(cls, service: GatewayService) -> ApiContext:
         """The context of a running ``GatewayService``."""
         return cls(
             service=service,
-            config=service.config,
             router=service.router,
             metrics=service.metrics,
             clock=service.reactor,

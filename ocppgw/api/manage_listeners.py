@@ -236,5 +236,11 @@ def routes(context: ManageContext) -> list[Route]:
         Route("POST", base, e.create, "Add a listener", {201: "created", 400: "invalid"}),
         Route("GET", base + "/{id}", e.get, "One listener", {200: "listener", 404: "not found"}),
         Route("PUT", base + "/{id}", e.update, "Change a listener", {200: "listener", 400: "invalid"}),
-        Route("DELETE", base + "/{id}", e.delete, "Delete a listener", {204: "deleted", 404: "not found"}),
+        Route(
+            "DELETE",
+            base + "/{id}",
+            e.delete,
+            "Delete a listener",
+            {204: "deleted", 400: "refused (the last listener)", 404: "not found"},
+        ),
     ]

@@ -16,7 +16,15 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 
-from ocppgw.api import clients, openapi, prometheus
+from ocppgw.api import (
+    clients,
+    manage_authn,
+    manage_gateway,
+    manage_listeners,
+    manage_users,
+    openapi,
+    prometheus,
+)
 from ocppgw.api.admins import AdminStore
 from ocppgw.api.auth import ApiAuth, read_api_keys
 from ocppgw.api.context import ApiContext
@@ -28,7 +36,14 @@ from ocppgw.tls.pem import TlsConfigError, load_key_pair
 if TYPE_CHECKING:
     from ocppgw.service import GatewayService
 
-ROUTE_MODULES = (clients, prometheus)  # each has routes(context) -> list[Route], served under /api/v5
+ROUTE_MODULES = (
+    clients,
+    prometheus,
+    manage_gateway,
+    manage_listeners,
+    manage_authn,
+    manage_users,
+)  # each has routes(context) -> list[Route], served under /api/v5
 
 
 class ApiService(Service):

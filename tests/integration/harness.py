@@ -11,8 +11,10 @@ import base64
 import json
 import os
 import sys
+import tempfile
 import threading
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import websockets
@@ -24,7 +26,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from ocppgw.config import config_from_string
+from ocppgw.config import load_config
 from ocppgw.core.schemas import SchemaRegistry, shipped_schema_dir
 from ocppgw.service import GatewayService
 from tests.devpki import make_dev_certs
@@ -150,7 +152,13 @@ class GatewayHarness:
             "[api]\nenable = false\n"  # tests of the API turn it on, on a free port
         )
         self.config_text = _merge(text, self.extra_config)
-        config = config_from_string(self.config_text)
+        # a real file, as twistd reads it (the management API layers its changes over it), in the
+        # working directory: relative paths in the tests' configs are taken from there
+        handle, name = tempfile.mkstemp(prefix="gw-", suffix=".ini", dir=".")
+        os.close(handle)
+        self.config_path = Path(name).absolute()
+        self.config_path.write_text(self.config_text, encoding="utf-8")
+        config = load_config(self.config_path)
         schemas = None
         if self.checking != "disable":
             schemas = SchemaRegistry.load(shipped_schema_dir(), config.gateway.json_schema_id_prefix)

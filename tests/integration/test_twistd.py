@@ -80,6 +80,8 @@ def _write(testcase: TestCase, text: str) -> Path:
     directory = Path(testcase.mktemp()).absolute()
     directory.mkdir(parents=True)
     path = directory / "gw.ini"
+    if "[api]" not in text:  # the management API would take 127.0.0.1:18083, shared by parallel tests
+        text += "\n[api]\nbind = 127.0.0.1:0\n"
     path.write_text(text, encoding="utf-8")
     return path
 

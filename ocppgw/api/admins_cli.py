@@ -8,7 +8,7 @@ from typing import IO, Any
 
 from ocppgw.api.admins import AdminExists, AdminStore
 from ocppgw.api.http import ADMINISTRATOR, ROLES
-from ocppgw.auth.users_cli import CommandError, _read_password
+from ocppgw.auth.users_cli import CommandError, read_password
 from ocppgw.config import ConfigError, load_config
 
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[str], stderr: IO[
         else:
             if not args.name:
                 raise CommandError("the name must not be empty")
-            password = _read_password(stdin, args.name).decode("utf-8", "surrogateescape")
+            password = read_password(stdin, args.name).decode("utf-8", "surrogateescape")
             if not password:
                 raise CommandError("the password must not be empty")
             if args.action == "add":

@@ -88,7 +88,7 @@ def _add(store: UserStore, settings: HashSettings, args: argparse.Namespace, std
     if not args.user_id:
         raise CommandError("the user id must not be empty")
     password = (
-        os.fsencode(args.password) if args.password is not None else _read_password(stdin, args.user_id)
+        os.fsencode(args.password) if args.password is not None else read_password(stdin, args.user_id)
     )
     if not password:
         raise CommandError("the password must not be empty")
@@ -99,7 +99,7 @@ def _add(store: UserStore, settings: HashSettings, args: argparse.Namespace, std
         raise CommandError(f"user {args.user_id!r} already exists; delete it first") from None
 
 
-def _read_password(stdin: IO[bytes], user_id: str) -> bytes:
+def read_password(stdin: IO[bytes], user_id: str) -> bytes:
     """One line of standard input without its line end; a prompt without echo on a terminal."""
     if stdin.isatty():
         return os.fsencode(getpass.getpass(f"Password for {user_id}: "))

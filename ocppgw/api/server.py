@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -21,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.static import File
 
 from ocppgw.api.auth import API_KEY_NOT_ALLOWED, WWW_AUTHENTICATE, ApiAuth
 from ocppgw.api.http import ADMINISTRATOR, VIEWER, ApiError, ApiRequest, ApiResponse, Route
@@ -30,7 +32,10 @@ MAX_BODY = 1024 * 1024
 MAX_UPLOAD = 16 * 1024 * 1024
 UPLOAD_SUFFIXES = ("/import_users",)
 SECURITY_HEADERS = {
-    b"Content-Security-Policy": b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    b"Content-Security-Policy": (
+        b"default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        b"form-action 'self'; frame-ancestors 'none'"
+    ),
     b"X-Frame-Options": b"DENY",
     b"X-Content-Type-Options": b"nosniff",
     b"Referrer-Policy": b"no-referrer",
@@ -219,9 +224,27 @@ class ApiRoot(Resource):
         return self.api.render(request)
 
 
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+DASHBOARD_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8"}
+DASHBOARD_TYPES |= {".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
+
+
+def add_dashboard(root: Resource, directory: Path = DASHBOARD_DIR) -> None:
+    """The dashboard's files at the root (``/`` is its ``index.html``), public as static files are;
+    each file is a child of its own, so no directory is ever listed."""
+    for path in sorted(directory.iterdir()):
+        if path.suffix in DASHBOARD_TYPES:
+            page = File(str(path), DASHBOARD_TYPES[path.suffix])
+            page.contentTypes = DASHBOARD_TYPES
+            root.putChild(path.name.encode(), page)
+            if path.name == "index.html":
+                root.putChild(b"", page)
+
+
 def make_site(routes: Sequence[Route], root_routes: Sequence[Route], auth: ApiAuth) -> Site:
-    """A ``Site`` serving ``routes`` under ``/api/v5`` and ``root_routes`` at the root."""
+    """A ``Site`` serving ``routes`` under ``/api/v5``, ``root_routes`` and the dashboard at the root."""
     root = ApiRoot(ApiResource(compile_routes(routes, root_routes), auth))
+    add_dashboard(root)
     site = Site(root)
     site.requestFactory = SecureRequest
     site.displayTracebacks = False

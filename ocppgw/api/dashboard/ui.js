@@ -25,11 +25,15 @@ export function svg(tag, attrs = {}, ...children) {
   return element;
 }
 
+const MAX_TOASTS = 3;
+
 export function toast(message, { error = false, code = "" } = {}) {
   const box = document.getElementById("toasts");
   const item = h("div", { class: error ? "toast error" : "toast", role: error ? "alert" : "status" },
     code ? h("span", { class: "code" }, code) : null, message);
+  item.addEventListener("click", () => item.remove());
   box.append(item);
+  while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();
   setTimeout(() => item.remove(), error ? 9000 : 4000);
 }
 

@@ -8,24 +8,20 @@ from typing import IO, Any
 
 from ocppgw.api.admins import AdminExists, AdminStore
 from ocppgw.api.http import ADMINISTRATOR, ROLES
-from ocppgw.auth.users_cli import CommandError, read_password
+from ocppgw.cli_support import CommandError, command_parser, read_password
 from ocppgw.config import ConfigError, load_config
 
 
 def add_parser(commands: Any) -> None:
     """The ``admins`` command and its actions, on the ``ocppgw`` parser's subparsers."""
-    admins = commands.add_parser("admins", help="manage the management API's administrators")
-    admins.add_argument("--config", required=True, metavar="GW_INI", help="the gateway's gw.ini")
-    actions = admins.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = command_parser(
+        commands, "admins", "manage the management API's administrators", "name", "an administrator", run
+    )
     passwd = actions.add_parser("passwd", help="set a password (one line of standard input)")
     passwd.add_argument("name")
     add = actions.add_parser("add", help="add an administrator (password from standard input)")
     add.add_argument("name")
     add.add_argument("--role", choices=ROLES, default=ADMINISTRATOR)
-    actions.add_parser("list", help="list the administrators and their roles")
-    delete = actions.add_parser("delete", help="delete an administrator")
-    delete.add_argument("name")
-    admins.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[str], stderr: IO[str]) -> int:

@@ -101,8 +101,7 @@ class ApiAuth:
         api_keys: dict[str, tuple[str, str]] | None = None,
         blocking: Callable[..., Deferred[Any]] = deferToThread,
     ) -> None:
-        self.store = store
-        self.clock = clock
+        self.store, self.clock = store, clock
         self.token_ttl = token_ttl
         self.max_failures = max_failures
         self.blocking = blocking

@@ -32,6 +32,7 @@ from ocppgw.api.http import Route
 from ocppgw.api.server import make_site
 from ocppgw.config import problem_line
 from ocppgw.tls.pem import TlsConfigError, load_key_pair
+from ocppgw.ws.service import cannot_listen, ensure_bound
 
 if TYPE_CHECKING:
     from ocppgw.service import GatewayService
@@ -103,16 +104,11 @@ class ApiService(Service):
         except TlsConfigError as e:
             return problem_line(self.source, "api", e.key, e.reason)
         except CannotListenError as e:
-            reason = e.socketError.strerror if isinstance(e.socketError, OSError) else e.socketError
-            return problem_line(
-                self.source, "api", "bind", f"cannot listen on {section.host}:{section.port}: {reason or e}"
-            )
+            return cannot_listen(self.source, "api", section.host, section.port, e)
         return None
 
     def startService(self) -> None:
-        problem = self.bind()
-        if problem is not None:
-            raise RuntimeError(problem)
+        ensure_bound(self.bind)
         super().startService()
         created = self.store.create_initial_admin()
         if created is not None:

@@ -8,7 +8,6 @@ one line on standard error and a non-zero exit status; passwords are never print
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 from dataclasses import asdict
@@ -18,18 +17,15 @@ from typing import IO, Any
 from ocppgw.auth.hashing import HashSettings, generate
 from ocppgw.auth.users import User, UserExists, UserStore
 from ocppgw.auth.users_import import ImportFileError, read_entries, to_users
+from ocppgw.cli_support import CommandError, command_parser, read_password
 from ocppgw.config import ConfigError, GatewayConfig, load_config
-
-
-class CommandError(Exception):
-    """A problem to print as one line, ending the command with status 1."""
 
 
 def add_parser(commands: Any) -> None:
     """The ``users`` command and its subcommands, on the ``ocppgw`` parser's subparsers."""
-    users = commands.add_parser("users", help="manage the built-in database's users")
-    users.add_argument("--config", required=True, metavar="GW_INI", help="the gateway's gw.ini")
-    actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = command_parser(
+        commands, "users", "manage the built-in database's users", "user_id", "a user", run
+    )
     add = actions.add_parser("add", help="add a user; the password is one line of standard input")
     add.add_argument("user_id", help="the username or charge point id, per [authentication] user_id_type")
     add.add_argument("--password", help="the password (else read from standard input)")
@@ -37,10 +33,6 @@ def add_parser(commands: Any) -> None:
     imported = actions.add_parser("import", help="import the reference's CSV or JSON user file")
     imported.add_argument("file", help="a .csv or .json file")
     imported.add_argument("--plain", action="store_true", help="the file has clear-text passwords")
-    actions.add_parser("list", help="list the users")
-    delete = actions.add_parser("delete", help="delete a user")
-    delete.add_argument("user_id")
-    users.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[str], stderr: IO[str]) -> int:
@@ -97,16 +89,6 @@ def _add(store: UserStore, settings: HashSettings, args: argparse.Namespace, std
         store.add(User(args.user_id, password_hash, salt, args.superuser))
     except UserExists:
         raise CommandError(f"user {args.user_id!r} already exists; delete it first") from None
-
-
-def read_password(stdin: IO[bytes], user_id: str) -> bytes:
-    """One line of standard input without its line end; a prompt without echo on a terminal."""
-    if stdin.isatty():
-        return os.fsencode(getpass.getpass(f"Password for {user_id}: "))
-    line = stdin.readline()
-    if not line:
-        raise CommandError("no password: give --password or one line on standard input")
-    return line.removesuffix(b"\n").removesuffix(b"\r")
 
 
 def _import(store: UserStore, settings: HashSettings, args: argparse.Namespace) -> str:

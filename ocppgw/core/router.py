@@ -40,8 +40,7 @@ class Attached:
         listener: ListenerSection,
         username: str | None,
     ) -> None:
-        self.listener = listener
-        self.username = username
+        self.listener, self.username = listener, username
         self.connection = connection
         self.upstream = upstream
         self.session = session
@@ -62,8 +61,7 @@ class Router:
         metrics: Metrics,
         schemas: SchemaRegistry | None = None,
     ) -> None:
-        self._link = link
-        self._clock = clock
+        self._link, self._clock = link, clock
         self._metrics = metrics
         self._schemas = schemas
         self._attached: dict[str, Attached] = {}
@@ -128,11 +126,7 @@ class Router:
     # -- attach and detach -----------------------------------------------
 
     def attach(
-        self,
-        cid: str,
-        connection: IChargePoint,
-        listener: ListenerSection,
-        peer: str,
+        self, cid: str, connection: IChargePoint, listener: ListenerSection, peer: str,
         certificate: PeerIdentity | None = None,
         username: str | None = None,
     ) -> ChargePointSession:

@@ -3,6 +3,7 @@ cannot be had is reported as one config line, not a traceback from deep in the r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -14,6 +15,19 @@ from twisted.logger import Logger
 from ocppgw.config import ListenerSection, problem_line
 from ocppgw.ws.limits import ListenerLimits
 from ocppgw.ws.server import OcppServerProtocol
+
+
+def cannot_listen(source: str, section: str, host: str, port: int, error: CannotListenError) -> str:
+    """The problem line of a port that cannot be had: ``gw.ini: [section] bind: cannot listen on ...``."""
+    reason = error.socketError.strerror if isinstance(error.socketError, OSError) else error.socketError
+    return problem_line(source, section, "bind", f"cannot listen on {host}:{port}: {reason or error}")
+
+
+def ensure_bound(bind: Callable[[], str | None]) -> None:
+    """Run ``bind``; its problem line as an ordinary exception (what twistd reports and cleans up after)."""
+    problem = bind()
+    if problem is not None:
+        raise RuntimeError(problem)
 
 
 class ListenerService(Service):
@@ -40,25 +54,15 @@ class ListenerService(Service):
                 listener.port, self.factory, backlog=listener.backlog, interface=listener.host
             )
         except CannotListenError as e:
-            reason = e.socketError.strerror if isinstance(e.socketError, OSError) else e.socketError
-            return problem_line(
-                self.source,
-                listener.section,
-                "bind",
-                f"cannot listen on {listener.host}:{listener.port}: {reason or e}",
-            )
+            return cannot_listen(self.source, listener.section, listener.host, listener.port, e)
         return None
 
     def privilegedStartService(self) -> None:
-        problem = self.bind()
-        if problem is not None:
-            raise RuntimeError(problem)
+        ensure_bound(self.bind)
         super().privilegedStartService()
 
     def startService(self) -> None:
-        problem = self.bind()
-        if problem is not None:
-            raise RuntimeError(problem)
+        ensure_bound(self.bind)
         super().startService()
         assert self.port is not None
         address = self.port.getHost()

@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -192,12 +193,14 @@ class GatewayStack:
             *getattr(args, "responder_extra", ()),
         )
 
-    def run(self, label: str) -> dict[str, Any]:
+    def run(self, label: str, also_watched: dict[str, int] | None = None) -> dict[str, Any]:
+        """One round; ``also_watched``: more harness processes (name -> pid) to pin and report."""
         assert self.gateway is not None and self.broker.process is not None
         watched = {
             "gateway": self.gateway.pid,
             "mosquitto": self.broker.process.pid,
             "responder": self.responder.pid,
+            **(also_watched or {}),
         }
         result = run_load(self.args, self.work, label, f"ws://127.0.0.1:{self.gateway.port}/ocpp/", watched)
         result["gateway_rss_kb"] = common.rss_kb(self.gateway.pid)
@@ -383,10 +386,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_options(parser)
     common.add_gateway_src_option(parser)
+    return run_main("closed_loop", parser, "ocppgw-bench-closed-", measure)
+
+
+def run_main(
+    name: str,
+    parser: argparse.ArgumentParser,
+    workdir_prefix: str,
+    measure: Callable[[argparse.Namespace, common.Workdir], dict[str, Any]],
+) -> int:
+    """A closed-loop benchmark's main once its options are declared (``add_options`` and its own):
+    parse them, make the ``--profile`` directory, and ``measure`` under ``common.run_benchmark``."""
     args = parser.parse_args()
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
-    return common.run_benchmark("closed_loop", args, "ocppgw-bench-closed-", lambda work: measure(args, work))
+    return common.run_benchmark(name, args, workdir_prefix, lambda work: measure(args, work))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,18 @@ class GateTests(SynchronousTestCase):
         self.assertEqual(self.metrics.value("auth_decisions", backend="http", result="unavailable"), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_ready_answer_arms_no_timer(self) -> None:
+        """An answer the backend has at once arms no guard timer; a pending one arms exactly one,
+        cancelled when the answer comes."""
+        self.successResultOf(self.gate(Scripted(Decision.allow())).authenticate(CREDENTIALS))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        pending: Deferred[Decision] = Deferred()
+        d = self.gate(Scripted(pending)).authenticate(CREDENTIALS)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        pending.callback(Decision.allow())
+        self.assertEqual(self.successResultOf(d), Decision.allow())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_failing_backend_is_unavailable(self) -> None:
         """A backend whose Deferred fails (a bug) gives UNAVAILABLE; the failure is logged once."""
         d = self.gate(Scripted(RuntimeError("boom"))).authenticate(CREDENTIALS)

@@ -1,7 +1,8 @@
 """What every handshake asks of the configured authenticator: one answer, in time, counted and logged.
 
 The backends answer within their own ``request_timeout``; the gate adds a last bound half a second
-later, so a backend that hangs still gets its charge point a 503 in time. A failing backend (its
+later, so a backend that hangs still gets its charge point a 503 in time. An answer that is ready at
+once (the built-in database with a cheap algorithm, the cache) arms no timer at all. A failing backend (its
 Deferred fails, which it should not) is UNAVAILABLE too, logged with its traceback once per failure.
 With ``cache_ttl``, an allow is kept per (cid, username, password digest) for that long, bounded.
 """
@@ -54,7 +55,8 @@ class AuthenticationGate:
             self._metrics.inc("auth_cache_hits", backend=self.backend)
             return succeed(Decision.allow())
         d = maybeDeferred(self.authenticator.authenticate, credentials)
-        d.addTimeout(self._timeout, self._clock)
+        if not d.called or d.paused:
+            d.addTimeout(self._timeout, self._clock)
         d.addErrback(self._failed, credentials)
         d.addCallback(self._decided, credentials, key)
         return d

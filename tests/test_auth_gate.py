@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -82,8 +82,11 @@ class GateTests(SynchronousTestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         self.successResultOf(self.gate(Scripted(Decision.allow())).authenticate(CREDENTIALS))
-        (event,) = [e for e in events if "authentication of" in str(e.get("log_format", ""))]
+        (event,) = [e for e in events if "authentication of" in str(e.get("decision", ""))]
         self.assertEqual((event["cid"], event["result"]), ("CP1", "allow"))
+        self.assertEqual(
+            formatEvent(event), "authentication of CP1 from 10.0.0.1:5 (username 'CP1') by http: allow "
+        )
         self.assertNotIn("s3cret", repr(events))
 
     def test_allow_cached_for_cache_ttl(self) -> None:

@@ -13,6 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ocppgw.auth import builtin
 from ocppgw.auth.hashing import HashingPool, HashSettings, generate
+from ocppgw.auth.pool import BlockingPool
+from ocppgw.auth.user_table import UserTable
 from ocppgw.auth.users import ImportCounts, User, UserExists, UserStore
 from ocppgw.config import AuthenticationSection
 from ocppgw.core.ports import Credentials, Decision, Outcome
@@ -109,7 +111,7 @@ class AuthenticateTests(TestCase):
 
 
 class _Stalled:
-    """A database pool that never answers."""
+    """A users pool that never answers."""
 
     def start(self) -> None:
         pass
@@ -122,14 +124,9 @@ class TimeoutTests(SynchronousTestCase):
     def test_no_answer_within_request_timeout(self) -> None:
         """A lookup that does not come back within request_timeout is unavailable, at that moment."""
         clock = Clock()
-        store = UserStore(Path(self.mktemp()))
-        authenticator = builtin.BuiltinAuthenticator(
-            store,
-            HashingPool(clock, HashSettings()),
-            _Stalled(),
-            clock,
-            timeout=2.0,  # type: ignore[arg-type]
-        )
+        table = UserTable(UserStore(Path(self.mktemp())), _Stalled(), 2.0)  # type: ignore[arg-type]
+        hashing = HashingPool(HashSettings(), BlockingPool(clock, "unused", 1), 2.0)
+        authenticator = builtin.BuiltinAuthenticator(table, hashing, clock, timeout=2.0)
         decision = authenticator.authenticate(credentials())
         clock.advance(1.9)
         self.assertNoResult(decision)

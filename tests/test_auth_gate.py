@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -58,6 +58,18 @@ class GateTests(SynchronousTestCase):
         self.assertEqual(self.metrics.value("auth_decisions", backend="http", result="unavailable"), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_ready_answer_arms_no_timer(self) -> None:
+        """An answer the backend has at once arms no guard timer; a pending one arms exactly one,
+        cancelled when the answer comes."""
+        self.successResultOf(self.gate(Scripted(Decision.allow())).authenticate(CREDENTIALS))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        pending: Deferred[Decision] = Deferred()
+        d = self.gate(Scripted(pending)).authenticate(CREDENTIALS)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        pending.callback(Decision.allow())
+        self.assertEqual(self.successResultOf(d), Decision.allow())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_failing_backend_is_unavailable(self) -> None:
         """A backend whose Deferred fails (a bug) gives UNAVAILABLE; the failure is logged once."""
         d = self.gate(Scripted(RuntimeError("boom"))).authenticate(CREDENTIALS)
@@ -70,8 +82,11 @@ class GateTests(SynchronousTestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         self.successResultOf(self.gate(Scripted(Decision.allow())).authenticate(CREDENTIALS))
-        (event,) = [e for e in events if "authentication of" in str(e.get("log_format", ""))]
+        (event,) = [e for e in events if "authentication of" in str(e.get("decision", ""))]
         self.assertEqual((event["cid"], event["result"]), ("CP1", "allow"))
+        self.assertEqual(
+            formatEvent(event), "authentication of CP1 from 10.0.0.1:5 (username 'CP1') by http: allow "
+        )
         self.assertNotIn("s3cret", repr(events))
 
     def test_allow_cached_for_cache_ttl(self) -> None:

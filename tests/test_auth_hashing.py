@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ocppgw.auth import hashing
+from ocppgw.auth import pool as pool_module
 from ocppgw.auth.hashing import HashingError, HashingPool, HashSettings, check, generate, new_salt
+from ocppgw.auth.pool import BlockingPool, Expired
 
 SHA512_SUFFIX = (
     "fa6a2185b3e0a9a85ef41ffb67ef3c1fb6f74980f8ebf970e4e72e353ed9537d"
@@ -231,8 +234,8 @@ class GenerateTests(SynchronousTestCase):
 
 
 class HashingPoolTests(TestCase):
-    def pool(self, settings: HashSettings) -> HashingPool:
-        pool = HashingPool(reactor, settings, size=2)
+    def pool(self, settings: HashSettings, timeout: float = 5.0) -> HashingPool:
+        pool = HashingPool(settings, hashing.hash_workers(reactor, "ocppgw-hashing"), timeout)
         pool.start()
         self.addCleanup(pool.stop)
         return pool
@@ -255,9 +258,11 @@ class HashingPoolTests(TestCase):
             self.assertIn("ocppgw-hashing", name)
 
     def test_cheap_inline(self) -> None:
-        """sha256 answers at once, in the calling thread."""
+        """sha256 answers at once, in the calling thread, without starting the pool's threads."""
         _, settings, password, salt, stored = VECTORS[11]
-        pool = HashingPool(reactor, settings)  # not started: no thread is needed
+        pool = HashingPool(settings, BlockingPool(reactor, "unused", 1), 5.0)
+        pool.start()
+        self.assertFalse(pool.pool.started)
         self.assertTrue(self.successResultOf(pool.check(stored, salt, password)))
         self.failureResultOf(pool.check(None, salt, password), HashingError)
         self.assertEqual(len(self.successResultOf(pool.generate(b"pw"))), 2)
@@ -274,8 +279,33 @@ class HashingPoolTests(TestCase):
     @inlineCallbacks
     def test_stop_twice(self) -> Any:
         """Stopping a started pool fires; stopping a never started one fires at once."""
-        pool = HashingPool(reactor, HashSettings("bcrypt"))
+        pool = HashingPool(HashSettings("bcrypt"), hashing.hash_workers(reactor, "ocppgw-hashing"), 5.0)
         yield pool.stop()
         pool.start()
         yield pool.stop()
         self.assertFalse(pool.pool.started)
+
+    @inlineCallbacks
+    def test_answered_handshakes_are_not_hashed(self) -> Any:
+        """A bcrypt check that waited in the queue past its handshake's timeout is skipped (Expired),
+        never hashed: a storm does not keep the cores busy for handshakes already answered."""
+        now = [1000.0]
+        self.patch(pool_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+        pool = self.pool(HashSettings("bcrypt"), timeout=5.0)
+        hashed: list[bytes] = []
+        self.patch(hashing, "check", lambda *args: hashed.append(args[3]) or True)
+        release = threading.Event()
+        busy = [pool.pool.run(60.0, release.wait, 60.0) for _ in range(hashing.hashing_threads())]
+        late = pool.check("$2a$10$" + "x" * 53, None, b"late")  # queued behind the busy workers
+        now[0] += 6.0  # its handshake has had its 503 by now
+        release.set()
+        yield gatherResults(busy)
+        with self.assertRaises(Expired):
+            yield late
+        self.assertEqual(hashed, [])
+
+    def test_fewer_threads_than_cores(self) -> None:
+        """The hashing pool leaves a core to the reactor: cores - 1 threads, at least one."""
+        for cores, threads in ((None, 1), (1, 1), (2, 1), (8, 7)):
+            self.patch(hashing.os, "cpu_count", lambda cores=cores: cores)
+            self.assertEqual(hashing.hashing_threads(), threads)

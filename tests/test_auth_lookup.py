@@ -10,7 +10,8 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from ocppgw.auth.hashing import HashingError
-from ocppgw.auth.lookup import BlockingPool, Expired, bounded, decide, server_address, verifier
+from ocppgw.auth.lookup import bounded, decide, server_address, verifier
+from ocppgw.auth.pool import BlockingPool, Expired
 from ocppgw.core.ports import Decision, Outcome
 from tests.support_lookup import SALT, fake_verify, section, sha256_suffix
 

@@ -12,8 +12,8 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from ocppgw.auth.lookup import BlockingPool
 from ocppgw.auth.mongodb import MongoAuthenticator, client, render_filter
+from ocppgw.auth.pool import BlockingPool
 from ocppgw.core.ports import Decision, Outcome
 from tests.support_lookup import SALT, InlinePool, credentials, fake_verify, section, sha256_suffix
 

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
-from ocppgw.auth.lookup import Expired
+from ocppgw.auth.pool import Expired
 from ocppgw.auth.sql import SqlAuthenticator, fetch_first, mysql_pool, postgresql_pool
 from ocppgw.core.ports import Decision, Outcome
 from tests.support_lookup import SALT, credentials, fake_verify, section, sha256_suffix

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import bcrypt
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
+
+from ocppgw.auth.pool import BlockingPool
 
 if TYPE_CHECKING:
     from ocppgw.config.sections import AuthenticationSection
@@ -36,6 +36,10 @@ _DIGESTS = {"md5": "md5", "sha": "sha1", "sha256": "sha256", "sha512": "sha512"}
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
 _BCRYPT_MAX = 72  # bytes of a password bcrypt looks at; longer ones are cut, as the reference's C code does
 _DK_LENGTH_MAX = 2**32 - 1
+# bcrypt at salt_rounds 10 takes ~60 ms a job per thread: 256 waiting is ~15 s of work on one core, past
+# any request_timeout (those jobs are skipped, not run); beyond it a handshake is refused at once
+MAX_QUEUED_HASHES = 256
+HASHING_NICE = 10  # hashing threads' nice value above the gateway's (Linux): the reactor comes first
 
 T = TypeVar("T")
 
@@ -158,47 +162,32 @@ def generate(settings: HashSettings, password: bytes) -> tuple[str, str]:
     return hashlib.new(_DIGESTS[settings.algorithm], data).hexdigest(), salt
 
 
-class WorkerPool:
-    """A bounded thread pool of one backend's own (not the reactor's shared one), started and stopped
-    with it; ``run`` returns a Deferred fired in the reactor thread."""
+def hashing_threads() -> int:
+    """Threads for bcrypt and pbkdf2: one fewer than the cores (at least one), so a storm of
+    expensive handshakes leaves the reactor thread a core of its own."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
-    def __init__(self, reactor: Any, name: str, size: int) -> None:
-        self.reactor = reactor
-        self.pool = ThreadPool(minthreads=0, maxthreads=max(1, size), name=name)
+
+class HashingPool:
+    """``check`` and ``generate`` for a backend: bcrypt and pbkdf2 in ``pool`` (a job that waited
+    past its handshake's ``timeout`` is skipped, a full queue refuses at once: both fail the
+    Deferred), the cheap algorithms inline, their Deferred already fired."""
+
+    def __init__(self, settings: HashSettings, pool: BlockingPool, timeout: float) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.timeout = timeout
 
     def start(self) -> None:
-        if not self.pool.started:
+        if self.settings.expensive:
             self.pool.start()
 
-    def run(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
-        """``function(*args)`` in a pool thread."""
-        return deferToThreadPool(self.reactor, self.pool, function, *args)
-
     def stop(self) -> Deferred[None]:
-        """Stop the pool without blocking the reactor: the threads finish their work first."""
-        done: Deferred[None] = Deferred()
-        if not self.pool.started:
-            done.callback(None)
-            return done
-
-        def join() -> None:
-            self.pool.stop()
-            self.reactor.callFromThread(done.callback, None)
-
-        threading.Thread(target=join, name=f"{self.pool.name}-stop", daemon=True).start()
-        return done
-
-
-class HashingPool(WorkerPool):
-    """``check`` and ``generate`` for a backend: bcrypt and pbkdf2 in the pool, the others inline."""
-
-    def __init__(self, reactor: Any, settings: HashSettings, size: int = 4) -> None:
-        super().__init__(reactor, "ocppgw-hashing", size)
-        self.settings = settings
+        return self.pool.stop()
 
     def _call(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
         if self.settings.expensive:
-            return self.run(function, *args)
+            return self.pool.run(self.timeout, function, *args)
         try:
             return succeed(function(*args))
         except Exception:
@@ -211,3 +200,9 @@ class HashingPool(WorkerPool):
     def generate(self, password: bytes) -> Deferred[tuple[str, str]]:
         """``generate`` with this pool's settings."""
         return self._call(generate, self.settings, password)
+
+
+def hash_workers(reactor: Any, name: str) -> BlockingPool:
+    """A pool for bcrypt and pbkdf2: ``hashing_threads()`` threads at a lower priority, at most
+    ``MAX_QUEUED_HASHES`` jobs waiting."""
+    return BlockingPool(reactor, name, hashing_threads(), max_queued=MAX_QUEUED_HASHES, nice=HASHING_NICE)

@@ -9,30 +9,22 @@ UNAVAILABLE, not a wrong password, as in the reference.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred, succeed
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from ocppgw.auth import hashing
 from ocppgw.auth.common import to_bool
+from ocppgw.auth.pool import BlockingPool
 from ocppgw.config.sections import AuthenticationSection
 from ocppgw.core.ports import Credentials, Decision
 
 Verify = Callable[[str, "str | None", bytes], Deferred[bool]]
-T = TypeVar("T")
 
 _log = Logger()
-
-
-class Expired(Exception):
-    """A queued lookup reached a worker after its handshake had already been answered."""
 
 
 def server_address(server: str, default_port: int) -> tuple[str, int]:
@@ -108,58 +100,11 @@ def failure_summary(failure: Failure) -> str:
     return name
 
 
-def in_own_thread(reactor: Any, blocking: Callable[[], object]) -> Deferred[None]:
-    """Run ``blocking`` (joining a pool's workers, which may sit in a driver call until its socket
-    timeout) in a thread of its own, firing in the reactor thread when it returns."""
-    d: Deferred[None] = Deferred()
-
-    def run() -> None:
-        try:
-            blocking()
-        finally:
-            reactor.callFromThread(d.callback, None)
-
-    threading.Thread(target=run, name="ocppgw-auth-stop", daemon=True).start()
-    return d
-
-
-class BlockingPool:
-    """A bounded thread pool for one backend's blocking driver: never the reactor's shared pool, so a
-    slow database cannot starve the MQTT connect or another backend."""
-
-    def __init__(self, reactor: Any, name: str, size: int) -> None:
-        self._reactor = reactor
-        self._pool = ThreadPool(minthreads=0, maxthreads=max(1, size), name=name)
-
-    def start(self) -> None:
-        self._pool.start()
-
-    def stop(self) -> Deferred[None]:
-        return in_own_thread(self._reactor, self._pool.stop)
-
-    def run(self, timeout: float, function: Callable[..., T], *args: Any) -> Deferred[T]:
-        """``function(*args)`` in a worker; skipped (``Expired``) if it waited in the queue longer
-        than ``timeout``, so a burst during an outage does not keep the pool busy afterwards."""
-        deadline = time.monotonic() + timeout
-
-        def job() -> T:
-            if time.monotonic() > deadline:
-                raise Expired()
-            return function(*args)
-
-        return deferToThreadPool(self._reactor, self._pool, job)
-
-
 def verifier(section: AuthenticationSection, pool: BlockingPool) -> Verify:
-    """The password check of ``section``'s algorithm (``ocppgw.auth.hashing``), off the reactor
-    thread in ``pool``; a stored value it cannot check (a NULL salt where one is needed) fails it,
-    which the backends answer as unavailable."""
-    settings = hashing.HashSettings.of(section)
-
-    def verify(stored_hash: str, salt: str | None, password: bytes) -> Deferred[bool]:
-        return pool.run(section.request_timeout, hashing.check, settings, stored_hash, salt, password)
-
-    return verify
+    """The password check of ``section``'s algorithm (``ocppgw.auth.hashing``): bcrypt and pbkdf2 in
+    ``pool``, off the reactor thread, the cheap ones inline; a stored value it cannot check (a NULL
+    salt where one is needed) fails it, which the backends answer as unavailable."""
+    return hashing.HashingPool(hashing.HashSettings.of(section), pool, section.request_timeout).check
 
 
 class RecordBackend:

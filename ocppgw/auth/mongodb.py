@@ -15,7 +15,8 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from ocppgw.auth import template
-from ocppgw.auth.lookup import BlockingPool, RecordBackend, Verify, decide, server_address, verifier
+from ocppgw.auth.lookup import RecordBackend, Verify, decide, server_address, verifier
+from ocppgw.auth.pool import BlockingPool
 from ocppgw.config.sections import AuthenticationSection
 from ocppgw.core.ports import Credentials, Decision, IAuthenticator
 

@@ -23,17 +23,16 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from zope.interface import implementer
 
 from ocppgw.auth import template
+from ocppgw.auth.hashing import hash_workers
 from ocppgw.auth.lookup import (
-    BlockingPool,
-    Expired,
     RecordBackend,
     Verify,
     decide,
-    in_own_thread,
     server_address,
     tls_files,
     verifier,
 )
+from ocppgw.auth.pool import BlockingPool, Expired, in_own_thread
 from ocppgw.config.sections import AuthenticationSection
 from ocppgw.core.ports import Credentials, Decision, IAuthenticator
 
@@ -231,7 +230,7 @@ def _all(waits: list[Deferred[None]]) -> Deferred[None]:
 def make(section: AuthenticationSection, reactor: Any, data_dir: Path) -> IAuthenticator:
     """The ``postgresql`` or ``mysql`` backend of ``section``."""
     factory = postgresql_pool if section.backend == "postgresql" else mysql_pool
-    hash_pool = BlockingPool(reactor, f"ocppgw-auth-{section.backend}-hash", 2)
+    hash_pool = hash_workers(reactor, f"ocppgw-auth-{section.backend}-hash")
     return SqlAuthenticator(
         section.backend,
         section,

@@ -92,6 +92,17 @@ class UserStore:
         )
         return None if row is None else User(row[0], row[1], row[2], bool(row[3]))
 
+    def version(self) -> tuple[int, int]:
+        """A value that changes whenever another connection commits to the file: SQLite's
+        ``PRAGMA data_version`` of this thread's connection, with that connection's identity (the
+        counter is per connection)."""
+        connection = self._connection()
+        return id(connection), connection.execute("PRAGMA data_version").fetchone()[0]
+
+    def table(self) -> dict[str, User]:
+        """Every user, by user id, read in one transaction."""
+        return {user.user_id: user for user in self.list()}
+
     def list(self) -> list[User]:
         """Every user, by user id."""
         rows = self._connection().execute(

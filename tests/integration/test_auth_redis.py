@@ -12,7 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial import unittest
 
-from ocppgw.auth.lookup import BlockingPool
+from ocppgw.auth.pool import BlockingPool
 from ocppgw.auth.redis import RedisAuthenticator, client
 from ocppgw.core.ports import Decision, Outcome
 from tests.support_lookup import SALT, credentials, fake_verify, section, sha256_suffix

@@ -75,7 +75,8 @@ class AuthStack(closed_loop.GatewayStack):
         self.setup = setup
         self.name = f"ocppgw_bench_{os.getpid()}"
         own = argparse.Namespace(**vars(args))
-        own.gateway_option = [*args.gateway_option, *_options(setup, self.name)]
+        # five gateways run at once: the management API (on by default, one fixed port) stays off
+        own.gateway_option = [*args.gateway_option, "api.enable=false", *_options(setup, self.name)]
         own.handshakes = args.bcrypt_handshakes if setup == "bcrypt" else args.handshakes
         super().__init__(own, common.Workdir(f"{setup}-", parent=work), args.gateway_src)
 

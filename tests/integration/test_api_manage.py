@@ -7,6 +7,7 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 
+from ocppgw.config import load_config
 from tests.integration.test_api_core import ApiTestCase
 
 AUTHN = "/api/v5/gateways/ocpp/authentication"
@@ -110,3 +111,34 @@ def _basic_header(user: str, password: str) -> str:
     import base64
 
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class PersistenceTests(ApiTestCase):
+    """What the API changes survives a restart: the next start reads gw.ini with overrides.json on it."""
+
+    @inlineCallbacks
+    def test_changes_read_back_at_the_next_start(self) -> Any:
+        """A new mountpoint and a listener added through the API are in the config a restart loads;
+        deleting that listener again is remembered too."""
+        status, _, _ = yield self.answer(
+            "PUT", "/api/v5/gateways/ocpp", self.admin, body={"mountpoint": "persist/"}
+        )
+        self.assertEqual(status, 204)  # as the reference answers
+        status, body, _ = yield self.answer(
+            "POST",
+            "/api/v5/gateways/ocpp/listeners",
+            self.admin,
+            body={"type": "ws", "name": "extra", "bind": "127.0.0.1:0", "websocket": {"path": "/cp"}},
+        )
+        self.assertEqual(status, 201, body)
+        restarted = load_config(self.gw.config_path)
+        self.assertEqual(restarted.gateway.mountpoint, "persist/")
+        labels = sorted(listener.label for listener in restarted.listeners)
+        self.assertEqual(labels, ["ws.default", "ws.extra"])
+        self.assertEqual([lis.path for lis in restarted.listeners if lis.name == "extra"], ["/cp"])
+        extra = "/api/v5/gateways/ocpp/listeners/ocpp:ws:extra"
+        status, _, _ = yield self.answer("DELETE", extra, self.admin)
+        self.assertEqual(status, 204)
+        self.assertEqual([lis.label for lis in load_config(self.gw.config_path).listeners], ["ws.default"])
+        overrides = self.data_dir / "overrides.json"
+        self.assertEqual(overrides.stat().st_mode & 0o777, 0o600)

@@ -371,3 +371,35 @@ class ViewerHttpTests(HttpCase):
         self.assertEqual((status, body["mountpoint"], body["status"]), (200, "ocpp/", "running"))
         status, _, _ = yield self.answer("GET", AUTHN, self.viewer)
         self.assertEqual(status, 204)
+
+
+class MalformedBodyHttpTests(HttpCase):
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        yield super().setUp()
+        yield self.answer("POST", AUTHN, self.admin, body=BUILT_IN)
+        yield self.answer("POST", USERS, self.admin, body={"user_id": "U1", "password": "p"})
+
+    @inlineCallbacks
+    def test_every_change_refuses_bad_json(self) -> Any:
+        """Malformed JSON, a JSON array and wrong value types are 400 BAD_REQUEST on every PUT and
+        POST taking a body, never a 500."""
+        targets = (
+            ("PUT", GATEWAY),
+            ("POST", LISTENERS),
+            ("PUT", DEFAULT),
+            ("PUT", AUTHN),
+            ("POST", USERS),
+            ("PUT", USERS + "/U1"),
+        )
+        for method, path in targets:
+            for data in (b"{", b"[1]", b'"text"'):
+                status, body, _ = yield self.answer(method, path, self.admin, data=data)
+                self.assertEqual((status, body["code"]), (400, "BAD_REQUEST"), (method, path, data))
+        listener = {"type": "ws", "name": "default", "bind": "127.0.0.1:0"}
+        for wrong in ({"max_connections": "lots"}, {"tcp_options": 5}, {"websocket": {"path": 3}}):
+            yield self.error((400, "BAD_REQUEST"), "PUT", DEFAULT, {**listener, **wrong})
+        yield self.error((400, "BAD_REQUEST"), "PUT", AUTHN, {**BUILT_IN, "user_id_type": 5})
+        yield self.error((400, "BAD_REQUEST"), "POST", USERS, {"user_id": 7, "password": "p"})
+        status, body, _ = yield self.answer("GET", DEFAULT, self.admin)
+        self.assertEqual((status, body["running"]), (200, True))

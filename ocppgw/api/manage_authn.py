@@ -95,12 +95,13 @@ def ini_sections(body: Any, stored: AuthenticationSection | None) -> dict[str, A
     """The overrides sections of an authenticator object: ``[authentication]`` replaced as a whole
     and each mapping subsection replaced (keys dropped as null)."""
     body = checked_object(body, _ACCEPTED, "authentication")
-    backend = body.get("backend")
+    backend = body.get("backend", "jwt" if body.get("mechanism") == "jwt" else None)  # A.4: no backend
     if backend not in _BY_BACKEND:
         raise bad_request(f"backend: expected one of {', '.join(_BY_BACKEND)}")
     if body.get("enable", True) is not True:
         raise bad_request("enable: false is done with DELETE /gateways/ocpp/authentication")
     given: dict[str, Any] = {key: body.get(key) for key in (*_COMMON, *_BY_BACKEND[backend])}
+    given["backend"] = backend
     algorithm = body.get("password_hash_algorithm")
     if algorithm is not None:
         algorithm = checked_object(algorithm, frozenset(_HASH), "password_hash_algorithm")

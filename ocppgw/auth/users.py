@@ -66,7 +66,13 @@ class UserStore:
             connection = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
             connection.isolation_level = None  # transactions are explicit
             connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            connection.execute("PRAGMA journal_mode = WAL")
+            try:
+                connection.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as e:
+                # SQLite does not wait (busy_timeout) to switch a new file's journal mode while another
+                # connection opens it too; that one switches it (the mode is kept in the file).
+                if "locked" not in str(e):
+                    raise
             connection.execute(_SCHEMA)
             self._local.connection = connection
             with self._lock:

@@ -93,10 +93,14 @@ class GatewayService(MultiService):
         self.auth_service = AuthenticatorService(config, reactor, self.metrics, config.gateway.data_dir)
         self.auth_service.setServiceParent(self)
         self.authenticator = authenticator or self.auth_service.authenticator
-        self.enabled = True  # PUT /gateways/ocpp/enable/false stops every listener (set_enabled)
+        # [gateway] enable, or PUT /gateways/ocpp/enable/{true|false} (set_enabled): while disabled
+        # the listeners are built but are not children, so nothing binds them
+        self.enabled = config.gateway.enable
         self.listeners: list[ListenerService] = []
         for listener in config.listeners:
-            self._listener_service(listener).setServiceParent(self)
+            service = self._listener_service(listener)
+            if self.enabled:
+                service.setServiceParent(self)
         self.api: ApiService | None = None
         if config.api.enable:
             self.api = ApiService(self)
@@ -120,7 +124,7 @@ class GatewayService(MultiService):
 
     def privilegedStartService(self) -> None:
         """Bind every listener now, so a port in use stops start-up with one line per listener."""
-        binders: list[ListenerService | ApiService] = [*self.listeners]
+        binders: list[ListenerService | ApiService] = [*self.listeners] if self.enabled else []
         if self.api is not None:
             binders.append(self.api)
         problems = [problem for problem in (s.bind() for s in binders) if problem is not None]
@@ -134,7 +138,7 @@ class GatewayService(MultiService):
 
     def startService(self) -> None:
         unbound = self.api is not None and self.api.port is None
-        if unbound or not all(s.port is not None for s in self.listeners):
+        if unbound or (self.enabled and not all(s.port is not None for s in self.listeners)):
             self.privilegedStartService()
         super().startService()
         if self.sighup:

@@ -219,3 +219,20 @@ class GatewayServiceTests(SynchronousTestCase):
         self.assertRaises(StartupError, service.privilegedStartService)
         (port,) = reactor.ports
         self.assertTrue(port.stopped)
+
+
+class DisabledAtStartTests(SynchronousTestCase):
+    """``[gateway] enable = false`` (what the API's enable switch saves): the gateway starts with no
+    listener bound, and enabling it binds them."""
+
+    def test_starts_without_listening_then_enables(self) -> None:
+        """Nothing listens while disabled; set_enabled(True) binds every listener."""
+        config = config_from_string(TWO_LISTENERS.replace("[gateway]\n", "[gateway]\nenable = false\n"))
+        reactor = MemoryReactorClock()
+        service = GatewayService(config, reactor, link=FakeLink())
+        service.startService()
+        self.assertEqual(reactor.tcpServers, [])
+        self.assertFalse(service.enabled)
+        self.successResultOf(service.set_enabled(True))
+        self.assertEqual([port for port, *_ in reactor.tcpServers], [0, 33099])
+        self.successResultOf(service.stopService())

@@ -6,7 +6,8 @@ checks them as gw.ini keys, saves them to overrides.json and hands them to the r
 points that connect next. Which changed keys only a restart applies is logged and said in the
 ``X-Restart-Required`` header (the reference answers 204 without a body).
 
-``enable`` is not a gw.ini key: disabling lasts until enabled again or the gateway restarts.
+``enable/{true|false}`` is saved as ``[gateway] enable`` in overrides.json: a disabled gateway starts
+disabled.
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ class GatewayEndpoints:
                 self.stopped_at = now
         if problems:
             raise ApiError(400, "BAD_REQUEST", "; ".join(problems))
+        change_config(self.context, {"gateway": {"enable": flag}})
         return ApiResponse(204)
 
 

@@ -91,6 +91,7 @@ def whitelist(base_dir: Path) -> Whitelist:
     }
     sections = {
         "gateway": {
+            "enable": Option(v.boolean),
             "mountpoint": _MOUNTPOINT,
             "default_heartbeat_interval": Option(v.duration),
             "heartbeat_checking_times_backoff": Option(v.int_min(1)),

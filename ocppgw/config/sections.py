@@ -22,6 +22,7 @@ IGNORED_LISTENER_OPTIONS = ("acceptors", "active_n", "buffer", "high_watermark",
 class GatewaySection:
     """``[gateway]``: settings shared by every listener and charge point."""
 
+    enable: bool = True  # false: no listener listens (PUT /gateways/ocpp/enable/false saves it)
     mountpoint: str = "ocpp/"
     default_heartbeat_interval: float = 60.0
     heartbeat_checking_times_backoff: int = 1

@@ -142,3 +142,8 @@ class PersistenceTests(ApiTestCase):
         self.assertEqual([lis.label for lis in load_config(self.gw.config_path).listeners], ["ws.default"])
         overrides = self.data_dir / "overrides.json"
         self.assertEqual(overrides.stat().st_mode & 0o777, 0o600)
+        status, _, _ = yield self.answer("PUT", "/api/v5/gateways/ocpp/enable/false", self.admin)
+        self.assertEqual(status, 204)
+        self.assertFalse(load_config(self.gw.config_path).gateway.enable)  # a restart starts disabled
+        status, _, _ = yield self.answer("PUT", "/api/v5/gateways/ocpp/enable/true", self.admin)
+        self.assertTrue(load_config(self.gw.config_path).gateway.enable)

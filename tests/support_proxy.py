@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import protocol, reactor
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 
 
 class _Pipe(protocol.Protocol):
@@ -83,3 +83,15 @@ class TcpProxy:
         return (
             maybeDeferred(listening.stopListening) if listening is not None else maybeDeferred(lambda: None)
         )
+
+
+@inlineCallbacks
+def assert_unavailable_in_time(testcase: Any, backend: Any, credentials: Any, bound: float) -> Any:
+    """``backend`` (its server just made unreachable or silent) answers UNAVAILABLE within ``bound``
+    seconds of reactor time."""
+    from ocppgw.core.ports import Outcome
+
+    began = reactor.seconds()
+    decision = yield backend.authenticate(credentials)
+    testcase.assertEqual(decision.outcome, Outcome.UNAVAILABLE, decision)
+    testcase.assertLess(reactor.seconds() - began, bound)

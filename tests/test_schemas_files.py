@@ -282,6 +282,12 @@ class SchemaFilesTests(SynchronousTestCase):
         self.assertEqual(len(expected), 78)
         self.assertEqual(found, expected)
 
+    def test_codec_knows_the_same_actions(self) -> None:
+        """The codec's list of OCPP 1.6 Actions (metric labels) is the spec's, core and security."""
+        from ocppgw.core.messages import OCPP16_ACTIONS
+
+        self.assertEqual(OCPP16_ACTIONS, frozenset(CORE_ACTIONS + SECURITY_ACTIONS))
+
     def test_valid_draft6(self) -> None:
         """Every file is a valid draft-06 schema that declares draft-06."""
         for action, kind, _ in _all_names():

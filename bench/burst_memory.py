@@ -100,10 +100,8 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
     options = {
         "gateway": {"max_frame_size": "1MB", "ping_interval": "1h", "default_heartbeat_interval": "1h"}
     }
-    for option in args.gateway_option:
-        name, _, value = option.partition("=")
-        section, _, key = name.rpartition(".")
-        options.setdefault(section, {})[key] = value
+    for section, values in common.gateway_options(args.gateway_option).items():
+        options.setdefault(section, {}).update(values)
     try:
         broker.start()
         gateway = common.Gateway(work, broker.port, options, src=args.gateway_src)

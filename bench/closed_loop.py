@@ -181,7 +181,7 @@ class GatewayStack:
     def start(self, lifetime: float) -> None:
         args, work = self.args, self.work
         self.broker.start()
-        options = _gateway_options(args.gateway_option)
+        options = common.gateway_options(args.gateway_option)
         self.gateway = common.Gateway(work, self.broker.port, options, src=self.src)
         self.gateway.start()
         self.responder = common.start_responder(
@@ -260,17 +260,6 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": sum(sum(r["errors"].values()) for r in rounds),
         "rounds": rounds,
     }
-
-
-def _gateway_options(options: list[str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for option in options:
-        name, _, value = option.partition("=")
-        section, _, key = name.strip().rpartition(".")
-        if not section or not key or not _:
-            raise SystemExit(f"--gateway-option wants SECTION.KEY=VALUE, got {option!r}")
-        out.setdefault(section, {})[key] = value.strip()
-    return out
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

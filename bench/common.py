@@ -41,6 +41,18 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
 
 
+def gateway_options(options: list[str]) -> dict[str, dict[str, str]]:
+    """``--gateway-option SECTION.KEY=VALUE`` values as gw.ini sections."""
+    out: dict[str, dict[str, str]] = {}
+    for option in options:
+        name, _, value = option.partition("=")
+        section, _, key = name.strip().rpartition(".")
+        if not section or not key or not _:
+            raise SystemExit(f"--gateway-option wants SECTION.KEY=VALUE, got {option!r}")
+        out.setdefault(section, {})[key] = value.strip()
+    return out
+
+
 def add_run_options(parser: Any) -> None:
     """The options every benchmark takes: where to write JSON, waiting for a quiet machine, keeping files."""
     parser.add_argument("--out", help="also write the JSON here")

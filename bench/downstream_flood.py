@@ -143,7 +143,8 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
     gateway = None
     try:
         broker.start()
-        gateway = common.Gateway(work, broker.port, _options(args.gateway_option), src=args.gateway_src)
+        options = common.gateway_options(args.gateway_option)
+        gateway = common.Gateway(work, broker.port, options, src=args.gateway_src)
         gateway.start()
         result = asyncio.run(run(args, gateway, broker.port))
         result["gateway_rss_kb"] = common.rss_kb(gateway.pid)
@@ -159,15 +160,6 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
     result["gateway_options"] = args.gateway_option
     result["target_met"] = result["other_delivered"] == args.other
     return result
-
-
-def _options(options: list[str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for option in options:
-        name, _, value = option.partition("=")
-        section, _, key = name.rpartition(".")
-        out.setdefault(section, {})[key] = value
-    return out
 
 
 def main() -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -241,21 +243,43 @@ class HashingPoolTests(TestCase):
         return pool
 
     @inlineCallbacks
-    def test_expensive_off_the_reactor(self) -> Any:
-        """bcrypt and pbkdf2 run in the pool's own threads, not the reactor's."""
-        seen: list[str] = []
+    def test_expensive_in_low_priority_processes(self) -> Any:
+        """bcrypt and pbkdf2 run in processes of their own (the A.9 vectors still check there), each
+        in a session and autogroup of its own at nice 19, so a storm of them yields the cores."""
         for row in ("19", "20"):
             _, settings, password, salt, stored = next(v for v in VECTORS if v[0] == row)
+            pool = self.pool(settings)
+            self.assertTrue((yield pool.check(stored, salt, password)))
+            self.assertFalse((yield pool.check(stored, salt, password + b"x")))
+            where = yield pool.pool.run(5.0, pool.processes.call, _where)
+            self.assertNotEqual(where["pid"], os.getpid())
+            self.assertNotEqual(where["sid"], os.getsid(0))
+            self.assertEqual(where["nice"], 19)
+            if os.path.exists("/proc/self/autogroup"):
+                self.assertIn("nice 19", where["autogroup"])
 
-            def spy(*args: Any, settings: HashSettings = settings) -> bool:
-                seen.append(threading.current_thread().name)
-                return check(*args)
+    @inlineCallbacks
+    def test_dead_process_is_replaced(self) -> Any:
+        """A hashing process killed between jobs is replaced; the next check still answers."""
+        pool = self.pool(HashSettings("bcrypt", salt_rounds=4))
+        stored, salt = yield pool.generate(b"pw")
+        pids = yield pool.pool.run(30.0, pool.processes.warm)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        self.assertTrue((yield pool.check(stored, salt, b"pw")))
+        again = yield pool.pool.run(30.0, pool.processes.warm)
+        self.assertFalse(set(again) & set(pids))
 
-            self.patch(hashing, "check", spy)
-            self.assertTrue((yield self.pool(settings).check(stored, salt, password)))
-        self.assertEqual(len(seen), 2)
-        for name in seen:
-            self.assertIn("ocppgw-hashing", name)
+    @inlineCallbacks
+    def test_stop_ends_the_processes(self) -> Any:
+        """Stopping the pool waits for the hashing processes to exit."""
+        pool = HashingPool(HashSettings("bcrypt", salt_rounds=4), hashing.hash_workers(reactor, "h"), 5.0)
+        pool.start()
+        pids = yield pool.pool.run(30.0, pool.processes.warm)
+        yield pool.stop()
+        for pid in pids:
+            with self.assertRaises(ProcessLookupError):
+                os.kill(pid, 0)
 
     def test_cheap_inline(self) -> None:
         """sha256 answers at once, in the calling thread, without starting the pool's threads."""
@@ -309,3 +333,13 @@ class HashingPoolTests(TestCase):
         for cores, threads in ((None, 1), (1, 1), (2, 1), (8, 7)):
             self.patch(hashing.os, "cpu_count", lambda cores=cores: cores)
             self.assertEqual(hashing.hashing_threads(), threads)
+
+
+def _where() -> dict[str, Any]:
+    """Where a hashing process runs: its ids and priority (called in that process)."""
+    try:
+        with open("/proc/self/autogroup") as f:
+            autogroup = f.read()
+    except OSError:
+        autogroup = ""
+    return {"pid": os.getpid(), "sid": os.getsid(0), "nice": os.nice(0), "autogroup": autogroup}

@@ -3,8 +3,6 @@ in time and refuses work past its queue bound."""
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -81,18 +79,21 @@ class BlockingPoolTests(TestCase):
         self.assertEqual((yield pool.run(4.0, lambda: "ran")), "ran")
 
     @inlineCallbacks
-    def test_nice_lowers_only_the_workers(self) -> Any:
-        """With ``nice``, a worker thread's nice value is raised by it (Linux); the reactor thread's is
-        not."""
-        if not sys.platform.startswith("linux"):
-            self.assertFalse(BlockingPool(reactor, "t", 1, nice=5)._nice)
-            return
-        mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        pool = self.started(nice=5)
-        theirs = yield pool.run(5.0, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        self.assertEqual(theirs, min(19, mine + 5))
-        self.assertEqual(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), mine)
-
+    def test_after_stop_runs_once_the_workers_stopped(self) -> Any:
+        """What ``after_stop`` registered runs off the reactor thread after the workers' last job,
+        also for a pool that never started."""
+        pool = self.started()
+        seen: list[tuple[str, bool]] = []
+        pool.after_stop(lambda: seen.append((threading.current_thread().name, pool.started)))
+        yield pool.run(5.0, lambda: None)
+        yield pool.stop()
+        self.assertEqual(len(seen), 1)
+        self.assertNotEqual(seen[0][0], threading.current_thread().name)
+        self.assertFalse(seen[0][1])
+        idle = BlockingPool(reactor, "idle", 1)
+        idle.after_stop(lambda: seen.append(("idle", idle.started)))
+        yield idle.stop()
+        self.assertEqual(seen[1], ("idle", False))
 
 def from_thread_event(event: threading.Event) -> Any:
     """A Deferred fired once ``event`` is set in another thread (waits in a thread of its own)."""

@@ -6,8 +6,8 @@ compares exactly, pbkdf2 is stored as lowercase hex, and bcrypt stores the whole
 is its own salt; generated as ``$2a$``, ``$2a$/$2b$/$2y$`` accepted). Comparisons are constant-time.
 
 ``check`` and ``generate`` are pure and may block (bcrypt, pbkdf2): backends call them through a
-``HashingPool``, which runs the expensive algorithms in a bounded thread pool of its own and the
-cheap ones inline.
+``HashingPool``, which runs the expensive algorithms in low-priority processes of their own
+(``ocppgw.auth.hash_processes``), queued and shed by a bounded thread pool, and the cheap ones inline.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import bcrypt
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
 
+from ocppgw.auth.hash_processes import HashProcesses
 from ocppgw.auth.pool import BlockingPool
 
 if TYPE_CHECKING:
@@ -39,9 +41,9 @@ _DK_LENGTH_MAX = 2**32 - 1
 # bcrypt at salt_rounds 10 takes ~60 ms a job per thread: 256 waiting is ~15 s of work on one core, past
 # any request_timeout (those jobs are skipped, not run); beyond it a handshake is refused at once
 MAX_QUEUED_HASHES = 256
-HASHING_NICE = 10  # hashing threads' nice value above the gateway's (Linux): the reactor comes first
 
 T = TypeVar("T")
+_log = Logger()
 
 
 class HashingError(Exception):
@@ -163,31 +165,45 @@ def generate(settings: HashSettings, password: bytes) -> tuple[str, str]:
 
 
 def hashing_threads() -> int:
-    """Threads for bcrypt and pbkdf2: one fewer than the cores (at least one), so a storm of
-    expensive handshakes leaves the reactor thread a core of its own."""
+    """Threads (each with a hashing process) for bcrypt and pbkdf2: one fewer than the cores (at
+    least one), so a storm of expensive handshakes leaves the reactor thread a core of its own."""
     return max(1, (os.cpu_count() or 1) - 1)
 
 
 class HashingPool:
-    """``check`` and ``generate`` for a backend: bcrypt and pbkdf2 in ``pool`` (a job that waited
-    past its handshake's ``timeout`` is skipped, a full queue refuses at once: both fail the
-    Deferred), the cheap algorithms inline, their Deferred already fired."""
+    """``check`` and ``generate`` for a backend: bcrypt and pbkdf2 queued in ``pool`` (a job that
+    waited past its handshake's ``timeout`` is skipped, a full queue refuses at once: both fail the
+    Deferred) and run in ``processes`` (made here when not given, as many as ``pool``'s threads are
+    ever hashing at once), the cheap algorithms inline, their Deferred already fired."""
 
-    def __init__(self, settings: HashSettings, pool: BlockingPool, timeout: float) -> None:
+    def __init__(
+        self,
+        settings: HashSettings,
+        pool: BlockingPool,
+        timeout: float,
+        processes: HashProcesses | None = None,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.timeout = timeout
+        self.processes = processes or HashProcesses(hashing_threads())
+        if settings.expensive:
+            pool.after_stop(self.processes.shutdown)
 
     def start(self) -> None:
+        """Start the pool and, for bcrypt and pbkdf2, the hashing processes in the background."""
         if self.settings.expensive:
             self.pool.start()
+            self.pool.run(max(self.timeout, 30.0), self.processes.warm).addErrback(
+                lambda f: _log.failure("hashing processes did not start", f)
+            )
 
     def stop(self) -> Deferred[None]:
         return self.pool.stop()
 
     def _call(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
         if self.settings.expensive:
-            return self.pool.run(self.timeout, function, *args)
+            return self.pool.run(self.timeout, self.processes.call, function, *args)
         try:
             return succeed(function(*args))
         except Exception:
@@ -203,6 +219,6 @@ class HashingPool:
 
 
 def hash_workers(reactor: Any, name: str) -> BlockingPool:
-    """A pool for bcrypt and pbkdf2: ``hashing_threads()`` threads at a lower priority, at most
-    ``MAX_QUEUED_HASHES`` jobs waiting."""
-    return BlockingPool(reactor, name, hashing_threads(), max_queued=MAX_QUEUED_HASHES, nice=HASHING_NICE)
+    """A pool for bcrypt and pbkdf2: ``hashing_threads()`` threads (each hands its job to a hashing
+    process), at most ``MAX_QUEUED_HASHES`` jobs waiting."""
+    return BlockingPool(reactor, name, hashing_threads(), max_queued=MAX_QUEUED_HASHES)

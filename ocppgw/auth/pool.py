@@ -10,8 +10,6 @@ fast and memory stays bounded.
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -50,24 +48,16 @@ def in_own_thread(reactor: Any, blocking: Callable[[], object]) -> Deferred[None
 
 
 class BlockingPool:
-    """``size`` threads of one backend's own; ``run`` returns a Deferred fired in the reactor thread.
+    """``size`` threads of one backend's own; ``run`` returns a Deferred fired in the reactor thread."""
 
-    ``nice`` > 0 lowers the workers' scheduling priority (Linux only, where the nice value is per
-    thread; elsewhere ignored), so CPU-bound hashing yields to the reactor thread when the cores
-    are busy.
-    """
-
-    def __init__(
-        self, reactor: Any, name: str, size: int, max_queued: int = MAX_QUEUED, nice: int = 0
-    ) -> None:
+    def __init__(self, reactor: Any, name: str, size: int, max_queued: int = MAX_QUEUED) -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=0, maxthreads=max(1, size), name=name)
         self.max_queued = max_queued
-        self._nice = nice if sys.platform.startswith("linux") else 0
         self._lock = threading.Lock()
         self._waiting = 0  # jobs handed to the pool that no worker has taken yet
         self._typical = 0.0  # smoothed run time of a job, seconds: how late one may still start
-        self._local = threading.local()
+        self._after_stop: list[Callable[[], object]] = []
 
     @property
     def started(self) -> bool:
@@ -82,13 +72,25 @@ class BlockingPool:
         if not self._pool.started:
             self._pool.start()
 
+    def after_stop(self, blocking: Callable[[], object]) -> None:
+        """Run ``blocking`` (off the reactor) once the workers have stopped: what their jobs used,
+        such as hashing processes, goes with them."""
+        self._after_stop.append(blocking)
+
     def stop(self) -> Deferred[None]:
         """Stop without blocking the reactor: the workers finish their jobs first."""
-        if not self._pool.started:
+        if not self._pool.started and not self._after_stop:
             d: Deferred[None] = Deferred()
             d.callback(None)
             return d
-        return in_own_thread(self._reactor, self._pool.stop)
+
+        def stop_all() -> None:
+            if self._pool.started:
+                self._pool.stop()
+            for blocking in self._after_stop:
+                blocking()
+
+        return in_own_thread(self._reactor, stop_all)
 
     def run(self, timeout: float, function: Callable[..., T], *args: Any) -> Deferred[T]:
         """``function(*args)`` in a worker, for a handshake that is answered ``timeout`` seconds from
@@ -108,9 +110,6 @@ class BlockingPool:
                 self._waiting -= 1
             if began + min(self._typical, half) > deadline:
                 raise Expired()
-            if self._nice and not getattr(self._local, "niced", False):
-                self._local.niced = True
-                _lower_priority(self._nice)
             try:
                 return function(*args)
             finally:
@@ -118,12 +117,3 @@ class BlockingPool:
 
         return deferToThreadPool(self._reactor, self._pool, job)
 
-
-def _lower_priority(nice: int) -> None:
-    """Raise the calling thread's nice value by ``nice`` (Linux: ``setpriority`` on a thread id
-    applies to that thread only); a refusal only leaves the priority as it was."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError:
-        pass

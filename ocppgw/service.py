@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+from collections.abc import Mapping
 from typing import Any
+
+from prometheus_client import generate_latest
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
+from ocppgw.api.context import ApiContext
 from ocppgw.api.service import ApiService
 from ocppgw.auth.service import AuthenticatorService
 from ocppgw.config import GatewayConfig, ListenerSection, problem_line
@@ -67,14 +71,17 @@ class GatewayService(MultiService):
         authenticator: IAuthenticator | None = None,
         tls_options: dict[str, Any] | None = None,
         sighup: bool = False,
+        inherited: Mapping[str, int] | None = None,
     ) -> None:
         """``tls_options`` holds ``CertificateOptions`` per wss listener (``wss.<name>``), as
         ``ocppgw.tls.listener.listener_options`` makes them; they are made here when not given.
-        ``sighup``: reload certificates on SIGHUP (twistd; see ``reload_certificates``)."""
+        ``sighup``: reload certificates on SIGHUP (twistd; see ``reload_certificates``).
+        ``inherited``: a worker's listening sockets by listener label, bound by its master."""
         super().__init__()
         self.config = config
         self.reactor = reactor
         self.sighup = sighup
+        self.inherited = dict(inherited or {})
         self._previous_sighup: Any = None
         self.metrics = Metrics()
         options = tls_options if tls_options is not None else listener_options(config)
@@ -103,7 +110,7 @@ class GatewayService(MultiService):
                 service.setServiceParent(self)
         self.api: ApiService | None = None
         if config.api.enable:
-            self.api = ApiService(self)
+            self.api = ApiService(ApiContext.of(self), config, reactor)
             self.api.setServiceParent(self)
 
     def _listener_service(self, listener: ListenerSection) -> ListenerService:
@@ -118,7 +125,8 @@ class GatewayService(MultiService):
             self.tls_contexts.get(listener.label),
             self.inflight,
         )
-        service = ListenerService(listener, stack, self.reactor, self.config.source)
+        fd = self.inherited.get(listener.label)
+        service = ListenerService(listener, stack, self.reactor, self.config.source, fd)
         self.listeners.append(service)
         return service
 
@@ -164,6 +172,22 @@ class GatewayService(MultiService):
         yield DeferredList([self.link_service.stopService(), self.auth_service.stopService()])
 
     # -- changed at run time by the management API (ocppgw.api.manage_*) ---------------------
+
+    # why listeners cannot be added, changed or removed at run time; None: they can
+    fixed_listeners: str | None = None
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Take ``config`` (the API changed gateway-level keys) for the charge points that connect next."""
+        self.config = config
+        self.router.reconfigure(config)
+
+    def swap_authenticator(self, config: GatewayConfig) -> Deferred[None]:
+        """Use ``config``'s ``[authentication]`` from now on; fires once the replaced one stopped."""
+        return self.auth_service.swap(config)
+
+    def metrics_text(self) -> bytes:
+        """The registry in Prometheus text (``/metrics``)."""
+        return generate_latest(self.metrics.registry)
 
     def listener(self, label: str) -> ListenerService | None:
         """The listener service labelled ``<kind>.<name>``, None when there is none."""

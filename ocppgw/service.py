@@ -9,12 +9,10 @@ charge points with 1001 and publish them disconnected, mark the node offline, th
 from __future__ import annotations
 
 import ipaddress
-import signal
 from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import generate_latest
-
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
@@ -31,6 +29,7 @@ from ocppgw.metrics import Metrics
 from ocppgw.mqtt.reactor_loop import PahoReactorLink
 from ocppgw.mqtt.service import LinkService
 from ocppgw.mqtt.thread_loop import PahoThreadLink
+from ocppgw.signals import Sighup
 from ocppgw.tls.listener import (
     ReloadableContextFactory,
     certificate_options,
@@ -82,7 +81,7 @@ class GatewayService(MultiService):
         self.reactor = reactor
         self.sighup = sighup
         self.inherited = dict(inherited or {})
-        self._previous_sighup: Any = None
+        self._sighup = Sighup(reactor, self.reload_certificates)
         self.metrics = Metrics()
         options = tls_options if tls_options is not None else listener_options(config)
         self.tls_contexts = {name: ReloadableContextFactory(o) for name, o in options.items()}
@@ -150,7 +149,7 @@ class GatewayService(MultiService):
             self.privilegedStartService()
         super().startService()
         if self.sighup:
-            self._install_sighup()
+            self._sighup.install()
         if self.auth_service.allows_all:
             public = [s.listener.label for s in self.listeners if not _loopback(s.listener.host)]
             if public:
@@ -164,7 +163,7 @@ class GatewayService(MultiService):
     def stopService(self) -> Deferred[None]:
         """Stop accepting, close charge points with 1001, flush what MQTT accepted, then disconnect."""
         Service.stopService(self)
-        self._restore_sighup()
+        self._sighup.restore()
         api = [self.api.stopService()] if self.api is not None else []
         yield DeferredList([service.stopService() for service in self.listeners] + api)
         self.router.shutdown()
@@ -273,28 +272,6 @@ class GatewayService(MultiService):
         if names and not problems:
             self._log.info("certificates reloaded for {names}", names=", ".join(names))
         return problems
-
-    def _install_sighup(self) -> None:
-        """SIGHUP reloads certificates, then calls the handler it replaced (twistd's log rotation)."""
-        previous = signal.getsignal(signal.SIGHUP)
-
-        def on_sighup(signum: int, frame: Any) -> None:
-            self.reactor.callFromThread(self.reload_certificates)
-            if callable(previous):
-                previous(signum, frame)
-
-        try:
-            signal.signal(signal.SIGHUP, on_sighup)
-        except ValueError:  # not the main thread: no signals here
-            self._log.warn("SIGHUP certificate reload not installed: not in the main thread")
-            return
-        self._previous_sighup = (previous,)
-
-    def _restore_sighup(self) -> None:
-        if self._previous_sighup is not None:
-            (previous,) = self._previous_sighup
-            signal.signal(signal.SIGHUP, previous if previous is not None else signal.SIG_DFL)
-            self._previous_sighup = None
 
 
 def _loopback(host: str) -> bool:

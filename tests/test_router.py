@@ -479,7 +479,14 @@ class PresenceTests(RouterTestCase):
         self.assertEqual((message.topic, message.qos, message.retain), ("ocpp/cp/CP1/Presence", 1, True))
         self.assertEqual(
             message.json(),
-            {"clientid": "CP1", "status": "connected", "node": "gw1", "member": "gw1", "peer": "10.0.0.1:5555", "at": T0_TEXT},
+            {
+                "clientid": "CP1",
+                "status": "connected",
+                "node": "gw1",
+                "member": "gw1",
+                "peer": "10.0.0.1:5555",
+                "at": T0_TEXT,
+            },
         )
 
     def test_disconnected_presence(self) -> None:
@@ -528,7 +535,9 @@ class PresenceTests(RouterTestCase):
             node_will(self.config),
             Will("ocpp/gateway/gw1/Presence", b'{"node":"gw1","member":"gw1","status":"offline"}', 1, True),
         )
-        self.assertEqual(node_will(self.config, "online").payload, b'{"node":"gw1","member":"gw1","status":"online"}')
+        self.assertEqual(
+            node_will(self.config, "online").payload, b'{"node":"gw1","member":"gw1","status":"online"}'
+        )
 
     def test_node_topic_not_mounted_under_a_per_charge_point_mountpoint(self) -> None:
         """With ``mountpoint = ocpp/${cid}/`` the node topic has no charge point to fill in: it is

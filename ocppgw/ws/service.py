@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.abstract import isIPv6Address
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
@@ -44,7 +44,12 @@ class ListenerService(Service):
     _log = Logger()
 
     def __init__(
-        self, listener: ListenerSection, factory: ListenerLimits, reactor: Any, source: str, fd: int | None = None
+        self,
+        listener: ListenerSection,
+        factory: ListenerLimits,
+        reactor: Any,
+        source: str,
+        fd: int | None = None,
     ) -> None:
         self.setName(listener.label)
         self.listener = listener

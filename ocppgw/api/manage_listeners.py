@@ -244,9 +244,7 @@ def routes(context: ManageContext) -> list[Route]:
         Route("GET", base, e.list, "The gateway's listeners", {200: "listeners"}),
         Route("POST", base, e.create, "Add a listener", {201: "created", 400: "invalid; workers > 1"}),
         Route("GET", base + "/{id}", e.get, "One listener", {200: "listener", 404: "not found"}),
-        Route(
-            "PUT", base + "/{id}", e.update, "Change a listener", {200: "listener", 400: "invalid; workers > 1"}
-        ),
+        Route("PUT", base + "/{id}", e.update, "Change a listener", {200: "listener", 400: "invalid"}),
         Route(
             "DELETE",
             base + "/{id}",

@@ -81,7 +81,7 @@ class GatewayService(MultiService):
         self.reactor = reactor
         self.sighup = sighup
         self.inherited = dict(inherited or {})
-        self._sighup = Sighup(reactor, self.reload_certificates)
+        self._sighup = Sighup(reactor, lambda: self.reload_certificates())
         self.metrics = Metrics()
         options = tls_options if tls_options is not None else listener_options(config)
         self.tls_contexts = {name: ReloadableContextFactory(o) for name, o in options.items()}

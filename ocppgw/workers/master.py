@@ -77,7 +77,7 @@ class MasterService(MultiService):
         self.sockets: dict[str, list[socket.socket]] = {}
         self.workers: list[WorkerProcess] = []
         self.stopping = False
-        self._sighup = Sighup(reactor, self.reload_certificates)
+        self._sighup = Sighup(reactor, lambda: self.reload_certificates())
         self._status = LoopingCall(self._poll_status)
         self._status.clock = reactor
         self.api: ApiService | None = None

@@ -18,6 +18,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 
@@ -106,7 +107,7 @@ class WorkerControl:
 
     def stop(self) -> None:
         """Drain and exit (after answering)."""
-        self.reactor.callLater(0, self.reactor.stop)
+        self.reactor.callLater(0, stop_reactor, self.reactor)
 
 
 def main(argv: list[str] | None = None, reactor: Any = None) -> int:
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None, reactor: Any = None) -> int:
         except Exception:
             _log.failure("worker {member} could not start", member=config.gateway.member)
             exit_code[0] = 1
-            reactor.stop()
+            stop_reactor(reactor)
             return
         channel.notify("ready")
 
@@ -156,10 +157,17 @@ def main(argv: list[str] | None = None, reactor: Any = None) -> int:
     return exit_code[0]
 
 
-def _master_gone(reactor: Any) -> None:
-    if reactor.running:
-        _log.warn("the master closed the control channel: stopping")
+def stop_reactor(reactor: Any) -> None:
+    """Stop unless already stopping (a signal and the master's ``stop`` may both come)."""
+    try:
         reactor.stop()
+    except ReactorNotRunning:
+        pass
+
+
+def _master_gone(reactor: Any) -> None:
+    _log.warn("the master closed the control channel: stopping")
+    stop_reactor(reactor)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -80,9 +81,12 @@ class _Output(ProcessProtocol):
                 event = None
             if isinstance(event, dict):
                 event["worker"] = self.member
-                level = event.get("log_level")
-                name = level.name if isinstance(level, type(LogLevel.info)) else "info"
-                event["log_system"] = f"{self.member} {event.get('log_namespace', '-')}#{name}"
+                event.setdefault("log_time", time.time())
+                if not isinstance(event.get("log_level"), type(LogLevel.info)):
+                    event["log_level"] = LogLevel.info
+                event.setdefault("log_namespace", "-")
+                system = f"{self.member} {event['log_namespace']}#{event['log_level'].name}"
+                event["log_system"] = system
                 globalLogPublisher(event)
                 return
         text = line.decode("utf-8", "replace").rstrip()

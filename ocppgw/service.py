@@ -9,13 +9,15 @@ charge points with 1001 and publish them disconnected, mark the node offline, th
 from __future__ import annotations
 
 import ipaddress
-import signal
+from collections.abc import Mapping
 from typing import Any
 
+from prometheus_client import generate_latest
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
+from ocppgw.api.context import ApiContext
 from ocppgw.api.service import ApiService
 from ocppgw.auth.service import AuthenticatorService
 from ocppgw.config import GatewayConfig, ListenerSection, problem_line
@@ -27,6 +29,7 @@ from ocppgw.metrics import Metrics
 from ocppgw.mqtt.reactor_loop import PahoReactorLink
 from ocppgw.mqtt.service import LinkService
 from ocppgw.mqtt.thread_loop import PahoThreadLink
+from ocppgw.signals import Sighup
 from ocppgw.tls.listener import (
     ReloadableContextFactory,
     certificate_options,
@@ -67,15 +70,18 @@ class GatewayService(MultiService):
         authenticator: IAuthenticator | None = None,
         tls_options: dict[str, Any] | None = None,
         sighup: bool = False,
+        inherited: Mapping[str, int] | None = None,
     ) -> None:
         """``tls_options`` holds ``CertificateOptions`` per wss listener (``wss.<name>``), as
         ``ocppgw.tls.listener.listener_options`` makes them; they are made here when not given.
-        ``sighup``: reload certificates on SIGHUP (twistd; see ``reload_certificates``)."""
+        ``sighup``: reload certificates on SIGHUP (twistd; see ``reload_certificates``).
+        ``inherited``: a worker's listening sockets by listener label, bound by its master."""
         super().__init__()
         self.config = config
         self.reactor = reactor
         self.sighup = sighup
-        self._previous_sighup: Any = None
+        self.inherited = dict(inherited or {})
+        self._sighup = Sighup(reactor, lambda: self.reload_certificates())
         self.metrics = Metrics()
         options = tls_options if tls_options is not None else listener_options(config)
         self.tls_contexts = {name: ReloadableContextFactory(o) for name, o in options.items()}
@@ -103,7 +109,7 @@ class GatewayService(MultiService):
                 service.setServiceParent(self)
         self.api: ApiService | None = None
         if config.api.enable:
-            self.api = ApiService(self)
+            self.api = ApiService(ApiContext.of(self), config, reactor)
             self.api.setServiceParent(self)
 
     def _listener_service(self, listener: ListenerSection) -> ListenerService:
@@ -118,7 +124,8 @@ class GatewayService(MultiService):
             self.tls_contexts.get(listener.label),
             self.inflight,
         )
-        service = ListenerService(listener, stack, self.reactor, self.config.source)
+        fd = self.inherited.get(listener.label)
+        service = ListenerService(listener, stack, self.reactor, self.config.source, fd)
         self.listeners.append(service)
         return service
 
@@ -142,7 +149,7 @@ class GatewayService(MultiService):
             self.privilegedStartService()
         super().startService()
         if self.sighup:
-            self._install_sighup()
+            self._sighup.install()
         if self.auth_service.allows_all:
             public = [s.listener.label for s in self.listeners if not _loopback(s.listener.host)]
             if public:
@@ -156,7 +163,7 @@ class GatewayService(MultiService):
     def stopService(self) -> Deferred[None]:
         """Stop accepting, close charge points with 1001, flush what MQTT accepted, then disconnect."""
         Service.stopService(self)
-        self._restore_sighup()
+        self._sighup.restore()
         api = [self.api.stopService()] if self.api is not None else []
         yield DeferredList([service.stopService() for service in self.listeners] + api)
         self.router.shutdown()
@@ -164,6 +171,22 @@ class GatewayService(MultiService):
         yield DeferredList([self.link_service.stopService(), self.auth_service.stopService()])
 
     # -- changed at run time by the management API (ocppgw.api.manage_*) ---------------------
+
+    # why listeners cannot be added, changed or removed at run time; None: they can
+    fixed_listeners: str | None = None
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Take ``config`` (the API changed gateway-level keys) for the charge points that connect next."""
+        self.config = config
+        self.router.reconfigure(config)
+
+    def swap_authenticator(self, config: GatewayConfig) -> Deferred[None]:
+        """Use ``config``'s ``[authentication]`` from now on; fires once the replaced one stopped."""
+        return self.auth_service.swap(config)
+
+    def metrics_text(self) -> bytes:
+        """The registry in Prometheus text (``/metrics``)."""
+        return generate_latest(self.metrics.registry)
 
     def listener(self, label: str) -> ListenerService | None:
         """The listener service labelled ``<kind>.<name>``, None when there is none."""
@@ -249,28 +272,6 @@ class GatewayService(MultiService):
         if names and not problems:
             self._log.info("certificates reloaded for {names}", names=", ".join(names))
         return problems
-
-    def _install_sighup(self) -> None:
-        """SIGHUP reloads certificates, then calls the handler it replaced (twistd's log rotation)."""
-        previous = signal.getsignal(signal.SIGHUP)
-
-        def on_sighup(signum: int, frame: Any) -> None:
-            self.reactor.callFromThread(self.reload_certificates)
-            if callable(previous):
-                previous(signum, frame)
-
-        try:
-            signal.signal(signal.SIGHUP, on_sighup)
-        except ValueError:  # not the main thread: no signals here
-            self._log.warn("SIGHUP certificate reload not installed: not in the main thread")
-            return
-        self._previous_sighup = (previous,)
-
-    def _restore_sighup(self) -> None:
-        if self._previous_sighup is not None:
-            (previous,) = self._previous_sighup
-            signal.signal(signal.SIGHUP, previous if previous is not None else signal.SIG_DFL)
-            self._previous_sighup = None
 
 
 def _loopback(host: str) -> bool:

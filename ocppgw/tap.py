@@ -10,6 +10,7 @@ from twisted.python import usage
 
 from ocppgw.config import ConfigError, load_config, problem_line
 from ocppgw.core.schemas import SchemaLoadError, SchemaRegistry, shipped_schema_dir
+from ocppgw.openfiles import open_files
 from ocppgw.service import GatewayService, StartupError
 from ocppgw.tls.broker import check_mqtt_tls
 from ocppgw.tls.listener import listener_options
@@ -67,13 +68,20 @@ def _fail(lines: list[str]) -> None:
     raise SystemExit(1)
 
 
-def makeService(options: Options, reactor: Any = None) -> GatewayService:
-    """Wire the gateway from parsed options."""
+def makeService(options: Options, reactor: Any = None) -> Any:
+    """Wire the gateway from parsed options: a ``GatewayService``, or with ``[gateway] workers`` > 1
+    the master of that many (``ocppgw.workers.master``)."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
     sys.excepthook = startup_errors_without_traceback(sys.excepthook)
+    config = options.gateway_config
+    open_files(config, config.gateway.workers)
+    if config.gateway.workers > 1:
+        from ocppgw.workers.master import MasterService
+
+        return MasterService(config, reactor, sighup=True)
     return GatewayService(
         options.gateway_config,
         reactor,

@@ -72,6 +72,22 @@ class DefaultsTests(SynchronousTestCase):
         config = config_from_string("[gateway]\nnode_name = n1\n[mqtt]\nclient_id =\n" + LISTENER)
         self.assertEqual(config.mqtt.client_id, "ocppgw-n1")
 
+    def test_workers(self) -> None:
+        """workers: 1 by default, a count, or auto for one per CPU; the member is the node name."""
+        self.assertEqual(config_from_string(LISTENER).gateway.workers, 1)
+        self.assertEqual(config_from_string("[gateway]\nworkers = 3\n" + LISTENER).gateway.workers, 3)
+        auto = config_from_string("[gateway]\nworkers = auto\n" + LISTENER).gateway
+        self.assertEqual(auto.workers, os.cpu_count() or 1)
+        self.assertEqual(auto.member, auto.node_name)
+
+    def test_bad_workers(self) -> None:
+        """A bad workers value is one line naming [gateway] workers."""
+        for bad in ("0", "two", "-1", "1025", "1.5"):
+            self.assertEqual(
+                problems_of(self, "[gateway]\nworkers = " + bad + "\n" + LISTENER),
+                [f"gw.ini: [gateway] workers: expected auto or an integer from 1 to 1024, got '{bad}'"],
+            )
+
     def test_source(self) -> None:
         """The source string given is kept on the config."""
         self.assertEqual(config_from_string(LISTENER, source="/etc/gw.ini").source, "/etc/gw.ini")
@@ -835,7 +851,7 @@ class ExampleTests(SynchronousTestCase):
                 documented.setdefault(section, set()).add(match[1])
                 self.assertTrue(lines[number - 1].startswith("; "), f"no comment above {line!r}")
         expected = {
-            "gateway": {f.name for f in dataclasses.fields(GatewaySection)},
+            "gateway": {f.name for f in dataclasses.fields(GatewaySection)} - {"member"},  # not a key
             "upstream": {f.name for f in dataclasses.fields(UpstreamSection)} - {"topic_override_mapping"},
             "dnstream": {f.name for f in dataclasses.fields(DnstreamSection)},
             "mqtt": {f.name for f in dataclasses.fields(MqttSection)},

@@ -172,7 +172,7 @@ class GatewayServiceTests(SynchronousTestCase):
         self.assertEqual(self.link.stopped_with, 7.0)
         topic, payload, _qos, retain = self.link.published[-1]
         self.assertEqual(topic, "ocpp/gateway/testnode/Presence")
-        self.assertEqual(json.loads(payload), {"node": "testnode", "status": "offline"})
+        self.assertEqual(json.loads(payload), {"node": "testnode", "member": "testnode", "status": "offline"})
         self.assertTrue(retain)
 
     def test_stop_order(self) -> None:

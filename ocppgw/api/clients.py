@@ -127,12 +127,16 @@ def routes(context: ApiContext) -> list[Route]:
     router = context.router
 
     def found(request: ApiRequest, message: str = _NOT_FOUND) -> Attached:
+        if router is None:  # the workers' master holds no charge points
+            raise ApiError(501, "NOT_SUPPORTED", "the client list needs [gateway] workers = 1")
         attached = router.find(request.path_params["clientid"])
         if attached is None:
             raise ApiError(404, "RESOURCE_NOT_FOUND", message)
         return attached
 
     def list_clients(request: ApiRequest) -> ApiResponse:
+        if router is None:
+            raise ApiError(501, "NOT_SUPPORTED", "the client list needs [gateway] workers = 1")
         tests = _predicates(context, request)
         objects = []
         for attached in router.attached():

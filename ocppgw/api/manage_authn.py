@@ -171,7 +171,7 @@ class AuthnEndpoints:
     def apply(self, sections: dict[str, Any]) -> GatewayConfig:
         """Save and swap; the answer does not wait for the old backend's pools to stop."""
         config = change_config(self.context, sections)
-        stopped = self.context.service.auth_service.swap(config)
+        stopped = self.context.service.swap_authenticator(config)
         stopped.addErrback(lambda f: _log.failure("stopping the replaced authenticator", f))
         return config
 

@@ -22,7 +22,7 @@ SECRET = "******"  # what a secret is shown as; sent back, it keeps the stored v
 class ManageContext(Protocol):
     """What these endpoints use of ``ocppgw.api.context.ApiContext``."""
 
-    service: Any  # ocppgw.service.GatewayService
+    service: Any  # ocppgw.api.context.ManagedGateway
     clock: Any
     data_dir: Path
 

@@ -138,7 +138,7 @@ class GatewayEndpoints:
             changes["upstream.topic_override_mapping"] = section
         before = self.config
         config = change_config(self.context, changes)
-        self.context.service.router.reconfigure(config)
+        self.context.service.reconfigure(config)
         restart = sorted(key for key in _changed(before, config) if key not in _AT_RUNTIME)
         if restart:
             _log.warn("gateway settings {keys} changed: they apply after a restart", keys=", ".join(restart))

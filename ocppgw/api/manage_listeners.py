@@ -146,6 +146,12 @@ class ListenerEndpoints:
     def __init__(self, context: ManageContext) -> None:
         self.context = context
 
+    def changeable(self) -> None:
+        """400 ``NOT_SUPPORTED`` where listeners cannot change at run time (``[gateway] workers`` > 1)."""
+        reason = self.context.service.fixed_listeners
+        if reason is not None:
+            raise ApiError(400, "NOT_SUPPORTED", reason)
+
     def find(self, listener_id_text: str, status: int = 404) -> ListenerSection:
         match = _ID.fullmatch(listener_id_text)
         if match is None:
@@ -175,6 +181,7 @@ class ListenerEndpoints:
 
     @inlineCallbacks
     def create(self, request: ApiRequest) -> Any:
+        self.changeable()
         body = request.body
         for key in ("type", "name", "bind"):
             if not isinstance(body, dict) or body.get(key) in (None, ""):
@@ -193,6 +200,7 @@ class ListenerEndpoints:
 
     @inlineCallbacks
     def update(self, request: ApiRequest) -> Any:
+        self.changeable()
         stored = self.find(request.path_params["id"], status=400)
         section = ini_section(request.body, stored.kind, stored)
         listener = yield self.apply(stored.kind, stored.name, section, stored)
@@ -200,6 +208,7 @@ class ListenerEndpoints:
 
     @inlineCallbacks
     def delete(self, request: ApiRequest) -> Any:
+        self.changeable()
         stored = self.find(request.path_params["id"])
         change_config(self.context, {stored.section: None})
         yield self.context.service.remove_listener(stored.label)
@@ -233,7 +242,7 @@ def routes(context: ManageContext) -> list[Route]:
     base = "/gateways/ocpp/listeners"
     return [
         Route("GET", base, e.list, "The gateway's listeners", {200: "listeners"}),
-        Route("POST", base, e.create, "Add a listener", {201: "created", 400: "invalid"}),
+        Route("POST", base, e.create, "Add a listener", {201: "created", 400: "invalid; workers > 1"}),
         Route("GET", base + "/{id}", e.get, "One listener", {200: "listener", 404: "not found"}),
         Route("PUT", base + "/{id}", e.update, "Change a listener", {200: "listener", 400: "invalid"}),
         Route(
@@ -241,6 +250,6 @@ def routes(context: ManageContext) -> list[Route]:
             base + "/{id}",
             e.delete,
             "Delete a listener",
-            {204: "deleted", 400: "refused (the last listener)", 404: "not found"},
+            {204: "deleted", 400: "refused (the last listener; workers > 1)", 404: "not found"},
         ),
     ]

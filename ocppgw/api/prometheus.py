@@ -1,8 +1,12 @@
-"""``GET /api/v5/prometheus/stats`` and ``GET /metrics``: the gateway's registry in Prometheus text."""
+"""``GET /api/v5/prometheus/stats`` and ``GET /metrics``: the gateway's registry in Prometheus text
+(with ``[gateway] workers``, the sum over the workers: ``ocppgw.workers.exposition``)."""
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from twisted.internet.defer import maybeDeferred
 
 from ocppgw.api.context import ApiContext
 from ocppgw.api.http import ApiRequest, ApiResponse, Handler, Route
@@ -11,9 +15,10 @@ _RESPONSES = {200: "Prometheus text exposition format"}
 
 
 def _handler(context: ApiContext) -> Handler:
-    def stats(request: ApiRequest) -> ApiResponse:
-        body = generate_latest(context.metrics.registry)
-        return ApiResponse(200, body, {"Content-Type": CONTENT_TYPE_LATEST})
+    def stats(request: ApiRequest) -> Any:
+        # the workers' master asks each worker: a Deferred
+        text = maybeDeferred(context.service.metrics_text)
+        return text.addCallback(lambda body: ApiResponse(200, body, {"Content-Type": CONTENT_TYPE_LATEST}))
 
     return stats
 

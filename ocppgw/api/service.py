@@ -7,7 +7,7 @@ written to ``<data_dir>/initial_admin_password``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -30,12 +30,9 @@ from ocppgw.api.auth import ApiAuth, read_api_keys
 from ocppgw.api.context import ApiContext
 from ocppgw.api.http import Route
 from ocppgw.api.server import make_site
-from ocppgw.config import problem_line
+from ocppgw.config import GatewayConfig, problem_line
 from ocppgw.tls.pem import TlsConfigError, load_key_pair
 from ocppgw.ws.service import cannot_listen, ensure_bound
-
-if TYPE_CHECKING:
-    from ocppgw.service import GatewayService
 
 ROUTE_MODULES = (
     clients,
@@ -53,11 +50,11 @@ class ApiService(Service):
     name = "api"
     _log = Logger()
 
-    def __init__(self, gateway: GatewayService) -> None:
-        self.context = ApiContext.of(gateway)
-        self.section = gateway.config.api
-        self.source = gateway.config.source
-        self.reactor = gateway.reactor
+    def __init__(self, context: ApiContext, config: GatewayConfig, reactor: Any) -> None:
+        self.context = context
+        self.section = config.api
+        self.source = config.source
+        self.reactor = reactor
         self.store = AdminStore(self.context.data_dir)
         self.port: IListeningPort | None = None
         self.auth: ApiAuth | None = None

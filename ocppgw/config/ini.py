@@ -108,6 +108,7 @@ def whitelist(base_dir: Path) -> Whitelist:
             "ping_timeout": Option(v.duration_positive),
             "node_name": Option(v.node_name),
             "shutdown_timeout": Option(v.duration_positive),
+            "workers": Option(v.workers),
             "data_dir": Option(v.path_in(base_dir)),
         },
         "upstream": {

@@ -40,8 +40,13 @@ class GatewaySection:
     node_name: str = ""
     shutdown_timeout: float = 10.0
     data_dir: Path = Path("data")  # state such as users.sqlite; the loader resolves it next to gw.ini
+    workers: int = 1  # processes serving the listeners (``ocppgw.workers``); 1: this process alone
+    # this process's name among the node's (not in gw.ini): node_name, or <node_name>-w<i> in a worker
+    member: str = ""
 
     def __post_init__(self) -> None:
+        if not self.member:
+            object.__setattr__(self, "member", self.node_name)
         if not self.max_outgoing_frame_size:
             object.__setattr__(self, "max_outgoing_frame_size", self.max_frame_size)
 

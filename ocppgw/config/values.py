@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +106,16 @@ def int_min(low: int) -> Callable[[str], int]:
 def int_range(low: int, high: int) -> Callable[[str], int]:
     """A converter of integers from ``low`` to ``high``."""
     return lambda value: integer(value, low, high)
+
+
+def workers(value: str) -> int:
+    """``[gateway] workers``: a count of processes from 1, or ``auto`` for one per CPU."""
+    if value == "auto":
+        return os.cpu_count() or 1
+    try:
+        return integer(value, 1, 1024)
+    except Invalid:
+        raise Invalid(f"expected auto or an integer from 1 to 1024, {got(value)}") from None
 
 
 def qos(value: str) -> int:

@@ -38,12 +38,16 @@ SWEEP_LIMIT = 30.0
 _log = Logger()
 
 
-def presence_body(cid: str, status: str, node: str, peer: str, at: float, reason: str = "") -> bytes:
-    """The JSON of one charge point's presence message; ``at`` in seconds since the epoch."""
+def presence_body(
+    cid: str, status: str, node: str, peer: str, at: float, reason: str = "", member: str = ""
+) -> bytes:
+    """The JSON of one charge point's presence message; ``at`` in seconds since the epoch; ``member``
+    (the process of the node that holds it, ``[gateway] workers``) defaults to ``node``."""
     body: dict[str, object] = {
         "clientid": cid,
         "status": status,
         "node": node,
+        "member": member or node,
         "peer": peer,
         "at": timestamp(at),
     }
@@ -81,10 +85,12 @@ class PresenceSweep:
         attached: Callable[[str], bool],
         quiet: float = SWEEP_QUIET,
         limit: float = SWEEP_LIMIT,
+        member: str = "",
     ) -> None:
         self._link = link
         self._clock = clock
         self._node = node
+        self._member = member or node  # whose presence is swept: a worker sweeps its own only
         self._mountpoints = tuple(dict.fromkeys(mountpoints))
         self._template = template
         self._qos = qos
@@ -137,7 +143,9 @@ class PresenceSweep:
             body = json.loads(payload)
         except ValueError:
             return
-        if not isinstance(body, dict) or body.get("node") != self._node or body.get("status") != "connected":
+        if not isinstance(body, dict) or body.get("status") != "connected":
+            return
+        if body.get("member", body.get("node")) != self._member:  # no member: written before members
             return
         cid = body.get("clientid")
         if not isinstance(cid, str) or cid in self._claimed or self._attached(cid) or topic in self._done:
@@ -153,6 +161,7 @@ class PresenceSweep:
             peer if isinstance(peer, str) else "",
             self._clock.seconds(),
             NODE_RESTARTED,
+            self._member,
         )
         if self._link.publish(topic, data, self._qos, retain=True):
             self.swept += 1
@@ -168,7 +177,7 @@ class PresenceSweep:
             self._link.unsubscribe(topic_filter)
         if filters:
             _log.info(
-                "presence sweep done: {count} charge point(s) of node {node} marked disconnected",
+                "presence sweep done: {count} charge point(s) of {member} marked disconnected",
                 count=self.swept,
-                node=self._node,
+                member=self._member,
             )

@@ -67,6 +67,7 @@ class Router:
         self._attached: dict[str, Attached] = {}
         self._subscribed: dict[str, str] = {}  # cid -> its downstream topic
         self._node = config.gateway.node_name
+        self._member = config.gateway.member
         self._started_with = config  # the node's will and state keep the start-up mountpoint
         self.reconfigure(config)
         metrics.gauge("connected_charge_points", lambda: len(self._attached))
@@ -81,6 +82,7 @@ class Router:
             config.presence.topic,
             config.presence.qos,
             lambda cid: cid in self._attached,
+            member=self._member,
         )
         link.add_connection_observer(self._link_state_changed)
 
@@ -246,7 +248,7 @@ class Router:
         if not self._config.presence.enable:
             return
         at = attached.since if status == "connected" else self._clock.seconds()
-        data = presence_body(cid, status, self._node, attached.peer, at, reason)
+        data = presence_body(cid, status, self._node, attached.peer, at, reason, self._member)
         topic = attached.upstream.topics.presence
         if not self._link.publish(topic, data, self._config.presence.qos, retain=True):
             self._metrics.inc("presence_dropped")
@@ -257,9 +259,10 @@ def node_will(config: GatewayConfig, status: str = "offline") -> Will | None:
     """The retained node-state message; as a last will it says the node went away."""
     if not config.presence.enable:
         return None
-    node = config.gateway.node_name
-    topic = node_topic(config.gateway.mountpoint, config.presence.node_topic, node)
-    payload = json.dumps({"node": node, "status": status}, separators=(",", ":")).encode("utf-8")
+    node, member = config.gateway.node_name, config.gateway.member
+    topic = node_topic(config.gateway.mountpoint, config.presence.node_topic, member)
+    body = {"node": node, "member": member, "status": status}
+    payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
     return Will(topic, payload, config.presence.qos, True)
 
 

@@ -3,10 +3,12 @@ cannot be had is reported as one config line, not a traceback from deep in the r
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
@@ -23,6 +25,11 @@ def cannot_listen(source: str, section: str, host: str, port: int, error: Cannot
     return problem_line(source, section, "bind", f"cannot listen on {host}:{port}: {reason or error}")
 
 
+def listener_family(host: str) -> socket.AddressFamily:
+    """The address family Twisted's ``listenTCP`` would bind ``host`` with."""
+    return socket.AF_INET6 if isIPv6Address(host) else socket.AF_INET
+
+
 def ensure_bound(bind: Callable[[], str | None]) -> None:
     """Run ``bind``; its problem line as an ordinary exception (what twistd reports and cleans up after)."""
     problem = bind()
@@ -31,16 +38,25 @@ def ensure_bound(bind: Callable[[], str | None]) -> None:
 
 
 class ListenerService(Service):
-    """Listens with ``factory`` (``ocppgw.ws.stack.listener_stack``) on ``listener``'s bind."""
+    """Listens with ``factory`` (``ocppgw.ws.stack.listener_stack``) on ``listener``'s bind, or on the
+    listening socket ``fd`` a worker inherited from its master (``ocppgw.workers``)."""
 
     _log = Logger()
 
-    def __init__(self, listener: ListenerSection, factory: ListenerLimits, reactor: Any, source: str) -> None:
+    def __init__(
+        self,
+        listener: ListenerSection,
+        factory: ListenerLimits,
+        reactor: Any,
+        source: str,
+        fd: int | None = None,
+    ) -> None:
         self.setName(listener.label)
         self.listener = listener
         self.factory = factory
         self.reactor = reactor
         self.source = source
+        self.fd = fd
         self.port: IListeningPort | None = None
 
     def bind(self) -> str | None:
@@ -48,6 +64,9 @@ class ListenerService(Service):
         if self.port is not None:
             return None
         listener = self.listener
+        if self.fd is not None:  # the reactor listens on a duplicate: ``fd`` stays for the next bind
+            self.port = self.reactor.adoptStreamPort(self.fd, listener_family(listener.host), self.factory)
+            return None
         try:
             # backlog: the kernel caps it at net.core.somaxconn.
             self.port = self.reactor.listenTCP(

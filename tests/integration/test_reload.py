@@ -23,7 +23,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.devpki import client_context, make_dev_certs
 from tests.integration.harness import AsyncioThread, GatewayHarness
-from tests.integration.test_twistd import _spawn, _write
+from tests.integration.twistd_process import spawn_twistd, write_ini
 from tests.support import MosquittoBroker, MqttRecorder, free_port, poll_until, port_accepts
 
 
@@ -122,7 +122,7 @@ class TwistdSighupTests(TestCase):
         b = make_dev_certs(self.mktemp(), [], ca_name="sighup CA B")
         wss_port = free_port()
         prefix = f"reload-{os.getpid()}-{wss_port}/"
-        config = _write(
+        config = write_ini(
             self,
             f"[gateway]\nmountpoint = {prefix}\nnode_name = r{wss_port}\n"
             "message_format_checking = disable\n\n"
@@ -137,7 +137,7 @@ class TwistdSighupTests(TestCase):
         yield recorder.start()
         self.addCleanup(recorder.stop)
 
-        child, transport = _spawn(self, config)
+        child, transport = spawn_twistd(self, config)
 
         def listening() -> bool:
             if child.done:

@@ -6,84 +6,18 @@ import json
 import os
 import signal
 import socket
-import sys
-from pathlib import Path
 from typing import Any
 
 import websockets
-from twisted.internet import protocol, reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.python.failure import Failure
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.integration.harness import AsyncioThread
+from tests.integration.twistd_process import TwistdProcess, spawn_twistd, write_ini
 from tests.support import MosquittoBroker, MqttRecorder, free_port, poll_until, port_accepts
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-# What the twistd console script does, with this interpreter; ``-m twisted.scripts.twistd`` runs nothing.
-TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 CID = "E2E1"
 BOOT_FRAME = [2, "e2e-boot-1", "BootNotification", {"chargePointVendor": "ocppgw", "chargePointModel": "E2E"}]
-
-
-class _Twistd(protocol.ProcessProtocol):
-    """Collects a child's output and how it ended: ``exit_code``, or ``signal`` when a signal ended it."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.err = bytearray()
-        self.exit_code: int | None = None
-        self.signal: int | None = None
-        self.done = False
-        self.ended: Deferred[int | None] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        self.done = True
-        self.exit_code = getattr(reason.value, "exitCode", None)
-        self.signal = getattr(reason.value, "signal", None)
-        self.ended.callback(self.exit_code)
-
-    def output(self) -> str:
-        return (
-            f"--- twistd stdout\n{self.out.decode('utf-8', 'replace')[-4000:]}\n"
-            f"--- twistd stderr\n{self.err.decode('utf-8', 'replace')[-4000:]}"
-        )
-
-
-def _spawn(
-    testcase: TestCase, config: Path, twistd_options: tuple[str, ...] = ("-n", "--pidfile=")
-) -> tuple[_Twistd, Any]:
-    """Run ``twistd <twistd_options> ocppgw --config <config>`` on this checkout; killed at cleanup."""
-    child = _Twistd()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    args = [sys.executable, "-c", TWISTD, *twistd_options, "ocppgw", "--config", str(config)]
-    transport = reactor.spawnProcess(child, sys.executable, args, env=env, path=str(config.parent))
-
-    def kill() -> Any:
-        if child.done:
-            return None
-        transport.signalProcess("KILL")
-        return child.ended
-
-    testcase.addCleanup(kill)
-    return child, transport
-
-
-def _write(testcase: TestCase, text: str) -> Path:
-    directory = Path(testcase.mktemp()).absolute()
-    directory.mkdir(parents=True)
-    path = directory / "gw.ini"
-    if "[api]" not in text:  # the management API would take 127.0.0.1:18083, shared by parallel tests
-        text += "\n[api]\nbind = 127.0.0.1:0\n"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 class TwistdTests(TestCase):
@@ -106,7 +40,7 @@ class TwistdTests(TestCase):
         ws_port = free_port()
         prefix = f"e2e-{os.getpid()}-{ws_port}/"  # own topics, in case the broker is shared
         node = f"e2e{ws_port}"
-        config = _write(
+        config = write_ini(
             self,
             f"[gateway]\nmountpoint = {prefix}\nnode_name = {node}\n\n"
             f"[mqtt]\nport = {mqtt_port}\nreconnect_delay_min = 100ms\nreconnect_delay_max = 1s\n\n"
@@ -118,7 +52,7 @@ class TwistdTests(TestCase):
         presence_topic = f"{prefix}cp/{CID}/Presence"
         node_topic = f"{prefix}gateway/{node}/Presence"
 
-        child, transport = _spawn(self, config)
+        child, transport = spawn_twistd(self, config)
 
         def listening() -> bool:
             if child.done:
@@ -189,7 +123,7 @@ class TwistdTests(TestCase):
         """A gateway killed outright is marked offline by its MQTT last will."""
         mqtt_port = yield self.broker_port()
         ws_port = free_port()
-        config = _write(
+        config = write_ini(
             self,
             f"[gateway]\nnode_name = willnode\n[mqtt]\nport = {mqtt_port}\n"
             f"[listeners.ws.default]\nbind = 127.0.0.1:{ws_port}\n",
@@ -197,7 +131,7 @@ class TwistdTests(TestCase):
         recorder = MqttRecorder("127.0.0.1", mqtt_port, "ocpp/gateway/#")
         yield recorder.start()
         self.addCleanup(recorder.stop)
-        _child, transport = _spawn(self, config)
+        _child, transport = spawn_twistd(self, config)
 
         def statuses() -> list[str]:
             return [
@@ -213,8 +147,8 @@ class TwistdTests(TestCase):
     @inlineCallbacks
     def test_bad_config(self) -> Any:
         """A bad gw.ini makes twistd exit non-zero with one line per problem on stderr and no traceback."""
-        config = _write(self, "[gateway]\nbogus = 1\n\n[listeners.ws.default]\nbind = 127.0.0.1:0\n")
-        child, _transport = _spawn(self, config)
+        config = write_ini(self, "[gateway]\nbogus = 1\n\n[listeners.ws.default]\nbind = 127.0.0.1:0\n")
+        child, _transport = spawn_twistd(self, config)
         exit_code = yield poll_until(
             lambda: child.done, timeout=30, description="twistd to exit"
         ).addCallback(lambda _: child.exit_code)
@@ -237,11 +171,11 @@ class PortInUseTests(TestCase):
         self.holder.listen()
         port = self.holder.getsockname()[1]
         # No broker is needed: start-up stops before the link is started.
-        self.config = _write(self, f"[mqtt]\nport = 1\n\n[listeners.ws.taken]\nbind = 127.0.0.1:{port}\n")
+        self.config = write_ini(self, f"[mqtt]\nport = 1\n\n[listeners.ws.taken]\nbind = 127.0.0.1:{port}\n")
         self.line = f"{self.config}: [listeners.ws.taken] bind: cannot listen on 127.0.0.1:{port}"
 
     @inlineCallbacks
-    def ended(self, child: _Twistd) -> Any:
+    def ended(self, child: TwistdProcess) -> Any:
         # The failure this guards against is a parent that waits for ever; it takes ~1 s here.
         yield poll_until(lambda: child.done, timeout=10, description="twistd to exit")
         self.assertNotEqual(child.exit_code, 0, child.output())
@@ -249,7 +183,7 @@ class PortInUseTests(TestCase):
     @inlineCallbacks
     def test_foreground(self) -> Any:
         """``twistd -n`` exits non-zero, logs the line once, prints no traceback and removes its pidfile."""
-        child, _transport = _spawn(self, self.config, ("-n",))
+        child, _transport = spawn_twistd(self, self.config, ("-n",))
         yield self.ended(child)
         output = child.out.decode("utf-8", "replace") + child.err.decode("utf-8", "replace")
         self.assertEqual(output.count(self.line), 1, child.output())
@@ -262,7 +196,8 @@ class PortInUseTests(TestCase):
         whole, and the pidfile is gone."""
         pidfile = self.config.parent / "gw.pid"
         logfile = self.config.parent / "gw.log"
-        child, _transport = _spawn(self, self.config, ("--pidfile", str(pidfile), "--logfile", str(logfile)))
+        options = ("--pidfile", str(pidfile), "--logfile", str(logfile))
+        child, _transport = spawn_twistd(self, self.config, options)
         yield self.ended(child)
         self.assertIn("[listeners.ws.taken] bind", child.err.decode("utf-8", "replace"), child.output())
         self.assertFalse(pidfile.exists())

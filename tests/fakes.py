@@ -41,10 +41,16 @@ class FakeMqttLink:
     answers False as a full buffer would.  Unlike the real link it checks each
     topic it is given, so that a core publishing to a topic it did not validate
     fails its tests; it matches topics as the real link does (``topic_matches``).
+
+    ``set_aside``: topics and filters holding one of these texts (the cluster's control traffic, for
+    tests about something else) are recorded in ``aside`` and ``aside_subscriptions`` instead.
     """
 
-    def __init__(self, connected: bool = False) -> None:
+    def __init__(self, connected: bool = False, set_aside: tuple[str, ...] = ()) -> None:
         self.connected = connected
+        self.set_aside = set_aside
+        self.aside: list[Published] = []
+        self.aside_subscriptions: dict[str, tuple[int, Handler]] = {}
         self.started = 0
         self.stop_timeouts: list[float] = []
         self.published: list[Published] = []
@@ -75,6 +81,9 @@ class FakeMqttLink:
         if problem is not None:
             raise ValueError(problem)
         message = Published(topic, payload, qos, retain)
+        if self._aside(topic) and not self.refuse_publishes:
+            self.aside.append(message)
+            return True
         if self.refuse_publishes:
             self.refused.append(message)
             return False
@@ -83,10 +92,18 @@ class FakeMqttLink:
 
     def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> None:
         check_qos(qos)
+        if self._aside(topic_filter):
+            self.aside_subscriptions[topic_filter] = (qos, handler)
+            return
         self.subscribe_calls.append((topic_filter, qos))
         self.subscriptions[topic_filter] = (qos, handler)
 
+    def _aside(self, topic: str) -> bool:
+        return any(text in topic for text in self.set_aside)
+
     def unsubscribe(self, topic_filter: str) -> None:
+        if self.aside_subscriptions.pop(topic_filter, None) is not None:
+            return
         self.unsubscribe_calls.append(topic_filter)
         self.subscriptions.pop(topic_filter, None)
 
@@ -101,7 +118,8 @@ class FakeMqttLink:
 
     def deliver(self, topic: str, payload: bytes) -> int:
         """Hand a message to every matching subscription's handler; how many handlers ran."""
-        handlers = [h for f, (_, h) in list(self.subscriptions.items()) if topic_matches(f, topic)]
+        every = [*self.subscriptions.items(), *self.aside_subscriptions.items()]
+        handlers = [h for f, (_, h) in every if topic_matches(f, topic)]
         for handler in handlers:
             handler(topic, payload)
         return len(handlers)
@@ -122,6 +140,7 @@ class FakeMqttLink:
         """Forget the publishes recorded so far."""
         del self.published[:]
         del self.refused[:]
+        del self.aside[:]
 
 
 class FakeConnection:

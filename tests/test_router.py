@@ -21,6 +21,7 @@ BASE = "[listeners.ws.default]\nbind = 33033\n"
 BOOT = {"chargePointVendor": "VendorX", "chargePointModel": "ModelY"}
 T0 = 1_700_000_000.5
 T0_TEXT = "2023-11-14T22:13:20.500Z"
+CONTROL = ("gateway/cluster/", "gateway/+/Presence")
 
 
 def make_config(gateway: str = "", extra: str = "") -> GatewayConfig:
@@ -101,7 +102,8 @@ class RouterTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
-        self.link = FakeMqttLink()
+        # the cluster's traffic is tests/test_core_cluster.py's
+        self.link = FakeMqttLink(set_aside=CONTROL)
         self.metrics = Metrics()
         self.addCleanup(self._no_timers_left)
 
@@ -479,7 +481,10 @@ class PresenceTests(RouterTestCase):
         self.assertEqual((message.topic, message.qos, message.retain), ("ocpp/cp/CP1/Presence", 1, True))
         self.assertEqual(
             message.json(),
-            {"clientid": "CP1", "status": "connected", "node": "gw1", "peer": "10.0.0.1:5555", "at": T0_TEXT},
+            {
+                "clientid": "CP1", "status": "connected", "node": "gw1", "member": "gw1",
+                "peer": "10.0.0.1:5555", "at": T0_TEXT,
+            },  # fmt: skip
         )
 
     def test_disconnected_presence(self) -> None:
@@ -496,6 +501,7 @@ class PresenceTests(RouterTestCase):
                 "clientid": "CP1",
                 "status": "disconnected",
                 "node": "gw1",
+                "member": "gw1",
                 "peer": "[::1]:5555",
                 "at": "2023-11-14T22:13:22.750Z",
                 "reason": "closed by charge point (1000)",
@@ -521,13 +527,13 @@ class PresenceTests(RouterTestCase):
         self.assertIsNone(node_will(self.config))
 
     def test_node_will(self) -> None:
-        """The node's last will is a retained 'offline' message on the node topic."""
+        """The node's last will is a retained 'offline' message on the node topic, reason 'node down'."""
         self.make()
+        will = b'{"node":"gw1","member":"gw1","status":"offline","reason":"node down"}'
+        self.assertEqual(node_will(self.config), Will("ocpp/gateway/gw1/Presence", will, 1, True))
         self.assertEqual(
-            node_will(self.config),
-            Will("ocpp/gateway/gw1/Presence", b'{"node":"gw1","status":"offline"}', 1, True),
+            node_will(self.config, "online").payload, b'{"node":"gw1","member":"gw1","status":"online"}'
         )
-        self.assertEqual(node_will(self.config, "online").payload, b'{"node":"gw1","status":"online"}')
 
     def test_node_topic_not_mounted_under_a_per_charge_point_mountpoint(self) -> None:
         """With ``mountpoint = ocpp/${cid}/`` the node topic has no charge point to fill in: it is
@@ -554,13 +560,14 @@ class PresenceTests(RouterTestCase):
                 ("ocpp/cp/CP2/Presence", True),
             ],
         )
-        self.assertEqual(self.link.published[0].json(), {"node": "gw1", "status": "online"})
+        self.assertEqual(self.link.published[0].json(), {"node": "gw1", "member": "gw1", "status": "online"})
         self.assertEqual(
             self.link.published[2].json(),
             {
                 "clientid": "CP2",
                 "status": "connected",
                 "node": "gw1",
+                "member": "gw1",
                 "peer": "10.0.0.2:2",
                 "at": T0_TEXT,
             },
@@ -596,7 +603,11 @@ class PresenceTests(RouterTestCase):
         last = self.link.published[-1]
         self.assertEqual(
             (last.topic, last.json(), last.retain),
-            ("ocpp/gateway/gw1/Presence", {"node": "gw1", "status": "offline"}, True),
+            (
+                "ocpp/gateway/gw1/Presence",
+                {"node": "gw1", "member": "gw1", "status": "offline", "reason": "shutdown"},
+                True,
+            ),
         )
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.metrics.value("disconnects", reason="shutdown"), 2)

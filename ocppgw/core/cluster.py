@@ -54,6 +54,7 @@ class _Claim:
     at: float
     member: str
     arrived: float
+    serial: int  # the order of arrival here, to compare with a will's
 
 
 @dataclass
@@ -66,7 +67,7 @@ class _Member:
 @dataclass
 class _Death:
     node: str
-    at: float  # when its will arrived here
+    serial: int  # claims arrived before the will have a smaller serial
     sweep: PresenceSweep | None = None
 
 
@@ -103,6 +104,7 @@ class Cluster:
         self._deaths: dict[str, _Death] = {}
         self._claims: dict[str, _Claim] = {}  # cid -> the newest claim seen, oldest arrival first
         self._held: dict[str, float] = {}  # cid -> our claim's ``at``, while we hold it
+        self._serial = 0  # counts claims and wills as they arrive
         self.replaced: Callable[[str, str], None] = lambda cid, by: None  # a newer claim took cid
         self.outdated: Callable[[str], None] = lambda cid: None  # an older claim for a cid we hold
         self._membership_filter = self._filter()
@@ -178,7 +180,8 @@ class Cluster:
                 )
             self.requests.member_gone(member)
             if reason == NODE_DOWN and member not in self._deaths:
-                self._deaths[member] = _Death(node, self._clock.seconds())
+                self._serial += 1
+                self._deaths[member] = _Death(node, self._serial)
         self._elect()
 
     def _revived(self, member: str) -> None:
@@ -211,7 +214,7 @@ class Cluster:
                 member=member,
             )
             death.sweep = self._sweep_factory(
-                member, death.node, lambda cid, since=death.at: self._claimed_since(cid, since)
+                member, death.node, lambda cid, since=death.serial: self._claimed_since(cid, since)
             )
             self._sweeps.run(death.sweep)
 
@@ -233,16 +236,17 @@ class Cluster:
         """``cid``'s connection here ended."""
         self._held.pop(cid, None)
 
-    def _claimed_since(self, cid: str, since: float) -> bool:
+    def _claimed_since(self, cid: str, serial: int) -> bool:
         claim = self._claims.get(cid)
-        return cid in self._held or (claim is not None and claim.arrived >= since)
+        return cid in self._held or (claim is not None and claim.serial > serial)
 
     def _remember(self, cid: str, at: float, member: str) -> None:
         now = self._clock.seconds()
         seen = self._claims.pop(cid, None)
         if seen is not None and (seen.at, seen.member) > (at, member):
             at, member = seen.at, seen.member
-        self._claims[cid] = _Claim(at, member, now)
+        self._serial += 1
+        self._claims[cid] = _Claim(at, member, now, self._serial)
         while self._claims:
             oldest = next(iter(self._claims.values()))
             if oldest.arrived >= now - CLAIM_MEMORY and len(self._claims) <= MAX_CLAIMS:

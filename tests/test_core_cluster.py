@@ -254,7 +254,7 @@ class RequestTests(ClusterTestCase):
         self.assertEqual(len(results), 1)
 
     def test_no_membership_waits_for_the_timeout(self) -> None:
-        """With presence off nobody's membership is known: a request collects replies for the whole timeout."""
+        """With presence off no membership is known: a request collects replies for the whole timeout."""
         a = self.member("a", extra="[presence]\nenable = false\n")
         b = self.member("b", extra="[presence]\nenable = false\n")
         a.up(), b.up()
@@ -422,7 +422,7 @@ class HostileControlTests(ClusterTestCase):
 
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
-        a, b = self.start("a", "b")
+        a, _b = self.start("a", "b")
         connection = a.attach("CP1")
         self.broker.flush()
         topics = [TAKEOVER, REQUEST, "ocpp/gateway/cluster/reply/a", "ocpp/gateway/z/Presence"]

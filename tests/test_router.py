@@ -484,7 +484,7 @@ class PresenceTests(RouterTestCase):
             {
                 "clientid": "CP1", "status": "connected", "node": "gw1", "member": "gw1",
                 "peer": "10.0.0.1:5555", "at": T0_TEXT,
-            },  # fmt: skip
+            },
         )
 
     def test_disconnected_presence(self) -> None:

@@ -16,6 +16,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
+from ocppgw.api.directory import Directory
 from ocppgw.api.service import ApiService
 from ocppgw.auth.service import AuthenticatorService
 from ocppgw.config import GatewayConfig, ListenerSection, problem_line
@@ -84,6 +85,7 @@ class GatewayService(MultiService):
             link = link_class(reactor, config.mqtt, self.metrics, will=node_will(config))
         self.link = link
         self.router = Router(config, link, reactor, self.metrics, schemas)
+        self.directory = Directory(self)  # answers the other members' requests, with or without the API
         # one count of bytes being received for every listener; large ones freed give memory back
         self.trimmer = MemoryTrimmer(reactor, metrics=self.metrics)
         self.inflight = InflightBudget(config.gateway.max_inflight_bytes, self.trimmer)

@@ -11,15 +11,18 @@ from ocppgw.core.router import Router
 from ocppgw.metrics import Metrics
 
 if TYPE_CHECKING:
+    from ocppgw.api.directory import Directory
     from ocppgw.service import GatewayService
 
 
 @dataclass(frozen=True)
 class ApiContext:
-    """Handed to every ``routes(context)``; ``clock`` is the reactor (a ``Clock`` in tests)."""
+    """Handed to every ``routes(context)``; ``clock`` is the reactor (a ``Clock`` in tests);
+    ``directory`` reaches the charge points of every member (``ocppgw.api.directory``)."""
 
     service: GatewayService
     router: Router
+    directory: Directory
     metrics: Metrics
     clock: Any
     data_dir: Path
@@ -35,6 +38,7 @@ class ApiContext:
         return cls(
             service=service,
             router=service.router,
+            directory=service.directory,
             metrics=service.metrics,
             clock=service.reactor,
             data_dir=service.config.gateway.data_dir,

@@ -206,6 +206,38 @@ class RequestTests(ClusterTestCase):
         self.assertEqual(gathered.missing, [])
         self.assertEqual([c for c in a.clock.getDelayedCalls() if "Requests" in repr(c)], [])
 
+    def test_long_list_in_parts(self) -> None:
+        """A long list result comes in parts of about 256 KB (under NATS' 1 MB message limit), joined in
+        order; an empty list is one part."""
+        a, b, c = self.start("a", "b", "c")
+        items = [{"clientid": f"CP{i}", "pad": "x" * 200} for i in range(3000)]
+        b.router.cluster.serve("clients", lambda args: items)
+        c.router.cluster.serve("clients", lambda args: [])
+        results = self.gather(a, "clients")
+        self.broker.flush()
+        (gathered,) = results
+        self.assertEqual(gathered.replies["b"].result, items)
+        self.assertEqual(gathered.replies["c"].result, [])
+        parts = [m for m in b.link.published if m.topic == "ocpp/gateway/cluster/reply/a"]
+        self.assertEqual(len(parts), 3)
+        self.assertTrue(all(len(m.payload) < 300 * 1024 for m in parts))
+
+    def test_malformed_parts_ignored(self) -> None:
+        """Parts that do not add up (for a pending request) are ignored: the member counts as silent."""
+        a, _b = self.start("a", "b")
+        self.broker.links.pop()  # b says nothing itself
+        results = self.gather(a, "clients")
+        (request,) = [m.json() for m in a.link.published if m.topic == REQUEST]
+        for extra in ('"part":0', '"part":3,"parts":2', '"part":true,"parts":2', '"part":0,"parts":1e9'):
+            body = f'{{"id":"{request["id"]}","member":"b","node":"b","result":[1],{extra}}}'
+            a.link.deliver("ocpp/gateway/cluster/reply/a", body.encode())
+        a.link.deliver(
+            "ocpp/gateway/cluster/reply/a",
+            f'{{"id":"{request["id"]}","member":"b","node":"b","result":[1],"part":0,"parts":2}}'.encode(),
+        )
+        a.clock.advance(1)
+        self.assertEqual((results[0].replies, results[0].missing), ({}, ["b"]))
+
     def test_timeout(self) -> None:
         """A member believed online that does not answer: the request fires after the timeout with
         the replies it has, the silent member in ``missing``; a late reply is ignored."""
@@ -408,6 +440,11 @@ class HostileControlTests(ClusterTestCase):
         b'{"id":"1","member":"z"}',
         b'{"id":"1","member":"z","node":"z","result":' + b"[" * 5000 + b"]" * 5000 + b"}",
         b"{" + b'"k":1,' * 20000 + b'"x":1}',
+        b'{"id":"1","member":"z","node":"z","result":[1],"part":0}',
+        b'{"id":"1","member":"z","node":"z","result":[1],"part":3,"parts":2}',
+        b'{"id":"1","member":"z","node":"z","result":{},"part":0,"parts":2}',
+        b'{"id":"1","member":"z","node":"z","result":[],"part":0,"parts":1e9}',
+        b'{"id":"1","member":"z","node":"z","result":[],"part":true,"parts":2}',
     ]
 
     def test_hostile_payloads(self) -> None:

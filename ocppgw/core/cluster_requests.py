@@ -5,6 +5,10 @@ A request goes to every member on ``<M>gateway/cluster/request``; each other mem
 believes online, or ``timeout`` seconds, and gets what arrived (``Gathered``): a member that did not
 answer in time is listed in ``missing``. With no membership known (``[presence] enable = false``)
 the asker waits the whole timeout.
+
+A list result goes in parts of at most ``PART_BYTES`` (``"part"``, ``"parts"``), so a member with
+many charge points stays under a broker's message limit (NATS: 1 MB by default); the asker joins
+them and counts the member as answered once every part arrived.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from ocppgw.core.timers import cancel
 CONTROL_QOS = 1
 REQUEST_TIMEOUT = 1.0
 MAX_ID_LENGTH = 128
+PART_BYTES = 256 * 1024
+MAX_PARTS = 4096
 
 Handler = Callable[[dict[str, Any]], Any]  # args -> a JSON-serialisable result
 
@@ -54,6 +60,7 @@ class _Pending:
     expected: set[str] | None
     gathered: Gathered
     timer: IDelayedCall | None = None
+    parts: dict[str, dict[int, list[Any]]] = field(default_factory=dict)  # member -> part -> items
 
 
 class Requests:
@@ -140,7 +147,15 @@ class Requests:
             except Exception:
                 self._log.failure("cluster request {op} from {asker} failed", op=op, asker=asker)
                 reply["error"] = "failed"
-        self._link.publish(self._prefix + REPLY + asker, encode(reply), CONTROL_QOS)
+        topic = self._prefix + REPLY + asker
+        result = reply.get("result")
+        if not isinstance(result, list):
+            self._link.publish(topic, encode(reply), CONTROL_QOS)
+            return
+        parts = _parts(result)
+        for index, items in enumerate(parts):
+            body = {**reply, "result": items, "part": index, "parts": len(parts)}
+            self._link.publish(topic, encode(body), CONTROL_QOS)
 
     def _reply_received(self, topic: str, payload: bytes) -> None:
         body = decode(topic, payload, MAX_REPLY_BYTES)
@@ -156,9 +171,21 @@ class Requests:
                 "late or unknown cluster reply {id} from {member}", id=clip(request_id, 40), member=member
             )
             return
-        error = body.get("error")
+        error, result = body.get("error"), body.get("result")
+        part, parts = body.get("part"), body.get("parts")
+        if part is not None or parts is not None:
+            whole = _count(parts) and _count(part, parts) and parts <= MAX_PARTS
+            if not whole or not isinstance(result, list):
+                ignored(topic, "a part of a reply needs 'part' < 'parts' and a list 'result'")
+                return
+            received = pending.parts.setdefault(member, {})
+            received[part] = result
+            if len(received) < parts:
+                return
+            result = [item for index in sorted(received) for item in received[index]]
+            del pending.parts[member]
         pending.gathered.replies[member] = Reply(
-            member, node, body.get("result"), clip(error, 200) if isinstance(error, str) else None
+            member, node, result, clip(error, 200) if isinstance(error, str) else None
         )
         self._check(request_id)
 
@@ -175,3 +202,24 @@ class Requests:
         gathered = pending.gathered
         gathered.missing = sorted((pending.expected or set()) - gathered.replies.keys())
         pending.deferred.callback(gathered)
+
+
+def _parts(items: list[Any]) -> list[list[Any]]:
+    """``items`` in consecutive parts of about ``PART_BYTES`` of JSON each; one empty part for none."""
+    parts: list[list[Any]] = [[]]
+    size = 0
+    for item in items:
+        length = len(encode(item)) if isinstance(item, dict | list) else 16
+        if parts[-1] and size + length > PART_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(item)
+        size += length + 1
+    return parts
+
+
+def _count(value: Any, below: Any = None) -> bool:
+    """Whether ``value`` is a whole number >= 0 (and < ``below`` when given); >= 1 without ``below``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return False
+    return value >= 1 if below is None else 0 <= value < below

@@ -19,7 +19,7 @@ TAKEOVER = "gateway/cluster/takeover"
 REQUEST = "gateway/cluster/request"
 REPLY = "gateway/cluster/reply/"  # + the asking member's name
 MAX_CONTROL_BYTES = 64 * 1024  # a claim, a request or a node state
-MAX_REPLY_BYTES = 64 * 1024 * 1024  # a reply may list every charge point of a member
+MAX_REPLY_BYTES = 4 * 1024 * 1024  # one part of a reply (parts are about 256 KB)
 MAX_NAME_BYTES = 256
 
 _log = Logger()

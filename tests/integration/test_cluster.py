@@ -61,6 +61,16 @@ class ClusterTestCase(TestCase):
         yield poll_until(everyone, timeout=15)
 
     @inlineCallbacks
+    def answered(self, gw: GatewayHarness, member: str, timeout: float = 15) -> Any:
+        """Until ``member`` answers ``gw``'s status request."""
+        deadline = reactor.seconds() + timeout
+        while reactor.seconds() < deadline:
+            gathered = yield gw.service.router.cluster.ask("status")
+            if member in gathered.replies:
+                return
+        self.fail(f"{member} never answered {gw.node_name}")
+
+    @inlineCallbacks
     def api(self, gw: GatewayHarness, method: str, path: str) -> Any:
         response = yield treq.request(method, gw.api_url + path, headers=ADMIN, pool=self.pool)
         content = yield response.content()
@@ -132,6 +142,9 @@ class CrossNodeTests(ClusterTestCase):
         yield a.connect("CPA", ocpp_client=False)
         on_b = yield b.connect("CPB", ocpp_client=False)
         yield poll_until(lambda: b.service.router.session("CPB") and a.service.router.session("CPA"))
+        # NATS makes a JetStream consumer per QoS 1 subscription: until B's request subscription and
+        # A's reply subscription are in place, a request times out (1 s) without B's answer
+        yield self.answered(a, "gwb")
         code, page = yield self.api(a, "GET", "/api/v5/gateways/ocpp/clients")
         self.assertEqual(code, 200)
         self.assertEqual(

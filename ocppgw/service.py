@@ -18,17 +18,16 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
 from ocppgw.api.context import ApiContext
+from ocppgw.api.directory import Directory
 from ocppgw.api.service import ApiService
 from ocppgw.auth.service import AuthenticatorService
 from ocppgw.config import GatewayConfig, ListenerSection, problem_line
 from ocppgw.core.ports import IAuthenticator, IBrokerLink
-from ocppgw.core.router import Router, node_will
+from ocppgw.core.router import Router
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.memory import InflightBudget, MemoryTrimmer
 from ocppgw.metrics import Metrics
-from ocppgw.mqtt.reactor_loop import PahoReactorLink
-from ocppgw.mqtt.service import LinkService
-from ocppgw.mqtt.thread_loop import PahoThreadLink
+from ocppgw.mqtt.service import LinkService, broker_link
 from ocppgw.signals import Sighup
 from ocppgw.tls.listener import (
     ReloadableContextFactory,
@@ -85,16 +84,14 @@ class GatewayService(MultiService):
         self.metrics = Metrics()
         options = tls_options if tls_options is not None else listener_options(config)
         self.tls_contexts = {name: ReloadableContextFactory(o) for name, o in options.items()}
-        if link is None:
-            link_class = PahoReactorLink if config.mqtt.network_loop == "reactor" else PahoThreadLink
-            link = link_class(reactor, config.mqtt, self.metrics, will=node_will(config))
-        self.link = link
-        self.router = Router(config, link, reactor, self.metrics, schemas)
+        self.link = link if link is not None else broker_link(config, reactor, self.metrics)
+        self.router = Router(config, self.link, reactor, self.metrics, schemas)
+        self.directory = Directory(self)  # answers the other members' requests, with or without the API
         # one count of bytes being received for every listener; large ones freed give memory back
         self.trimmer = MemoryTrimmer(reactor, metrics=self.metrics)
         self.inflight = InflightBudget(config.gateway.max_inflight_bytes, self.trimmer)
         self.metrics.gauge("inflight_bytes", lambda: self.inflight.used)
-        self.link_service = LinkService(link, config.gateway.shutdown_timeout)
+        self.link_service = LinkService(self.link, config.gateway.shutdown_timeout)
         self.link_service.setServiceParent(self)
         self.auth_service = AuthenticatorService(config, reactor, self.metrics, config.gateway.data_dir)
         self.auth_service.setServiceParent(self)

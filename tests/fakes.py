@@ -41,10 +41,17 @@ class FakeMqttLink:
     answers False as a full buffer would.  Unlike the real link it checks each
     topic it is given, so that a core publishing to a topic it did not validate
     fails its tests; it matches topics as the real link does (``topic_matches``).
+
+    ``set_aside``: topics and filters holding one of these texts (the cluster's control traffic, for
+    tests about something else) are recorded in ``aside`` and ``aside_subscriptions`` instead.
     """
 
-    def __init__(self, connected: bool = False) -> None:
+    def __init__(self, connected: bool = False, set_aside: tuple[str, ...] = ()) -> None:
         self.connected = connected
+        self.set_aside = set_aside
+        self.aside: list[Published] = []
+        self.broker: FakeBroker | None = None
+        self.aside_subscriptions: dict[str, tuple[int, Handler]] = {}
         self.started = 0
         self.stop_timeouts: list[float] = []
         self.published: list[Published] = []
@@ -75,6 +82,11 @@ class FakeMqttLink:
         if problem is not None:
             raise ValueError(problem)
         message = Published(topic, payload, qos, retain)
+        if self.broker is not None and not self.refuse_publishes:
+            self.broker.receive(message)
+        if self._aside(topic) and not self.refuse_publishes:
+            self.aside.append(message)
+            return True
         if self.refuse_publishes:
             self.refused.append(message)
             return False
@@ -83,10 +95,20 @@ class FakeMqttLink:
 
     def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> None:
         check_qos(qos)
+        if self.broker is not None:
+            self.broker.subscribed(self, topic_filter)
+        if self._aside(topic_filter):
+            self.aside_subscriptions[topic_filter] = (qos, handler)
+            return
         self.subscribe_calls.append((topic_filter, qos))
         self.subscriptions[topic_filter] = (qos, handler)
 
+    def _aside(self, topic: str) -> bool:
+        return any(text in topic for text in self.set_aside)
+
     def unsubscribe(self, topic_filter: str) -> None:
+        if self.aside_subscriptions.pop(topic_filter, None) is not None:
+            return
         self.unsubscribe_calls.append(topic_filter)
         self.subscriptions.pop(topic_filter, None)
 
@@ -101,7 +123,8 @@ class FakeMqttLink:
 
     def deliver(self, topic: str, payload: bytes) -> int:
         """Hand a message to every matching subscription's handler; how many handlers ran."""
-        handlers = [h for f, (_, h) in list(self.subscriptions.items()) if topic_matches(f, topic)]
+        every = [*self.subscriptions.items(), *self.aside_subscriptions.items()]
+        handlers = [h for f, (_, h) in every if topic_matches(f, topic)]
         for handler in handlers:
             handler(topic, payload)
         return len(handlers)
@@ -122,6 +145,53 @@ class FakeMqttLink:
         """Forget the publishes recorded so far."""
         del self.published[:]
         del self.refused[:]
+        del self.aside[:]
+
+
+class FakeBroker:
+    """FakeMqttLinks joined as one broker joins its clients: what a link publishes reaches every
+    joined link's matching subscriptions when ``flush()`` runs (so tests order races), retained
+    messages are kept and sent to each new subscription, and ``kill`` plays a dead client's will."""
+
+    def __init__(self) -> None:
+        self.links: list[FakeMqttLink] = []
+        self.retained: dict[str, bytes] = {}
+        self.queue: list[tuple[FakeMqttLink | None, str, bytes]] = []
+
+    def join(self, link: FakeMqttLink) -> FakeMqttLink:
+        link.broker = self
+        self.links.append(link)
+        return link
+
+    def receive(self, message: Published) -> None:
+        if message.retain:
+            if message.payload:
+                self.retained[message.topic] = message.payload
+            else:
+                self.retained.pop(message.topic, None)
+        self.queue.append((None, message.topic, message.payload))
+
+    def subscribed(self, link: FakeMqttLink, topic_filter: str) -> None:
+        for topic, payload in self.retained.items():
+            if topic_matches(topic_filter, topic):
+                self.queue.append((link, topic, payload))
+
+    def kill(self, link: FakeMqttLink, will: Any = None) -> None:
+        """``link`` is gone without DISCONNECT: it hears nothing more; its will (a ``Will``) goes out."""
+        self.links.remove(link)
+        link.broker = None
+        if will is not None:
+            self.receive(Published(will.topic, will.payload, will.qos, will.retain))
+
+    def flush(self) -> int:
+        """Deliver what is queued, and what that queues, in order; how many deliveries."""
+        count = 0
+        while self.queue:
+            target, topic, payload = self.queue.pop(0)
+            for link in [target] if target is not None else list(self.links):
+                if link in self.links:
+                    count += link.deliver(topic, payload)
+        return count
 
 
 class FakeConnection:

@@ -36,6 +36,7 @@ class Context:
     metrics: Any
     clock: Any
     data_dir: Path
+    directory: Any = None
 
 
 def make_context(case: SynchronousTestCase, ini: str = INI) -> Context:
@@ -48,7 +49,9 @@ def make_context(case: SynchronousTestCase, ini: str = INI) -> Context:
     service = GatewayService(config, reactor, link=FakeMqttLink())
     service.startService()
     case.addCleanup(service.stopService)
-    return Context(service, config, service.router, service.metrics, reactor, config.gateway.data_dir)
+    return Context(
+        service, config, service.router, service.metrics, reactor, config.gateway.data_dir, service.directory
+    )
 
 
 def call(routes: list[Route], method: str, path: str, body: Any = None, **query: str) -> ApiResponse:

@@ -851,7 +851,8 @@ class ExampleTests(SynchronousTestCase):
                 documented.setdefault(section, set()).add(match[1])
                 self.assertTrue(lines[number - 1].startswith("; "), f"no comment above {line!r}")
         expected = {
-            "gateway": {f.name for f in dataclasses.fields(GatewaySection)} - {"member"},  # not a key
+            # member: set by the process that starts the gateway (node_name by default), not gw.ini
+            "gateway": {f.name for f in dataclasses.fields(GatewaySection)} - {"member"},
             "upstream": {f.name for f in dataclasses.fields(UpstreamSection)} - {"topic_override_mapping"},
             "dnstream": {f.name for f in dataclasses.fields(DnstreamSection)},
             "mqtt": {f.name for f in dataclasses.fields(MqttSection)},

@@ -21,6 +21,7 @@ BASE = "[listeners.ws.default]\nbind = 33033\n"
 BOOT = {"chargePointVendor": "VendorX", "chargePointModel": "ModelY"}
 T0 = 1_700_000_000.5
 T0_TEXT = "2023-11-14T22:13:20.500Z"
+CONTROL = ("gateway/cluster/", "gateway/+/Presence")
 
 
 def make_config(gateway: str = "", extra: str = "") -> GatewayConfig:
@@ -101,7 +102,8 @@ class RouterTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
-        self.link = FakeMqttLink()
+        # the cluster's traffic is tests/test_core_cluster.py's
+        self.link = FakeMqttLink(set_aside=CONTROL)
         self.metrics = Metrics()
         self.addCleanup(self._no_timers_left)
 
@@ -480,12 +482,8 @@ class PresenceTests(RouterTestCase):
         self.assertEqual(
             message.json(),
             {
-                "clientid": "CP1",
-                "status": "connected",
-                "node": "gw1",
-                "member": "gw1",
-                "peer": "10.0.0.1:5555",
-                "at": T0_TEXT,
+                "clientid": "CP1", "status": "connected", "node": "gw1", "member": "gw1",
+                "peer": "10.0.0.1:5555", "at": T0_TEXT,
             },
         )
 
@@ -529,12 +527,10 @@ class PresenceTests(RouterTestCase):
         self.assertIsNone(node_will(self.config))
 
     def test_node_will(self) -> None:
-        """The node's last will is a retained 'offline' message on the node topic."""
+        """The node's last will is a retained 'offline' message on the node topic, reason 'node down'."""
         self.make()
-        self.assertEqual(
-            node_will(self.config),
-            Will("ocpp/gateway/gw1/Presence", b'{"node":"gw1","member":"gw1","status":"offline"}', 1, True),
-        )
+        will = b'{"node":"gw1","member":"gw1","status":"offline","reason":"node down"}'
+        self.assertEqual(node_will(self.config), Will("ocpp/gateway/gw1/Presence", will, 1, True))
         self.assertEqual(
             node_will(self.config, "online").payload, b'{"node":"gw1","member":"gw1","status":"online"}'
         )
@@ -607,7 +603,11 @@ class PresenceTests(RouterTestCase):
         last = self.link.published[-1]
         self.assertEqual(
             (last.topic, last.json(), last.retain),
-            ("ocpp/gateway/gw1/Presence", {"node": "gw1", "member": "gw1", "status": "offline"}, True),
+            (
+                "ocpp/gateway/gw1/Presence",
+                {"node": "gw1", "member": "gw1", "status": "offline", "reason": "shutdown"},
+                True,
+            ),
         )
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.metrics.value("disconnects", reason="shutdown"), 2)

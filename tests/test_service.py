@@ -166,13 +166,16 @@ class GatewayServiceTests(SynchronousTestCase):
         self.service.startService()
         self.assertTrue(self.link.started)
         self.assertEqual(len(self.reactor.tcpServers), 2)
-        self.assertEqual(len(self.link.observers), 1)
+        self.assertEqual(len(self.link.observers), 2)  # the router's and the cluster's
         self.successResultOf(self.service.stopService())
         self.assertEqual([child.port for child in self.service.listeners], [None, None])
         self.assertEqual(self.link.stopped_with, 7.0)
         topic, payload, _qos, retain = self.link.published[-1]
         self.assertEqual(topic, "ocpp/gateway/testnode/Presence")
-        self.assertEqual(json.loads(payload), {"node": "testnode", "member": "testnode", "status": "offline"})
+        self.assertEqual(
+            json.loads(payload),
+            {"node": "testnode", "member": "testnode", "status": "offline", "reason": "shutdown"},
+        )
         self.assertTrue(retain)
 
     def test_stop_order(self) -> None:

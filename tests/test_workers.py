@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw.api import clients, manage_listeners
 from ocppgw.api.context import ApiContext
-from ocppgw.api.http import ApiError, ApiRequest
+from ocppgw.api.http import ApiRequest
 from ocppgw.config import config_from_string, load_config
 from ocppgw.metrics import Metrics
 from ocppgw.openfiles import RESERVED, check_connections, raise_soft_limit
@@ -248,7 +248,9 @@ class MasterApiTests(SynchronousTestCase):
         (root / "gw.ini").write_text("[gateway]\nworkers = 2\n[listeners.ws.default]\nbind = 127.0.0.1:0\n")
         self.config = load_config(root / "gw.ini")
         self.master = MasterService(self.config, ThreadedMemoryReactorClock())
-        self.context = ApiContext(self.master, None, self.master.reactor, self.config.gateway.data_dir)
+        self.context = ApiContext(
+            self.master, None, self.master.directory, self.master.reactor, self.config.gateway.data_dir
+        )
 
     def test_metrics_summed(self) -> None:
         one, two = Metrics(), Metrics()
@@ -308,11 +310,13 @@ class MasterApiTests(SynchronousTestCase):
             self.assertIn("workers > 1", failures[0].value.message)
         self.assertFalse((self.config.gateway.data_dir / "overrides.json").exists())
 
-    def test_clients_not_here(self) -> None:
-        """The master holds no charge points: the client list answers 501 until the cluster lists them."""
+    def test_clients_through_the_directory(self) -> None:
+        """The master holds no charge points: its client list is what the directory gathers from the
+        members (none online here: an empty page, not an error), and it counts no connections itself."""
         (route, *_rest) = clients.routes(self.context)
-        error = self.assertRaises(ApiError, route.handler, ApiRequest("GET", route.pattern, {}, {}, None))
-        self.assertEqual((error.status, error.code), (501, "NOT_SUPPORTED"))
+        response = self.successResultOf(route.handler(ApiRequest("GET", route.pattern, {}, {}, None)))
+        self.assertEqual((response.status, response.body["data"]), (200, []))
+        self.assertEqual(self.master.directory.local_status()["current_connections"], 0)
 
 
 class WorkerControlTests(SynchronousTestCase):

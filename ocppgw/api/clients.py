@@ -1,6 +1,8 @@
 """``/gateways/ocpp/clients``: the connected charge points as the reference's client objects, with
 its filters and paging; ``DELETE`` kicks one (close 1000 "kicked").
 
+Every member's charge points are listed (``node`` says where each is; the ``node`` filter picks one
+node), through the context's ``Directory``; paging is over the merged list, this member's first.
 Only live connections are listed (a charge point that left has no session to show), so
 ``conn_state`` is always ``connected``. The counters come from Autobahn's per-connection traffic
 statistics and the session's queue; nothing is counted per message for this module.
@@ -11,11 +13,17 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ocppgw.api.context import ApiContext
+from twisted.internet.defer import inlineCallbacks
+
 from ocppgw.api.http import ApiError, ApiRequest, ApiResponse, Route, bad_request, paginate
+from ocppgw.config import GatewayConfig
 from ocppgw.core.router import Attached
+from ocppgw.core.topics import render
+
+if TYPE_CHECKING:
+    from ocppgw.api.context import ApiContext
 
 BASE = "/gateways/ocpp/clients"
 FILTERS = (
@@ -38,7 +46,7 @@ def _split_peer(peer: str) -> tuple[str, int | None]:
     return (host, int(port)) if port.isdigit() else (peer, None)
 
 
-def client_object(context: ApiContext, attached: Attached) -> dict[str, Any]:
+def client_object(config: GatewayConfig, attached: Attached) -> dict[str, Any]:
     """One connected charge point with the keys of the reference's ``format_channel_info``."""
     session = attached.session
     cid = session.cid
@@ -46,17 +54,17 @@ def client_object(context: ApiContext, attached: Attached) -> dict[str, Any]:
     traffic = getattr(attached.connection, "traffic", None)
     recv_oct, recv_cnt, send_oct, send_cnt = traffic() if traffic is not None else (0, 0, 0, 0)
     listener = attached.listener
-    mountpoint = listener.mountpoint if listener.mountpoint is not None else context.config.gateway.mountpoint
+    mountpoint = listener.mountpoint if listener.mountpoint is not None else config.gateway.mountpoint
     since = rfc3339(attached.since)
     return {
-        "node": context.config.gateway.node_name, "clientid": cid, "username": attached.username,
+        "node": config.gateway.node_name, "clientid": cid, "username": attached.username,
         "mountpoint": mountpoint, "proto_name": "OCPP", "proto_ver": "1.6", "ip_address": host,
         "port": port, "is_bridge": False, "connected_at": since, "disconnected_at": None,
         "connected": True, "keepalive": int(session.heartbeat_interval),
         "clean_start": True, "expiry_interval": 0, "created_at": since,
         "subscriptions_cnt": 1, "subscriptions_max": 1,
         "inflight_cnt": 0 if session.in_flight is None else 1, "inflight_max": 1,
-        "mqueue_len": session.queue_length, "mqueue_max": context.config.dnstream.max_mqueue_len,
+        "mqueue_len": session.queue_length, "mqueue_max": config.dnstream.max_mqueue_len,
         "mqueue_dropped": session.dropped, "awaiting_rel_cnt": 0, "awaiting_rel_max": 0,
         "recv_oct": recv_oct, "recv_cnt": recv_cnt, "recv_pkt": recv_cnt, "recv_msg": recv_cnt,
         "send_oct": send_oct, "send_cnt": send_cnt, "send_pkt": send_cnt, "send_msg": send_cnt,
@@ -76,47 +84,54 @@ def _epoch(text: str, name: str) -> float:
         raise bad_request(f"{name}: expected epoch milliseconds or an RFC 3339 time") from None
 
 
-def _predicates(context: ApiContext, request: ApiRequest) -> list[Callable[[Attached, dict[str, Any]], bool]]:
-    """One test per filter given; a bad value is a 400 (the reference's 500 NODE_DOWN, improved)."""
-    tests: list[Callable[[Attached, dict[str, Any]], bool]] = []
-    node = request.arg("node")
-    if node is not None and node != context.config.gateway.node_name:
-        raise bad_request(f"invalid node: {node[:60]}")
+def _predicates(context: ApiContext, request: ApiRequest) -> list[Callable[[dict[str, Any]], bool]]:
+    """One test per filter given; a bad value, or a node no member is on, is a 400 (the reference's
+    500 NODE_DOWN, improved)."""
+    tests: list[Callable[[dict[str, Any]], bool]] = []
     state = request.arg("conn_state")
     if state is not None:
-        tests.append(lambda a, c: state == "connected")
-    for key in ("clientid", "username", "proto_ver"):
+        tests.append(lambda c: state == "connected")
+    for key in ("node", "clientid", "username", "proto_ver"):
         value = request.arg(key)
         if value is not None:
-            tests.append(lambda a, c, key=key, value=value: c[key] == value)
+            tests.append(lambda c, key=key, value=value: c.get(key) == value)
     address = request.arg("ip_address")
     if address is not None:
         try:
             wanted = ipaddress.ip_address(address)
         except ValueError:
             raise bad_request(f"ip_address: not an IP address: {address[:60]}") from None
-        tests.append(lambda a, c: _same_address(c["ip_address"], wanted))
+        tests.append(lambda c: _same_address(c.get("ip_address"), wanted))
     clean = request.arg("clean_start")
     if clean is not None:
         if clean not in ("true", "false"):
             raise bad_request("clean_start: expected true or false")
-        tests.append(lambda a, c: clean == "true")
+        tests.append(lambda c: clean == "true")
     for key in ("clientid", "username"):
         part = request.arg(f"like_{key}")
         if part is not None:
-            tests.append(lambda a, c, key=key, part=part: isinstance(c[key], str) and part in c[key])
+            tests.append(lambda c, key=key, part=part: isinstance(c.get(key), str) and part in c[key])
     for bound in ("gte", "lte"):
         for what in ("created_at", "connected_at"):
             text = request.arg(f"{bound}_{what}")
             if text is not None:
                 at = _epoch(text, f"{bound}_{what}")
-                tests.append(
-                    lambda a, c, at=at, bound=bound: a.since >= at if bound == "gte" else a.since <= at
-                )
+                tests.append(lambda c, at=at, bound=bound: _within(c.get("connected_at"), at, bound))
     return tests
 
 
-def _same_address(text: str, wanted: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+def _within(text: Any, at: float, bound: str) -> bool:
+    """Whether the client object's ``connected_at`` (RFC 3339, milliseconds) is on ``bound``'s side
+    of ``at``, compared at millisecond precision."""
+    try:
+        since = datetime.fromisoformat(text).timestamp()
+    except (TypeError, ValueError):
+        return False
+    at = round(at, 3)
+    return since >= at if bound == "gte" else since <= at
+
+
+def _same_address(text: Any, wanted: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     try:
         return ipaddress.ip_address(text) == wanted
     except ValueError:
@@ -124,38 +139,49 @@ def _same_address(text: str, wanted: ipaddress.IPv4Address | ipaddress.IPv6Addre
 
 
 def routes(context: ApiContext) -> list[Route]:
-    router = context.router
+    directory = context.directory
 
-    def found(request: ApiRequest, message: str = _NOT_FOUND) -> Attached:
-        if router is None:  # the workers' master holds no charge points
-            raise ApiError(501, "NOT_SUPPORTED", "the client list needs [gateway] workers = 1")
-        attached = router.find(request.path_params["clientid"])
-        if attached is None:
+    @inlineCallbacks
+    def found(request: ApiRequest, message: str = _NOT_FOUND) -> Any:
+        client = yield directory.find(request.path_params["clientid"])
+        if client is None:
             raise ApiError(404, "RESOURCE_NOT_FOUND", message)
-        return attached
+        return client
 
-    def list_clients(request: ApiRequest) -> ApiResponse:
-        if router is None:
-            raise ApiError(501, "NOT_SUPPORTED", "the client list needs [gateway] workers = 1")
+    @inlineCallbacks
+    def list_clients(request: ApiRequest) -> Any:
         tests = _predicates(context, request)
-        objects = []
-        for attached in router.attached():
-            client = client_object(context, attached)
-            if all(test(attached, client) for test in tests):
-                objects.append(client)
+        node = request.arg("node")
+        if node is not None and node not in directory.nodes():
+            raise bad_request(f"invalid node: {node[:60]}")
+        clients = yield directory.clients()
+        objects = [client for client in clients if all(test(client) for test in tests)]
         fuzzy = request.arg("like_clientid") is not None or request.arg("like_username") is not None
         return ApiResponse(200, paginate(objects, request, count=not fuzzy))
 
-    def get_client(request: ApiRequest) -> ApiResponse:
-        return ApiResponse(200, client_object(context, found(request)))
+    @inlineCallbacks
+    def get_client(request: ApiRequest) -> Any:
+        client = yield found(request)
+        return ApiResponse(200, client)
 
-    def kick(request: ApiRequest) -> ApiResponse:
-        found(request).connection.close(1000, "kicked")
+    @inlineCallbacks
+    def kick(request: ApiRequest) -> Any:
+        kicked = yield directory.kick(request.path_params["clientid"])
+        if not kicked:
+            raise ApiError(404, "RESOURCE_NOT_FOUND", _NOT_FOUND)
         return ApiResponse(204)
 
-    def subscriptions(request: ApiRequest) -> ApiResponse:
-        attached = found(request, "client process not found")
-        topic = attached.upstream.topics.dnstream
+    @inlineCallbacks
+    def subscriptions(request: ApiRequest) -> Any:
+        client = yield found(request, "client process not found")
+        cid = client["clientid"]
+        attached = context.router.find(cid)
+        if attached is not None:  # here: the topic it subscribed to when it connected
+            topic = attached.upstream.topics.dnstream
+        else:  # elsewhere: the topic the member's config renders (as this one's, in one cluster)
+            mountpoint = client.get("mountpoint")
+            topic = render(mountpoint if isinstance(mountpoint, str) else "", cid)
+            topic += render(context.config.dnstream.topic, cid)
         qos = context.config.dnstream.qos
         return ApiResponse(200, [{"topic": topic, "qos": qos, "nl": 0, "rap": 0, "rh": 0}])
 

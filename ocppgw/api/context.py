@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from ocppgw.config import GatewayConfig, ListenerSection
 
 if TYPE_CHECKING:
+    from ocppgw.api.directory import Directory
     from ocppgw.core.router import Router
     from ocppgw.service import GatewayService
 
@@ -61,10 +62,12 @@ class ManagedGateway(Protocol):
 @dataclass(frozen=True)
 class ApiContext:
     """Handed to every ``routes(context)``; ``clock`` is the reactor (a ``Clock`` in tests);
-    ``router`` is None where this process holds no charge points (the workers' master)."""
+    ``router`` is None where this process holds no charge points (the workers' master);
+    ``directory`` reaches the charge points of every member (``ocppgw.api.directory``)."""
 
     service: ManagedGateway
     router: Router | None
+    directory: Directory
     clock: Any
     data_dir: Path
 
@@ -79,6 +82,7 @@ class ApiContext:
         return cls(
             service=service,
             router=service.router,
+            directory=service.directory,
             clock=service.reactor,
             data_dir=service.config.gateway.data_dir,
         )

@@ -23,6 +23,7 @@ class ManageContext(Protocol):
     """What these endpoints use of ``ocppgw.api.context.ApiContext``."""
 
     service: Any  # ocppgw.api.context.ManagedGateway
+    directory: Any  # ocppgw.api.directory.Directory
     clock: Any
     data_dir: Path
 

@@ -62,32 +62,26 @@ class GatewayEndpoints:
             times["stopped_at"] = rfc3339(self.stopped_at)
         return times
 
-    def list(self, request: ApiRequest) -> ApiResponse:
+    @inlineCallbacks
+    def list(self, request: ApiRequest) -> Any:
         wanted = request.arg("status")
         if wanted is not None and wanted not in _STATUS:
             raise bad_request(f"Unknown gateway status in query: {wanted[:40]}")
         listeners = [self.listeners.with_status(s.listener) for s in self.context.service.listeners]
-        limits = [x["status"]["max_connections"] for x in listeners]
-        maximum = "infinity" if "infinity" in limits else sum(limits)
-        current = sum(x["status"]["current_connections"] for x in listeners)
+        # every node of the cluster (this one first); the totals are cluster-summed, as the reference's
+        node_status = yield self.context.directory.node_status()
+        maxima = [x["max_connections"] for x in node_status]
         gateway = {
             "name": "ocpp",
             "status": self.status(),
             **self.times(),
-            "max_connections": maximum,
-            "current_connections": current,
+            "max_connections": "infinity" if "infinity" in maxima else sum(maxima),
+            "current_connections": sum(x["current_connections"] for x in node_status),
             "listeners": [
                 {"id": x["id"], "type": x["type"], "name": x["name"], "running": x["running"]}
                 for x in listeners
             ],
-            "node_status": [
-                {
-                    "node": self.config.gateway.node_name,
-                    "status": self.status(),
-                    "max_connections": maximum,
-                    "current_connections": current,
-                }
-            ],
+            "node_status": node_status,
         }
         return ApiResponse(200, [gateway] if wanted in (None, gateway["status"]) else [])
 

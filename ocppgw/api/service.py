@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from ocppgw.api import (
     clients,
+    health,
     manage_authn,
     manage_gateway,
     manage_listeners,
@@ -36,6 +37,7 @@ from ocppgw.ws.service import cannot_listen, ensure_bound
 
 ROUTE_MODULES = (
     clients,
+    health,
     prometheus,
     manage_gateway,
     manage_listeners,
@@ -73,7 +75,7 @@ class ApiService(Service):
         routes: list[Route] = self.auth.routes()
         for module in ROUTE_MODULES:
             routes.extend(module.routes(self.context))
-        root_routes = prometheus.root_routes(self.context)
+        root_routes = prometheus.root_routes(self.context) + health.root_routes(self.context)
         query: dict[str, tuple[str, ...]] = {}
         for module in ROUTE_MODULES:
             query.update(getattr(module, "QUERY_PARAMETERS", {}))

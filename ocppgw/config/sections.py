@@ -38,6 +38,9 @@ class GatewaySection:
     ping_interval: float = 30.0
     ping_timeout: float = 10.0
     node_name: str = ""
+    # this process's name among the gateway's members (control topics, presence): node_name unless a
+    # process of several on one node is named otherwise; not a gw.ini key
+    member: str = ""
     shutdown_timeout: float = 10.0
     data_dir: Path = Path("data")  # state such as users.sqlite; the loader resolves it next to gw.ini
     workers: int = 1  # processes serving the listeners (``ocppgw.workers``); 1: this process alone
@@ -49,6 +52,8 @@ class GatewaySection:
             object.__setattr__(self, "member", self.node_name)
         if not self.max_outgoing_frame_size:
             object.__setattr__(self, "max_outgoing_frame_size", self.max_frame_size)
+        if not self.member:
+            object.__setattr__(self, "member", self.node_name)
 
 
 @dataclass(frozen=True)

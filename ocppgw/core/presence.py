@@ -3,9 +3,11 @@
 After ``kill -9`` the broker publishes the node's last will, but every charge point's retained
 presence still says ``connected``. ``PresenceSweep`` runs once, when the broker link first connects:
 it subscribes to the presence filters of this node's mountpoints, and for each retained message of
-this node (``node`` is this node name) that says ``connected`` for a charge point that has not
-attached since start-up, it publishes ``disconnected`` with reason ``node restarted`` to that same
-topic (retained). Then it unsubscribes.
+this member (``member`` is this member's name; ``node`` this node's in a body without ``member``)
+that says ``connected`` for a charge point that has not attached since start-up, it publishes
+``disconnected`` with reason ``node restarted`` to that same topic (retained). Then it unsubscribes.
+The cluster (``ocppgw.core.cluster``) runs the same sweep, reason ``node down``, for a member that
+died; ``SweepQueue`` runs one sweep at a time.
 
 What is swept: one filter per mountpoint in use (``[gateway] mountpoint`` and each listener's own),
 the presence template under it with ``${cid}`` as ``+``. A mountpoint or template where ``${cid}`` is
@@ -42,7 +44,7 @@ def presence_body(
     cid: str, status: str, node: str, peer: str, at: float, reason: str = "", member: str = ""
 ) -> bytes:
     """The JSON of one charge point's presence message; ``at`` in seconds since the epoch; ``member``
-    (the process of the node that holds it, ``[gateway] workers``) defaults to ``node``."""
+    (the gateway process that holds it) defaults to ``node``."""
     body: dict[str, object] = {
         "clientid": cid,
         "status": status,
@@ -71,8 +73,15 @@ def presence_filter(mountpoint: str, template: str) -> str | None:
     return topic_filter
 
 
+def held_by(body: dict[str, object], member: str, node: str) -> bool:
+    """Whether a presence body names ``member``: by its ``member``, or by ``node`` in a body written
+    before members were named."""
+    return body.get("member") == member if "member" in body else body.get("node") == node
+
+
 class PresenceSweep:
-    """Marks ``disconnected`` the charge points a previous run of this node left ``connected``."""
+    """Marks ``disconnected`` the charge points a previous run of this member (or, with ``reason``
+    NODE_DOWN, a member that died) left ``connected``."""
 
     def __init__(
         self,
@@ -86,11 +95,14 @@ class PresenceSweep:
         quiet: float = SWEEP_QUIET,
         limit: float = SWEEP_LIMIT,
         member: str = "",
+        reason: str = NODE_RESTARTED,
     ) -> None:
         self._link = link
         self._clock = clock
         self._node = node
-        self._member = member or node  # whose presence is swept: a worker sweeps its own only
+        self._member = member or node
+        self._reason = reason
+        self.finished: Callable[[], None] | None = None  # called once the sweep ends (SweepQueue)
         self._mountpoints = tuple(dict.fromkeys(mountpoints))
         self._template = template
         self._qos = qos
@@ -133,6 +145,8 @@ class PresenceSweep:
         if self._filters:
             self._quiet_timer = self._clock.callLater(self._quiet, self.finish)
             self._limit_timer = self._clock.callLater(self._limit, self.finish)
+        else:
+            self.finish()
 
     def _received(self, topic: str, payload: bytes) -> None:
         if not self._filters:
@@ -145,7 +159,7 @@ class PresenceSweep:
             return
         if not isinstance(body, dict) or body.get("status") != "connected":
             return
-        if body.get("member", body.get("node")) != self._member:  # no member: written before members
+        if not held_by(body, self._member, self._node):
             return
         cid = body.get("clientid")
         if not isinstance(cid, str) or cid in self._claimed or self._attached(cid) or topic in self._done:
@@ -160,12 +174,12 @@ class PresenceSweep:
             self._node,
             peer if isinstance(peer, str) else "",
             self._clock.seconds(),
-            NODE_RESTARTED,
+            self._reason,
             self._member,
         )
         if self._link.publish(topic, data, self._qos, retain=True):
             self.swept += 1
-            _log.info("charge point {cid} marked disconnected: {reason}", cid=cid, reason=NODE_RESTARTED)
+            _log.info("charge point {cid} marked disconnected: {reason}", cid=cid, reason=self._reason)
 
     def finish(self) -> None:
         """Stop listening: unsubscribe and cancel the timers."""
@@ -177,7 +191,44 @@ class PresenceSweep:
             self._link.unsubscribe(topic_filter)
         if filters:
             _log.info(
-                "presence sweep done: {count} charge point(s) of {member} marked disconnected",
+                "presence sweep done: {count} charge point(s) of member {member} marked disconnected",
                 count=self.swept,
                 member=self._member,
+                node=self._node,
             )
+        finished, self.finished = self.finished, None
+        if finished is not None:
+            finished()
+
+
+class SweepQueue:
+    """Runs sweeps one at a time: they subscribe to the same presence filters, and the link keeps one
+    handler per filter (and re-sends no SUBSCRIBE, so no retained messages, for a filter it holds)."""
+
+    def __init__(self) -> None:
+        self._waiting: list[PresenceSweep] = []
+        self._running: PresenceSweep | None = None
+
+    def run(self, sweep: PresenceSweep) -> None:
+        """Start ``sweep`` now, or when the one running ends."""
+        if sweep.started or sweep is self._running or sweep in self._waiting:
+            return
+        self._waiting.append(sweep)
+        self._next()
+
+    def cancel(self, sweep: PresenceSweep) -> None:
+        """Stop ``sweep`` whether it runs or waits."""
+        if sweep in self._waiting:
+            self._waiting.remove(sweep)
+        elif sweep is self._running:
+            sweep.finish()
+
+    def _next(self) -> None:
+        while self._running is None and self._waiting:
+            sweep = self._running = self._waiting.pop(0)
+            sweep.finished = self._ended
+            sweep.start()
+
+    def _ended(self) -> None:
+        self._running = None
+        self._next()

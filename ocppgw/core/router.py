@@ -3,21 +3,27 @@
 The gateway keeps one live session per charge point id (the newest connection
 wins), one downstream subscription per id, and the retained presence messages
 a central system reads to know who is online. When the broker link first connects, a
-``PresenceSweep`` marks disconnected what a crashed earlier run of this node left connected.
+``PresenceSweep`` marks disconnected what a crashed earlier run of this member left connected.
+Across members (other nodes, other workers) the ``Cluster`` carries the rule "newest connection
+wins": a newer claim elsewhere closes the connection here, without a ``disconnected`` presence (the
+charge point is connected, elsewhere).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ocppgw.config import GatewayConfig, ListenerSection
+from ocppgw.core.cluster import NODE_DOWN, SHUTDOWN, Cluster
+from ocppgw.core.cluster_wire import control_prefix
 from ocppgw.core.peertext import clip
 from ocppgw.core.ports import IBrokerLink, IChargePoint, PeerIdentity, Will
-from ocppgw.core.presence import PresenceSweep, presence_body
+from ocppgw.core.presence import PresenceSweep, SweepQueue, presence_body
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.core.session import ChargePointSession, SessionSettings
 from ocppgw.core.topics import TopicPlan, node_topic
@@ -71,20 +77,38 @@ class Router:
         self._started_with = config  # the node's will and state keep the start-up mountpoint
         self.reconfigure(config)
         metrics.gauge("connected_charge_points", lambda: len(self._attached))
-        mountpoints = [self._mountpoint] + [
+        self._mountpoints = [self._mountpoint] + [
             listener.mountpoint for listener in config.listeners if listener.mountpoint is not None
         ]
-        self.sweep = PresenceSweep(
+        self.sweeps = SweepQueue()
+        self.sweep = self._sweep(self._member, self._node, lambda cid: cid in self._attached)
+        link.add_connection_observer(self._link_state_changed)
+        presence = config.presence
+        self.cluster = Cluster(
             link,
             clock,
+            self._member,
             self._node,
-            mountpoints,
-            config.presence.topic,
-            config.presence.qos,
-            lambda cid: cid in self._attached,
-            member=self._member,
+            control_prefix(config.gateway.mountpoint),
+            presence.node_topic if presence.enable else None,
+            self.sweeps,
+            self._node_down_sweep if presence.enable else None,
         )
-        link.add_connection_observer(self._link_state_changed)
+        self.cluster.replaced = self._replaced
+        self.cluster.outdated = self._outdated
+
+    def _sweep(
+        self, member: str, node: str, skip: Callable[[str], bool], reason: str = "node restarted"
+    ) -> PresenceSweep:
+        """A sweep of the presence ``member`` left ``connected``, under every mountpoint in use."""
+        presence = self._started_with.presence
+        return PresenceSweep(
+            self._link, self._clock, node, self._mountpoints, presence.topic, presence.qos, skip,
+            member=member, reason=reason,
+        )  # fmt: skip
+
+    def _node_down_sweep(self, member: str, node: str, claimed: Callable[[str], bool]) -> PresenceSweep:
+        return self._sweep(member, node, lambda cid: cid in self._attached or claimed(cid), NODE_DOWN)
 
     def attached(self) -> list[Attached]:
         """Every live charge point, in the order they connected."""
@@ -128,7 +152,11 @@ class Router:
     # -- attach and detach -----------------------------------------------
 
     def attach(
-        self, cid: str, connection: IChargePoint, listener: ListenerSection, peer: str,
+        self,
+        cid: str,
+        connection: IChargePoint,
+        listener: ListenerSection,
+        peer: str,
         certificate: PeerIdentity | None = None,
         username: str | None = None,
     ) -> ChargePointSession:
@@ -165,13 +193,12 @@ class Router:
             "charge point {cid} connected from {peer}{with_certificate}",
             cid=cid,
             peer=peer,
-            with_certificate=""
-            if certificate is None
-            else f" with certificate CN={cn!r} DN={dn!r}",
+            with_certificate="" if certificate is None else f" with certificate CN={cn!r} DN={dn!r}",
             certificate_cn=cn,
             certificate_dn=dn,
         )
         self._publish_presence(cid, attached, "connected")
+        self.cluster.claim(cid)  # after the presence: a member that sees it publishes after ours
         return attached.session
 
     def detach(self, cid: str, connection: IChargePoint, reason: str, cause: str = "charge_point") -> None:
@@ -183,9 +210,8 @@ class Router:
         if attached is None or attached.connection is not connection:
             return
         del self._attached[cid]
-        topic = self._subscribed.pop(cid, None)
-        if topic is not None:
-            self._link.unsubscribe(topic)
+        self.cluster.release(cid)
+        self._unsubscribe(cid)
         attached.session.end(reason)
         self._metrics.inc("disconnects", reason=cause)
         self._log.info(
@@ -203,9 +229,42 @@ class Router:
             self.detach(cid, attached.connection, reason, "shutdown")
             attached.connection.close(1001, reason)
         self.sweep.finish()
-        self.publish_node_state("offline")
+        self.cluster.stop()
+        self.publish_node_state("offline", SHUTDOWN)
+
+    def _replaced(self, cid: str, by: str) -> None:
+        """Member ``by`` holds a newer connection of ``cid``: close ours, keep no subscription nor queue.
+
+        No ``disconnected`` presence: the charge point is connected, to ``by``."""
+        attached = self._attached.pop(cid, None)
+        if attached is None:
+            return
+        self._unsubscribe(cid)
+        self._metrics.inc("takeovers")
+        self._metrics.inc("disconnects", reason="takeover")
+        self._log.info(
+            "charge point {cid} reconnected to gateway member {member}: closing its connection from {peer}",
+            cid=cid,
+            member=by,
+            peer=attached.peer,
+            cause="takeover",
+        )
+        attached.session.end("replaced by a newer connection")
+        attached.connection.close(1000, "replaced by a newer connection")
+
+    def _outdated(self, cid: str) -> None:
+        """Another member claimed ``cid`` before our claim: its ``connected`` presence may reach the broker
+        after ours, so ours goes again."""
+        attached = self._attached.get(cid)
+        if attached is not None:
+            self._publish_presence(cid, attached, "connected")
 
     # -- MQTT ------------------------------------------------------------
+
+    def _unsubscribe(self, cid: str) -> None:
+        topic = self._subscribed.pop(cid, None)
+        if topic is not None:
+            self._link.unsubscribe(topic)
 
     def _subscribe(self, cid: str, topic: str) -> None:
         current = self._subscribed.get(cid)
@@ -236,11 +295,11 @@ class Router:
         for cid, attached in self._attached.items():
             self._publish_presence(cid, attached, "connected")
         if self._config.presence.enable:
-            self.sweep.start()
+            self.sweeps.run(self.sweep)
 
-    def publish_node_state(self, status: str) -> None:
-        """Publish this node's retained online/offline state."""
-        will = node_will(self._started_with, status)
+    def publish_node_state(self, status: str, reason: str = NODE_DOWN) -> None:
+        """Publish this member's retained online/offline state (``reason`` says why it is offline)."""
+        will = node_will(self._started_with, status, reason)
         if will is not None:
             self._link.publish(will.topic, will.payload, will.qos, will.retain)
 
@@ -255,13 +314,15 @@ class Router:
             self._log.warn("upstream buffer full: presence of {cid} not published", cid=cid)
 
 
-def node_will(config: GatewayConfig, status: str = "offline") -> Will | None:
-    """The retained node-state message; as a last will it says the node went away."""
+def node_will(config: GatewayConfig, status: str = "offline", reason: str = NODE_DOWN) -> Will | None:
+    """The member's retained state message; as a last will it says the member went away (``node down``)."""
     if not config.presence.enable:
         return None
     node, member = config.gateway.node_name, config.gateway.member
     topic = node_topic(config.gateway.mountpoint, config.presence.node_topic, member)
     body = {"node": node, "member": member, "status": status}
+    if status == "offline":
+        body["reason"] = reason
     payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
     return Will(topic, payload, config.presence.qos, True)
 

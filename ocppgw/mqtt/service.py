@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
+from ocppgw.config import GatewayConfig
 from ocppgw.core.ports import IBrokerLink
+from ocppgw.core.router import node_will
+from ocppgw.metrics import Metrics
+from ocppgw.mqtt.reactor_loop import PahoReactorLink
+from ocppgw.mqtt.thread_loop import PahoThreadLink
+
+
+def broker_link(config: GatewayConfig, reactor: Any, metrics: Metrics) -> IBrokerLink:
+    """The ``[mqtt]`` link of ``config``'s member, its last will the member's ``offline`` state."""
+    link_class = PahoReactorLink if config.mqtt.network_loop == "reactor" else PahoThreadLink
+    return link_class(reactor, config.mqtt, metrics, will=node_will(config))
 
 
 class LinkService(Service):

@@ -10,6 +10,7 @@ SIGTERM (every worker drains as one gateway does, then the master exits).
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -19,11 +20,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ocppgw.api.context import ApiContext
+from ocppgw.api.directory import Directory
 from ocppgw.api.service import ApiService
 from ocppgw.config import GatewayConfig, ListenerSection
+from ocppgw.core.router import Router
+from ocppgw.metrics import Metrics
+from ocppgw.mqtt.service import LinkService, broker_link
 from ocppgw.service import StartupError
 from ocppgw.signals import Sighup
-from ocppgw.workers import member_name
+from ocppgw.workers import master_client_id, member_name
 from ocppgw.workers.exposition import merge
 from ocppgw.workers.process import WorkerProcess, exit_text, restart_delay
 from ocppgw.workers.sockets import reuseport_group
@@ -80,9 +85,21 @@ class MasterService(MultiService):
         self._sighup = Sighup(reactor, lambda: self.reload_certificates())
         self._status = LoopingCall(self._poll_status)
         self._status.clock = reactor
+        # a member of the cluster of its own (client id <client_id>-0) that holds no charge point: the
+        # API's client list, kick and node_status ask the workers (and other nodes) through it
+        self.metrics = Metrics()
+        member_config = replace(config, mqtt=replace(config.mqtt, client_id=master_client_id(config)))
+        self.link = broker_link(member_config, reactor, self.metrics)
+        self.router = Router(member_config, self.link, reactor, self.metrics)
+        self.directory = Directory(self, own_listeners=list)
+        self.link_service = LinkService(self.link, config.gateway.shutdown_timeout)
+        self.link_service.setServiceParent(self)
         self.api: ApiService | None = None
         if config.api.enable:
-            context = ApiContext(service=self, router=None, clock=reactor, data_dir=config.gateway.data_dir)
+            context = ApiContext(
+                service=self, router=None, directory=self.directory, clock=reactor,
+                data_dir=config.gateway.data_dir,
+            )  # fmt: skip
             self.api = ApiService(context, config, reactor)
             self.api.setServiceParent(self)
 
@@ -120,8 +137,9 @@ class MasterService(MultiService):
         for index in range(1, self.config.gateway.workers + 1):
             mine = {label: group[index - 1] for label, group in self.sockets.items()}
             worker = WorkerProcess(
-                index, member_name(node, index), self.config.source, mine, self.reactor, self._exited
-            )
+                index, member_name(node, index), self.config.source, mine, self.reactor, self._exited,
+                on_ready=self._ask_status,
+            )  # fmt: skip
             self.workers.append(worker)
             worker.spawn()
         for label, group in self.sockets.items():
@@ -180,6 +198,8 @@ class MasterService(MultiService):
         if deadline.active():
             deadline.cancel()
         self._close_sockets()
+        self.router.shutdown()
+        yield self.link_service.stopService()
 
     def _kill(self) -> None:
         for worker in self.workers:
@@ -196,9 +216,14 @@ class MasterService(MultiService):
     def _poll_status(self) -> None:
         for worker in self.workers:
             if worker.ready:
-                worker.call("status", CALL_TIMEOUT).addCallbacks(
-                    lambda status, w=worker: setattr(w, "status", status), lambda _f: None
-                )
+                self._ask_status(worker)
+
+    def _ask_status(self, worker: WorkerProcess) -> None:
+        """Refresh ``worker.status`` (``/status``, ``/gateways``): every second, and as soon as it
+        serves, so a health check sees a started node at once."""
+        worker.call("status", CALL_TIMEOUT).addCallbacks(
+            lambda status: setattr(worker, "status", status), lambda _f: None
+        )
 
     # -- fan-out to every worker ---------------------------------------------------------------
 

@@ -117,8 +117,11 @@ class WorkerProcess:
         reactor: Any,
         on_exit: Callable[[WorkerProcess, Failure], None],
         handlers: Mapping[str, Handler] | None = None,
+        on_ready: Callable[[WorkerProcess], None] | None = None,
     ) -> None:
+        """``on_ready``: called each time the worker (re)starts serving."""
         self.index = index
+        self.on_ready = on_ready
         self.member = member
         self.config_path = config_path
         self.sockets = dict(sockets)
@@ -177,6 +180,8 @@ class WorkerProcess:
     def _ready(self) -> None:
         self.ready = True
         self.failures = 0
+        if self.on_ready is not None:
+            self.on_ready(self)
 
     def _ended_with(self, reason: Failure) -> None:
         if not self.ready:

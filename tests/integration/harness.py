@@ -22,7 +22,7 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint as OcppChargePoint
 from ocpp.v16 import call_result
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
@@ -120,7 +120,10 @@ class Client:
 
 
 class GatewayHarness:
-    """A private broker, a gateway listening on a free loopback port, an MQTT recorder and clients."""
+    """A private broker, a gateway listening on a free loopback port, an MQTT recorder and clients.
+
+    ``mqtt_port``: use the broker there (one node of a cluster the test runs) instead of a private
+    Mosquitto; ``node_name`` names the gateway node."""
 
     def __init__(
         self,
@@ -129,12 +132,19 @@ class GatewayHarness:
         checking: str = "disable",
         authenticator: Any = None,
         broker_settings: tuple[str, ...] = (),
+        mqtt_port: int | None = None,
+        node_name: str = "testnode",
     ) -> None:
         self.testcase = testcase
         self.authenticator = authenticator
         self.extra_config = extra_config
         self.checking = checking
-        self.broker = MosquittoBroker(persistence=True, settings=broker_settings)
+        self.node_name = node_name
+        self.broker: Any = (
+            MosquittoBroker(persistence=True, settings=broker_settings)
+            if mqtt_port is None
+            else _OutsideBroker(mqtt_port)
+        )
         self.loop = AsyncioThread()
         self.clients: list[Client] = []
         self.service: GatewayService | None = None
@@ -145,7 +155,7 @@ class GatewayHarness:
     def start(self) -> Any:
         yield self.broker.start()
         text = (
-            f"[gateway]\nmessage_format_checking = {self.checking}\nnode_name = testnode\n"
+            f"[gateway]\nmessage_format_checking = {self.checking}\nnode_name = {self.node_name}\n"
             f"[mqtt]\nhost = 127.0.0.1\nport = {self.broker.port}\n"
             "reconnect_delay_min = 50ms\nreconnect_delay_max = 500ms\n"
             "[listeners.ws.default]\nbind = 127.0.0.1:0\n"
@@ -163,7 +173,11 @@ class GatewayHarness:
         if self.checking != "disable":
             schemas = SchemaRegistry.load(shipped_schema_dir(), config.gateway.json_schema_id_prefix)
         self.recorder = MqttRecorder(
-            "127.0.0.1", self.broker.port, "#", client_id=f"recorder-{self.broker.port}", clean_session=False
+            "127.0.0.1",
+            self.broker.port,
+            "#",
+            client_id=f"recorder-{self.node_name}-{self.broker.port}",
+            clean_session=False,
         )
         yield self.recorder.start()
         self.service = GatewayService(config, reactor, schemas=schemas, authenticator=self.authenticator)
@@ -269,6 +283,19 @@ class GatewayHarness:
             yield self.recorder.stop()
         self.loop.stop()
         yield self.broker.stop()
+
+
+class _OutsideBroker:
+    """A broker the test started elsewhere: the harness neither starts nor stops it."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def start(self) -> Deferred[None]:
+        return succeed(None)
+
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
 
 
 def basic_auth(username: str, password: str | bytes) -> dict[str, str]:

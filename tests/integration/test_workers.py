@@ -191,8 +191,13 @@ class ServeTests(WorkersCase):
             self.assertIn("ocppgw_mqtt_connected 2.0\n", text)
             self.assertIn("ocppgw_connects_total 16.0\n", text)
         yield self.poll_get("/api/v5/gateways", lambda body: body[0]["current_connections"] == 16)
-        code, body = yield self.get("/api/v5/gateways/ocpp/clients")
-        self.assertEqual((code, json.loads(body)["code"]), (501, "NOT_SUPPORTED"))
+        code, body = yield self.get("/api/v5/gateways/ocpp/clients?limit=1000")
+        self.assertEqual(code, 200, body)
+        listed = json.loads(body)["data"]
+        self.assertEqual(sorted(c["clientid"] for c in listed), sorted(connections))
+        self.assertEqual({c["node"] for c in listed}, {self.node})
+        code, body = yield self.get("/status")
+        self.assertEqual(code, 200, body)
         self.assertNotIn("Traceback", self.output())
 
     @inlineCallbacks

@@ -1,0 +1,291 @@
+"""Many gateway members acting as one gateway, through the MQTT broker only (issue 12).
+
+A member is one gateway process with its own broker connection (``[gateway] member``: the node
+name, or a worker's name). What members tell each other (topics under the gateway mountpoint ``M``,
+documented in the README):
+
+- **Membership**: each member's retained state on its node topic (``[presence] node_topic``):
+  ``online``, ``offline`` with reason ``shutdown``, or its last will, ``offline`` with ``node down``.
+  Every member subscribes to the node topic with ``${node}`` as ``+``.
+- **Takeover claims** on ``M gateway/cluster/takeover``: ``{"clientid", "member", "at"}`` when a
+  charge point attaches. A member holding that charge point under an older ``(at, member)`` closes
+  it; every member compares the same pairs, so racing connects end with one live connection. A
+  local attach after a seen claim takes a later ``at`` than that claim (skewed clocks).
+- **Requests** (``ocppgw.core.cluster_requests``).
+- **Node-down sweep**: when a member's will arrives, the online member with the smallest name
+  (the dead one excluded) marks that member's ``connected`` charge points ``disconnected`` with
+  reason ``node down`` (a ``PresenceSweep``), skipping those claimed since; it stops if the dead
+  member comes back. States that arrive right after (re)connecting (retained, in a burst) are
+  weighed only after ``settle`` seconds, so that every member elects from the same membership.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from ocppgw.core.cluster_requests import CONTROL_QOS, Gathered, Handler, Requests
+from ocppgw.core.cluster_wire import TAKEOVER, decode, encode, ignored, name, number
+from ocppgw.core.peertext import clip
+from ocppgw.core.ports import IBrokerLink
+from ocppgw.core.presence import PresenceSweep, SweepQueue
+from ocppgw.core.timers import cancel
+from ocppgw.core.topics import cid_problem, filter_problem, node_topic
+
+NODE_DOWN = "node down"
+SHUTDOWN = "shutdown"
+SETTLE = 0.5  # seconds after a connect before membership counts for an election
+CLAIM_MEMORY = 120.0  # seconds a foreign claim is remembered
+MAX_CLAIMS = 1_000_000
+MAX_MEMBERS = 10_000
+LATER = 0.001  # how much later than a seen claim a local attach claims
+
+# (member that died, its node, skip(cid)) -> the sweep of its charge points
+SweepFactory = Callable[[str, str, Callable[[str], bool]], PresenceSweep]
+
+
+@dataclass
+class _Claim:
+    at: float
+    member: str
+    arrived: float
+    serial: int  # the order of arrival here, to compare with a will's
+
+
+@dataclass
+class _Member:
+    node: str
+    online: bool
+    reason: str = ""
+
+
+@dataclass
+class _Death:
+    node: str
+    serial: int  # claims arrived before the will have a smaller serial
+    sweep: PresenceSweep | None = None
+
+
+class Cluster:
+    """Membership, takeover claims, requests and the node-down sweep of one member."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        link: IBrokerLink,
+        clock: IReactorTime,
+        member: str,
+        node: str,
+        prefix: str,
+        node_template: str | None,
+        sweeps: SweepQueue,
+        sweep_factory: SweepFactory | None = None,
+        settle: float = SETTLE,
+        request_timeout: float | None = None,
+    ) -> None:
+        """``prefix``: the control topics' mountpoint; ``node_template``: ``[presence] node_topic``,
+        None when presence (and with it membership and the node-down sweep) is off."""
+        self._link, self._clock = link, clock
+        self.member, self.node = member, node
+        self._prefix = prefix
+        self._template = node_template
+        self._sweeps = sweeps
+        self._sweep_factory = sweep_factory
+        self._settle = settle
+        self._settled = False
+        self._settle_timer: IDelayedCall | None = None
+        self._members: dict[str, _Member] = {}
+        self._deaths: dict[str, _Death] = {}
+        self._claims: dict[str, _Claim] = {}  # cid -> the newest claim seen, oldest arrival first
+        self._held: dict[str, float] = {}  # cid -> our claim's ``at``, while we hold it
+        self._serial = 0  # counts claims and wills as they arrive
+        self.replaced: Callable[[str, str], None] = lambda cid, by: None  # a newer claim took cid
+        self.outdated: Callable[[str], None] = lambda cid: None  # an older claim for a cid we hold
+        self._membership_filter = self._filter()
+        self.requests = Requests(link, clock, member, node, prefix, self.expected)
+        if request_timeout is not None:
+            self.requests.timeout = request_timeout
+        self.takeover_topic = prefix + TAKEOVER
+        link.subscribe(self.takeover_topic, CONTROL_QOS, self._claim_received)
+        if self._membership_filter is not None:
+            link.subscribe(self._membership_filter, CONTROL_QOS, self._state_received)
+        link.add_connection_observer(self._link_state_changed)
+
+    def _filter(self) -> str | None:
+        if self._template is None:
+            return None
+        topic_filter = node_topic(self._prefix, self._template, "+")
+        if "${node}" not in self._template or filter_problem(topic_filter) is not None:
+            self._log.warn(
+                "no cluster membership: [presence] node_topic {template!r} has no ${{node}} level",
+                template=self._template,
+            )
+            return None
+        return topic_filter
+
+    # -- membership --------------------------------------------------------
+
+    def online(self) -> dict[str, str]:
+        """Every member known online, this one included: member -> node."""
+        members = {m: s.node for m, s in self._members.items() if s.online}
+        members[self.member] = self.node
+        return dict(sorted(members.items()))
+
+    def expected(self) -> set[str] | None:
+        """The other members a request waits for; None when membership is not known."""
+        if self._membership_filter is None:
+            return None
+        return {m for m, s in self._members.items() if s.online}
+
+    def _state_received(self, topic: str, payload: bytes) -> None:
+        body = decode(topic, payload)
+        if body is None:
+            return
+        member = name(body.get("member", body.get("node")))
+        node = name(body.get("node"))
+        status = body.get("status")
+        if member is None or node is None or status not in ("online", "offline"):
+            ignored(topic, "a node state needs 'node' (and 'member') names and 'status' online or offline")
+            return
+        assert self._template is not None
+        if topic != node_topic(self._prefix, self._template, member):
+            ignored(topic, f"the state of member {clip(member, 64)} on another member's topic")
+            return
+        if member == self.member:
+            return
+        reason = body.get("reason")
+        reason = reason if isinstance(reason, str) else ""
+        known = self._members.get(member)
+        if known is None and len(self._members) >= MAX_MEMBERS:
+            ignored(topic, f"more than {MAX_MEMBERS} members")
+            return
+        self._members[member] = _Member(node, status == "online", reason)
+        if status == "online":
+            if known is None or not known.online:
+                self._log.info("gateway member {member} (node {node}) is online", member=member, node=node)
+            self._revived(member)
+        else:
+            if known is None or known.online:
+                self._log.info(
+                    "gateway member {member} (node {node}) is offline: {reason}",
+                    member=member,
+                    node=node,
+                    reason=clip(reason or "no reason given", 80),
+                )
+            self.requests.member_gone(member)
+            if reason == NODE_DOWN and member not in self._deaths:
+                self._serial += 1
+                self._deaths[member] = _Death(node, self._serial)
+        self._elect()
+
+    def _revived(self, member: str) -> None:
+        death = self._deaths.pop(member, None)
+        if death is not None and death.sweep is not None:
+            self._sweeps.cancel(death.sweep)
+
+    def _link_state_changed(self, connected: bool) -> None:
+        cancel(self._settle_timer)
+        self._settled = False
+        if connected:
+            self._settle_timer = self._clock.callLater(self._settle, self._now_settled)
+
+    def _now_settled(self) -> None:
+        self._settled = True
+        self._elect()
+
+    def _elect(self) -> None:
+        """Start the sweep of each dead member this member is elected for."""
+        if not self._settled or self._sweep_factory is None:
+            return
+        for member, death in self._deaths.items():
+            if death.sweep is not None:
+                continue
+            survivors = [m for m, s in self._members.items() if s.online and m != member]
+            if min([*survivors, self.member]) != self.member:
+                continue
+            self._log.info(
+                "gateway member {member} went down: marking its charge points disconnected",
+                member=member,
+            )
+            death.sweep = self._sweep_factory(
+                member, death.node, lambda cid, since=death.serial: self._claimed_since(cid, since)
+            )
+            self._sweeps.run(death.sweep)
+
+    # -- takeover claims ---------------------------------------------------
+
+    def claim(self, cid: str) -> float:
+        """``cid`` attached here: tell every member; returns this claim's ``at``."""
+        at = self._clock.seconds()
+        seen = self._claims.get(cid)
+        if seen is not None and seen.member != self.member and seen.at >= at:
+            at = seen.at + LATER
+        self._held[cid] = at
+        self._remember(cid, at, self.member)
+        body = {"clientid": cid, "member": self.member, "at": at}
+        self._link.publish(self.takeover_topic, encode(body), CONTROL_QOS)
+        return at
+
+    def release(self, cid: str) -> None:
+        """``cid``'s connection here ended."""
+        self._held.pop(cid, None)
+
+    def _claimed_since(self, cid: str, serial: int) -> bool:
+        claim = self._claims.get(cid)
+        return cid in self._held or (claim is not None and claim.serial > serial)
+
+    def _remember(self, cid: str, at: float, member: str) -> None:
+        now = self._clock.seconds()
+        seen = self._claims.pop(cid, None)
+        if seen is not None and (seen.at, seen.member) > (at, member):
+            at, member = seen.at, seen.member
+        self._serial += 1
+        self._claims[cid] = _Claim(at, member, now, self._serial)
+        while self._claims:
+            oldest = next(iter(self._claims.values()))
+            if oldest.arrived >= now - CLAIM_MEMORY and len(self._claims) <= MAX_CLAIMS:
+                break
+            del self._claims[next(iter(self._claims))]
+
+    def _claim_received(self, topic: str, payload: bytes) -> None:
+        body = decode(topic, payload)
+        if body is None:
+            return
+        cid, member, at = body.get("clientid"), name(body.get("member")), number(body.get("at"))
+        if not isinstance(cid, str) or cid_problem(cid) is not None or member is None or at is None:
+            ignored(topic, "a claim needs a charge point id 'clientid', a member name and a number 'at'")
+            return
+        if member == self.member:
+            return
+        self._remember(cid, at, member)
+        mine = self._held.get(cid)
+        if mine is None:
+            return
+        if (at, member) > (mine, self.member):
+            del self._held[cid]
+            self.replaced(cid, member)
+        else:
+            self.outdated(cid)
+
+    # -- requests ----------------------------------------------------------
+
+    def serve(self, op: str, handler: Handler) -> None:
+        self.requests.serve(op, handler)
+
+    def ask(self, op: str, args: dict[str, Any] | None = None) -> Deferred[Gathered]:
+        return self.requests.ask(op, args)
+
+    def stop(self) -> None:
+        """Shutting down: waiting requests get what they have, no sweep starts."""
+        cancel(self._settle_timer)
+        self._settled = False
+        self.requests.stop()
+        for death in self._deaths.values():
+            if death.sweep is not None:
+                self._sweeps.cancel(death.sweep)

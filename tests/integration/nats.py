@@ -1,0 +1,97 @@
+"""A private 3-node NATS cluster with MQTT (and the JetStream it needs) on loopback, for tests.
+
+Each node gets its own config: a client port, the cluster routes to the others, ``mqtt { listen }``,
+``jetstream { store_dir }`` and a ``server_name``, all on free ports in a temporary directory. The
+cluster is ready once every node's MQTT port accepts an MQTT session (JetStream has elected its
+metadata leader and made the MQTT streams): ``MqttRecorder`` connects and subscribes to find out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from typing import Any
+
+from twisted.internet.defer import DeferredList, inlineCallbacks
+
+from tests.support import MqttRecorder, free_port, poll_until, port_accepts
+
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+class NatsCluster:
+    """Three ``nats-server`` processes forming cluster ``ocppgw``; ``mqtt_ports[i]`` is node i's MQTT."""
+
+    def __init__(self, testcase: Any, size: int = 3) -> None:
+        if not os.access(NATS_SERVER, os.X_OK):
+            testcase.fail(f"{NATS_SERVER} not installed (Debian package nats-server)")
+        self.directory = tempfile.mkdtemp(prefix="ocppgw-nats-")
+        self.client_ports = [free_port() for _ in range(size)]
+        self.cluster_ports = [free_port() for _ in range(size)]
+        self.mqtt_ports = [free_port() for _ in range(size)]
+        self._processes: list[subprocess.Popen[bytes]] = []
+        testcase.addCleanup(self.stop)
+
+    def config(self, index: int) -> str:
+        routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self.cluster_ports)
+        store = os.path.join(self.directory, f"js{index}")
+        return (
+            f"server_name: n{index}\n"
+            f"listen: 127.0.0.1:{self.client_ports[index]}\n"
+            f'jetstream {{ store_dir: "{store}" }}\n'
+            f"cluster {{ name: ocppgw, listen: 127.0.0.1:{self.cluster_ports[index]}, routes: [{routes}] }}\n"
+            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_ports[index]} }}\n"
+        )
+
+    def log_tail(self, index: int, lines: int = 20) -> str:
+        with open(os.path.join(self.directory, f"n{index}.log"), encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+
+    @inlineCallbacks
+    def start(self, timeout: float = 60.0) -> Any:
+        """Start every node; fires once each takes an MQTT session."""
+        for index in range(len(self.mqtt_ports)):
+            path = os.path.join(self.directory, f"n{index}.conf")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(self.config(index))
+            with open(os.path.join(self.directory, f"n{index}.log"), "ab") as log:
+                self._processes.append(
+                    subprocess.Popen(
+                        [NATS_SERVER, "-c", path],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+
+        def listening() -> bool:
+            for index, process in enumerate(self._processes):
+                if process.poll() is not None:
+                    raise RuntimeError(f"nats-server n{index} exited:\n{self.log_tail(index)}")
+            return all(port_accepts(port) for port in self.mqtt_ports)
+
+        yield poll_until(listening, timeout=timeout, description="NATS MQTT ports accepting")
+        probes = [
+            MqttRecorder("127.0.0.1", port, "ready/#", client_id=f"probe-{port}") for port in self.mqtt_ports
+        ]
+        try:
+            yield DeferredList([p.start(timeout) for p in probes], fireOnOneErrback=True, consumeErrors=True)
+        finally:
+            yield DeferredList([p.stop() for p in probes])
+
+    def stop(self) -> Any:
+        for process in self._processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self._processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._processes.clear()
+        shutil.rmtree(self.directory, ignore_errors=True)

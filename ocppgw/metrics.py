@@ -75,7 +75,11 @@ _METRICS: dict[str, tuple[_Kind, str, tuple[str, ...]]] = {
     "takeovers": (Counter, "connections closed because the same charge point connected again", ()),
     "published": (Counter, "envelopes from charge points accepted by the broker link", ("kind",)),
     "envelopes_unroutable": (Counter, "downstream messages for charge points not connected", ()),
-    "presence_dropped": (Counter, "presence messages not published: broker link full", ()),
+    "presence_deferred": (
+        Counter, "presence and node state messages held back because the broker link buffer was full", ()
+    ),
+    "presence_waiting": (Gauge, "presence and node state messages waiting for room in the broker link", ()),
+    "presence_lost_on_stop": (Counter, "presence messages not published when the link stopped", ()),
     "connected_charge_points": (Gauge, "charge points connected now", ()),
     # authentication
     "auth_decisions": (Counter, "handshakes decided by the authenticator", ("backend", "result")),

@@ -162,6 +162,10 @@ class GatewayService(MultiService):
         self.router.shutdown()
         self.trimmer.stop()
         yield DeferredList([self.link_service.stopService(), self.auth_service.stopService()])
+        lost = len(self.router.states)
+        if lost:
+            self.metrics.inc("presence_lost_on_stop", lost)
+            self._log.warn("{count} presence messages not published before the broker link stopped", count=lost)
 
     # -- changed at run time by the management API (ocppgw.api.manage_*) ---------------------
 

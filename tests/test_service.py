@@ -36,6 +36,7 @@ class FakeLink:
         self.published: list[tuple[str, bytes, int, bool]] = []
         self.subscriptions: dict[str, Any] = {}
         self.observers: list[Any] = []
+        self.room_observers: list[Any] = []
 
     def start(self) -> None:
         self.started = True
@@ -56,6 +57,12 @@ class FakeLink:
 
     def add_connection_observer(self, observer: Any) -> None:
         self.observers.append(observer)
+
+    def room(self) -> int:
+        return 1000
+
+    def add_room_observer(self, observer: Any) -> None:
+        self.room_observers.append(observer)
 
     def reload_tls(self) -> list[tuple[str, str]]:
         return []

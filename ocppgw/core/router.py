@@ -20,6 +20,7 @@ from ocppgw.core.ports import IBrokerLink, IChargePoint, PeerIdentity, Will
 from ocppgw.core.presence import PresenceSweep, presence_body
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.core.session import ChargePointSession, SessionSettings
+from ocppgw.core.states import LatestStates
 from ocppgw.core.topics import TopicPlan, node_topic
 from ocppgw.core.upstream import Upstream
 from ocppgw.metrics import Metrics
@@ -68,6 +69,7 @@ class Router:
         self._subscribed: dict[str, str] = {}  # cid -> its downstream topic
         self._node = config.gateway.node_name
         self._started_with = config  # the node's will and state keep the start-up mountpoint
+        self.states = LatestStates(link, metrics)  # presence and node state: never dropped
         self.reconfigure(config)
         metrics.gauge("connected_charge_points", lambda: len(self._attached))
         mountpoints = [self._mountpoint] + [
@@ -81,6 +83,7 @@ class Router:
             config.presence.topic,
             config.presence.qos,
             lambda cid: cid in self._attached,
+            self.states.publish,
         )
         link.add_connection_observer(self._link_state_changed)
 
@@ -240,17 +243,14 @@ class Router:
         """Publish this node's retained online/offline state."""
         will = node_will(self._started_with, status)
         if will is not None:
-            self._link.publish(will.topic, will.payload, will.qos, will.retain)
+            self.states.publish(will.topic, will.payload, will.qos)
 
     def _publish_presence(self, cid: str, attached: Attached, status: str, reason: str = "") -> None:
         if not self._config.presence.enable:
             return
         at = attached.since if status == "connected" else self._clock.seconds()
         data = presence_body(cid, status, self._node, attached.peer, at, reason)
-        topic = attached.upstream.topics.presence
-        if not self._link.publish(topic, data, self._config.presence.qos, retain=True):
-            self._metrics.inc("presence_dropped")
-            self._log.warn("upstream buffer full: presence of {cid} not published", cid=cid)
+        self.states.publish(attached.upstream.topics.presence, data, self._config.presence.qos)
 
 
 def node_will(config: GatewayConfig, status: str = "offline") -> Will | None:

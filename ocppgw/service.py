@@ -165,7 +165,9 @@ class GatewayService(MultiService):
         lost = len(self.router.states)
         if lost:
             self.metrics.inc("presence_lost_on_stop", lost)
-            self._log.warn("{count} presence messages not published before the broker link stopped", count=lost)
+            self._log.warn(
+                "{count} presence messages not published before the broker link stopped", count=lost
+            )
 
     # -- changed at run time by the management API (ocppgw.api.manage_*) ---------------------
 

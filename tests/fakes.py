@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from paho.mqtt import client as mqtt
@@ -39,9 +39,9 @@ class FakeMqttLink:
 
     ``deliver`` plays the broker delivering a message, ``set_connected`` a
     (re)connect or disconnect; with ``refuse_publishes`` set, ``publish``
-    answers False as a full buffer would; with ``room_left`` set, the buffer has
-    that much room left, and ``give_room`` frees some and, as the real link, tells
-    the room observers only if ``room`` answered 0 since they were last told.  Unlike the real link it checks each
+    answers False as a full buffer would; with ``room_left`` set, the buffer
+    has that much room left, and ``give_room`` frees some and, as the real link,
+    tells the room observers only if ``room`` answered 0 since they were last told.  Unlike the real link it checks each
     topic it is given, so that a core publishing to a topic it did not validate
     fails its tests; it matches topics as the real link does (``topic_matches``).
     """

@@ -49,7 +49,8 @@ class PresenceStormTests(TestCase):
         self.gw = GatewayHarness(
             self,
             extra_config=(
-                f"[mqtt]\nmax_buffered_messages = {BUFFER}\n[gateway]\nshutdown_timeout = 60s\nping_interval = 0\n"
+                f"[mqtt]\nmax_buffered_messages = {BUFFER}\n"
+                "[gateway]\nshutdown_timeout = 60s\nping_interval = 0\n"
                 "[listeners.ws.default]\nmax_conn_rate = infinity\n"
             ),
             broker_settings=("max_queued_messages 0",),  # the recorder must not lose what it is sent

@@ -41,8 +41,9 @@ class FakeMqttLink:
     (re)connect or disconnect; with ``refuse_publishes`` set, ``publish``
     answers False as a full buffer would; with ``room_left`` set, the buffer
     has that much room left, and ``give_room`` frees some and, as the real link,
-    tells the room observers only if ``room`` answered 0 since they were last told.  Unlike the real link it checks each
-    topic it is given, so that a core publishing to a topic it did not validate
+    tells the room observers only if ``room`` answered 0 since they were last told.
+    Unlike the real link it checks each topic it is given, so that a core
+    publishing to a topic it did not validate
     fails its tests; it matches topics as the real link does (``topic_matches``).
     """
 

@@ -27,6 +27,7 @@ from ocppgw.metrics import Metrics
 from ocppgw.mqtt.reactor_loop import PahoReactorLink
 from ocppgw.mqtt.service import LinkService
 from ocppgw.mqtt.thread_loop import PahoThreadLink
+from ocppgw.runtime import RuntimeService
 from ocppgw.tls.listener import (
     ReloadableContextFactory,
     certificate_options,
@@ -67,10 +68,13 @@ class GatewayService(MultiService):
         authenticator: IAuthenticator | None = None,
         tls_options: dict[str, Any] | None = None,
         sighup: bool = False,
+        gc_policy: bool = False,
     ) -> None:
         """``tls_options`` holds ``CertificateOptions`` per wss listener (``wss.<name>``), as
         ``ocppgw.tls.listener.listener_options`` makes them; they are made here when not given.
-        ``sighup``: reload certificates on SIGHUP (twistd; see ``reload_certificates``)."""
+        ``sighup``: reload certificates on SIGHUP (twistd; see ``reload_certificates``).
+        ``gc_policy``: freeze long-lived objects out of the garbage collector's view (twistd; it acts
+        on the whole process, see ``ocppgw.runtime``)."""
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -90,6 +94,8 @@ class GatewayService(MultiService):
         self.metrics.gauge("inflight_bytes", lambda: self.inflight.used)
         self.link_service = LinkService(link, config.gateway.shutdown_timeout)
         self.link_service.setServiceParent(self)
+        self.runtime = RuntimeService(reactor, self.metrics, gc_policy)
+        self.runtime.setServiceParent(self)
         self.auth_service = AuthenticatorService(config, reactor, self.metrics, config.gateway.data_dir)
         self.auth_service.setServiceParent(self)
         self.authenticator = authenticator or self.auth_service.authenticator
@@ -162,6 +168,7 @@ class GatewayService(MultiService):
         self.router.shutdown()
         self.trimmer.stop()
         yield DeferredList([self.link_service.stopService(), self.auth_service.stopService()])
+        self.runtime.stopService()
         lost = len(self.router.states)
         if lost:
             self.metrics.inc("presence_lost_on_stop", lost)

@@ -80,4 +80,5 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
         schemas=options.schemas,
         tls_options=options.tls_options,
         sighup=True,
+        gc_policy=True,
     )

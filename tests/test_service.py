@@ -17,6 +17,7 @@ from ocppgw.auth.service import AuthenticatorService
 from ocppgw.config import config_from_string
 from ocppgw.core.ports import IBrokerLink
 from ocppgw.mqtt.service import LinkService
+from ocppgw.runtime import RuntimeService
 from ocppgw.service import GatewayService, StartupError
 from ocppgw.ws.limits import ListenerLimits
 from ocppgw.ws.proxy import ProxyProtocolFactory
@@ -112,13 +113,18 @@ class GatewayServiceTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IBrokerLink, self.link))
 
     def test_children_in_dependency_order(self) -> None:
-        """The children are the MQTT link first, the authenticator, then one service per listener."""
+        """The children are the MQTT link first, the runtime monitor, the authenticator, then one
+        service per listener."""
         children = list(IServiceCollection(self.service))
-        self.assertEqual([child.name for child in children], ["mqtt", "authentication", "ws.a", "ws.b"])
+        self.assertEqual(
+            [child.name for child in children], ["mqtt", "runtime", "authentication", "ws.a", "ws.b"]
+        )
         self.assertIsInstance(children[0], LinkService)
         self.assertIs(children[0].link, self.link)
-        self.assertIsInstance(children[1], AuthenticatorService)
-        self.assertEqual([type(child) for child in children[2:]], [ListenerService, ListenerService])
+        self.assertIsInstance(children[1], RuntimeService)
+        self.assertIsNone(children[1].gc)  # only twistd's gateway tunes the process's collector
+        self.assertIsInstance(children[2], AuthenticatorService)
+        self.assertEqual([type(child) for child in children[3:]], [ListenerService, ListenerService])
 
     def test_api_child_after_the_listeners(self) -> None:
         """With [api] enable (the default), the API is the last child and binds with the listeners."""

@@ -225,6 +225,9 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
         timer, self.closeHandshakeTimeoutCall = self.closeHandshakeTimeoutCall, None
         if timer is not None:
             timer.cancel()  # a ReactorCall (ocppgw.ws.timers): harmless once it has fired
+        # Autobahn fires ``is_closed`` with the protocol itself: a reference cycle that would leave
+        # every closed connection to the garbage collector (and leak it once frozen, ocppgw.runtime).
+        self.is_closed.addCallback(_forget)
 
     def _reserve(self, nbytes: int) -> bool:
         inflight = self.factory.inflight
@@ -441,3 +444,7 @@ def _describe_close(
     if code is None:
         return "charge_point", "closed by charge point"
     return "charge_point", f"closed by charge point ({code}" + (f": {reason})" if reason else ")")
+
+
+def _forget(_result: object) -> None:
+    """A Deferred's result dropped (see ``connectionLost``)."""

@@ -47,11 +47,20 @@ CLOSE_HANDSHAKE_TIMEOUT = 5.0
 """Seconds a charge point has to answer the gateway's close frame before the socket is aborted."""
 
 
+FACTORY_SETTINGS: tuple[str, ...] = tuple(WebSocketServerProtocol.CONFIG_ATTRS)
+"""The protocol settings Autobahn takes from the factory (``setProtocolOptions``) per connection."""
+
+
 class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
     """One charge point's WebSocket."""
 
     _log = Logger()
     factory: OcppServerFactory
+
+    CONFIG_ATTRS: tuple[str, ...] = ()
+    """Autobahn's ``_connectionMade`` copies each of ``CONFIG_ATTRS`` from the factory and formats
+    them all with ``pprint`` for a debug line, whether debug is on or not (10 % of a connection
+    storm); with none listed it formats an empty list, and ``connectionMade`` copies the settings."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -65,6 +74,12 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
         self._inflight = 0  # bytes of the message being received, counted in factory.inflight
         self._message_bytes = 0  # bytes of it received so far (more than declared when inflated)
         self._over_budget = False  # refused by max_inflight_bytes: what still arrives is dropped
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        for name in FACTORY_SETTINGS:
+            setattr(self, name, getattr(factory, name))
+        super().connectionMade()
 
     # -- handshake -------------------------------------------------------
 

@@ -23,7 +23,8 @@ from ocppgw.auth import AllowAll
 from ocppgw.config import config_from_string
 from ocppgw.core.router import Router
 from ocppgw.metrics import Metrics
-from ocppgw.ws.server import FACTORY_SETTINGS, OcppServerFactory, OcppServerProtocol
+from ocppgw.ws.lean import FACTORY_SETTINGS
+from ocppgw.ws.server import OcppServerFactory, OcppServerProtocol
 from tests.fakes import FakeMqttLink
 
 txaio.use_twisted()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener
@@ -36,6 +36,7 @@ from ocppgw.ws.handshake import (
     host_of,
     pick_subprotocol,
 )
+from ocppgw.ws.lean import LeanServerProtocol
 from ocppgw.ws.limits import abort_reason
 from ocppgw.ws.timers import use_reactor_clock
 from ocppgw.ws.transport import peer_address
@@ -47,20 +48,11 @@ CLOSE_HANDSHAKE_TIMEOUT = 5.0
 """Seconds a charge point has to answer the gateway's close frame before the socket is aborted."""
 
 
-FACTORY_SETTINGS: tuple[str, ...] = tuple(WebSocketServerProtocol.CONFIG_ATTRS)
-"""The protocol settings Autobahn takes from the factory (``setProtocolOptions``) per connection."""
-
-
-class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
+class OcppServerProtocol(UpgradeGuard, LeanServerProtocol):
     """One charge point's WebSocket."""
 
     _log = Logger()
     factory: OcppServerFactory
-
-    CONFIG_ATTRS: tuple[str, ...] = ()
-    """Autobahn's ``_connectionMade`` copies each of ``CONFIG_ATTRS`` from the factory and formats
-    them all with ``pprint`` for a debug line, whether debug is on or not (10 % of a connection
-    storm); with none listed it formats an empty list, and ``connectionMade`` copies the settings."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -74,12 +66,6 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
         self._inflight = 0  # bytes of the message being received, counted in factory.inflight
         self._message_bytes = 0  # bytes of it received so far (more than declared when inflated)
         self._over_budget = False  # refused by max_inflight_bytes: what still arrives is dropped
-
-    def connectionMade(self) -> None:
-        factory = self.factory
-        for name in FACTORY_SETTINGS:
-            setattr(self, name, getattr(factory, name))
-        super().connectionMade()
 
     # -- handshake -------------------------------------------------------
 
@@ -240,9 +226,6 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
         timer, self.closeHandshakeTimeoutCall = self.closeHandshakeTimeoutCall, None
         if timer is not None:
             timer.cancel()  # a ReactorCall (ocppgw.ws.timers): harmless once it has fired
-        # Autobahn fires ``is_closed`` with the protocol itself: a reference cycle that would leave
-        # every closed connection to the garbage collector (and leak it once frozen, ocppgw.runtime).
-        self.is_closed.addCallback(_forget)
 
     def _reserve(self, nbytes: int) -> bool:
         inflight = self.factory.inflight
@@ -459,7 +442,3 @@ def _describe_close(
     if code is None:
         return "charge_point", "closed by charge point"
     return "charge_point", f"closed by charge point ({code}" + (f": {reason})" if reason else ")")
-
-
-def _forget(_result: object) -> None:
-    """A Deferred's result dropped (see ``connectionLost``)."""

@@ -656,3 +656,120 @@ def dump(result: dict[str, Any], path: str | None) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             f.write(text + "\n")
+
+
+# -- issue 12: many connections, the gateway's own metrics -------------------------------------------
+
+API_KEY, API_SECRET = "bench", "bench-secret-0123456789"
+
+
+def api_options(work: Workdir) -> tuple[int, dict[str, dict[str, str]]]:
+    """A free port for the management API and the gw.ini sections serving it, with one viewer API key
+    (``API_KEY``/``API_SECRET``) from a bootstrap file, so that a benchmark can read ``/metrics``."""
+    port = free_port()
+    bootstrap = work.file("api_keys")
+    with open(bootstrap, "w", encoding="utf-8") as f:
+        f.write(f"{API_KEY}:{API_SECRET}:viewer\n")
+    return port, {"api": {"enable": "true", "bind": f"127.0.0.1:{port}", "bootstrap_file": bootstrap}}
+
+
+def scrape_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The gateway's ``/metrics`` as {(sample name, sorted labels): value}."""
+    import base64
+    import http.client
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    token = base64.b64encode(f"{API_KEY}:{API_SECRET}".encode()).decode("ascii")
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/metrics", headers={"Authorization": f"Basic {token}"})
+        response = connection.getresponse()
+        body = response.read().decode("utf-8")
+        if response.status != 200:
+            raise RuntimeError(f"/metrics answered {response.status}: {body[:200]}")
+    finally:
+        connection.close()
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def histogram_delta(
+    before: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+    after: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+    name: str,
+    **labels: str,
+) -> dict[str, float]:
+    """Bucket counts (``le`` -> count) of histogram ``name`` added between two scrapes, plus ``count``
+    and ``sum``; ``worst_le``: the smallest bound holding every observation of the interval."""
+    wanted = tuple(sorted(labels.items()))
+    buckets: dict[str, float] = {}
+    for (sample, sample_labels), value in after.items():
+        if sample != f"{name}_bucket":
+            continue
+        rest = tuple((k, v) for k, v in sample_labels if k != "le")
+        if rest != wanted:
+            continue
+        le = dict(sample_labels)["le"]
+        buckets[le] = value - before.get((sample, sample_labels), 0.0)
+    count = after.get((f"{name}_count", wanted), 0.0) - before.get((f"{name}_count", wanted), 0.0)
+    total = after.get((f"{name}_sum", wanted), 0.0) - before.get((f"{name}_sum", wanted), 0.0)
+    ordered = sorted(buckets.items(), key=lambda kv: float(kv[0]))
+    worst = next((le for le, n in ordered if n >= count), None)
+    shown = {le: n for le, n in ordered if 0 < n < count}  # the cumulative counts that say something
+    return {"count": count, "sum": round(total, 6), "worst_le": worst, "buckets_below_worst": shown}
+
+
+def source_address(index: int) -> str:
+    """The loopback source address of load generator ``index``: 127.0.0.2, 127.0.0.3, ..."""
+    return f"127.0.0.{2 + index}"
+
+
+def start_loadgens(
+    work: Workdir,
+    mode: str,
+    url: str,
+    *,
+    count: int,
+    procs: int,
+    rate: float,
+    concurrency: int,
+    hold: float,
+    label: str,
+    options: Sequence[str] = (),
+) -> list[subprocess.Popen]:
+    """``procs`` ``loadgen.py <mode>`` processes sharing ``count`` connections, each from its own
+    loopback source address (each process is under the same open-file limit as the gateway)."""
+    clients = []
+    parts = shares(count, procs)
+    for i, (first, n) in enumerate(parts):
+        log = open(work.file(f"loadgen-{label}-{i}.log"), "ab")
+        argv = [PYTHON, LOADGEN, mode, "--url", url, "--prefix", f"{label}{i}-cp"]
+        argv += ["--source", source_address(i)]
+        argv += ["--first", str(first), "--count", str(n), "--rate", str(rate / len(parts))]
+        argv += ["--concurrency", str(max(1, concurrency // len(parts))), "--hold-seconds", str(hold)]
+        clients.append(spawn([*argv, *options], log=log, stdout=subprocess.PIPE))
+        log.close()
+    return clients
+
+
+def read_reports(clients: Sequence[subprocess.Popen], timeout: float, what: str) -> list[dict[str, Any]]:
+    """One JSON line from each client, within ``timeout`` seconds in all."""
+    deadline = time.monotonic() + timeout
+    reports = []
+    for client in clients:
+        assert client.stdout is not None
+        line = read_line(client.stdout, max(1.0, deadline - time.monotonic()), what)
+        reports.append(json.loads(line))
+    return reports
+
+
+def merged_failures(reports: Sequence[dict[str, Any]], key: str = "failures") -> dict[str, int]:
+    out: dict[str, int] = {}
+    for report in reports:
+        for name, value in report.get(key, {}).items():
+            out[name] = out.get(name, 0) + value
+    return out

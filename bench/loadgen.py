@@ -18,6 +18,16 @@ Three modes, each run by the benchmark scripts as a subprocess:
             (connection start to the 101 response), wall-clock start and end, and
             its own CPU time.  Sans-I/O protocol and asyncio callbacks, as ``closed``.
 
+``storm``   opens connections as ``idle`` does (one BootNotification each), prints one JSON line,
+            then on SIGUSR1 drops every connection at once (TCP abort: the network blip) and
+            reconnects each after a random delay of up to ``--jitter`` seconds, retrying a refused
+            or failed attempt after 0.5-1.5 s, until its BootNotification round trip is done.
+            Prints one JSON line: completion times from the signal, failures, retries.  Then holds
+            the connections until SIGTERM or ``--hold-seconds``.
+
+``--source ADDRESS`` (idle, storm) binds the client sockets to that local address (127.0.0.2 ...),
+for more connections than one address's ephemeral ports allow.
+
 For wss:// URLs, ``--tls-version`` pins the TLS version, ``--cafile`` verifies
 the server and ``--certfile``/``--keyfile`` present a client certificate.  No
 TLS session is resumed: every connection makes a full handshake.
@@ -48,7 +58,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import raise_nofile
 
 
-def _connect(url: str, open_timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> Any:
+def _connect(
+    url: str, open_timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None, source: str | None = None
+) -> Any:
+    extra: dict[str, Any] = {"local_addr": (source, 0)} if source else {}
     return connect(
         url,
         ssl=ssl_context,
@@ -58,6 +71,7 @@ def _connect(url: str, open_timeout: float = 30.0, ssl_context: ssl.SSLContext |
         open_timeout=open_timeout,
         close_timeout=2,
         user_agent_header=None,
+        **extra,
     )
 
 
@@ -232,7 +246,7 @@ async def idle(args: argparse.Namespace) -> None:
         await asyncio.sleep(max(0.0, begin + (index - args.first) / args.rate - time.monotonic()))
         async with slots:
             try:
-                ws = await _connect(args.url + cid, ssl_context=_ssl_context(args))
+                ws = await _connect(args.url + cid, ssl_context=_ssl_context(args), source=args.source)
             except Exception as e:
                 key = f"connect: {type(e).__name__}"
                 failures[key] = failures.get(key, 0) + 1
@@ -266,6 +280,95 @@ async def idle(args: argparse.Namespace) -> None:
     still_open = sum(1 for ws in held if ws.close_code is None)
     print(f"loadgen: {still_open} of {len(held)} connections still open at exit", file=sys.stderr, flush=True)
     # Let the kernel close the sockets: a clean close of thousands of connections adds nothing here.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+async def _booted(args: argparse.Namespace, cid: str) -> Any:
+    """A new connection of ``cid`` whose BootNotification round trip is done (raises otherwise)."""
+    ws = await _connect(args.url + cid, ssl_context=_ssl_context(args), source=args.source)
+    unique_id = f"boot-{cid}-{time.monotonic_ns()}"
+    try:
+        await ws.send(
+            f'[2,"{unique_id}","BootNotification",{{"chargePointVendor":"bench","chargePointModel":"storm"}}]'
+        )
+        reply = await asyncio.wait_for(ws.recv(), args.reply_timeout)
+    except BaseException:
+        ws.transport.abort()
+        raise
+    if not _is_reply(reply, unique_id):
+        ws.transport.abort()
+        raise ValueError("bad reply")
+    return ws
+
+
+async def storm(args: argparse.Namespace) -> None:
+    import random
+
+    held: dict[str, Any] = {}
+    failures: dict[str, int] = {}
+    slots = asyncio.Semaphore(args.concurrency)
+    begin = time.monotonic()
+    cids = [f"{args.prefix}{i}" for i in range(args.first, args.first + args.count)]
+
+    async def open_one(n: int, cid: str) -> None:
+        await asyncio.sleep(max(0.0, begin + n / args.rate - time.monotonic()))
+        async with slots:
+            try:
+                held[cid] = await _booted(args, cid)
+            except Exception as e:
+                key = f"open: {type(e).__name__}"
+                failures[key] = failures.get(key, 0) + 1
+
+    await asyncio.gather(*(open_one(n, cid) for n, cid in enumerate(cids)))
+    print(json.dumps({"opened": len(held), "failures": failures}), flush=True)
+    loop = asyncio.get_running_loop()
+    go = asyncio.Event()
+    loop.add_signal_handler(signal.SIGUSR1, go.set)
+    await go.wait()
+    started = time.monotonic()
+    for ws in held.values():
+        ws.transport.abort()
+    done: list[float] = []
+    storm_failures: dict[str, int] = {}
+    retries = 0
+    deadline = started + args.storm_timeout
+
+    async def again(cid: str) -> None:
+        nonlocal retries
+        await asyncio.sleep(random.uniform(0.0, args.jitter))
+        while time.monotonic() < deadline:
+            try:
+                held[cid] = await _booted(args, cid)
+            except Exception as e:
+                key = type(e).__name__
+                storm_failures[key] = storm_failures.get(key, 0) + 1
+                retries += 1
+                await asyncio.sleep(random.uniform(0.5, 1.5))
+                continue
+            done.append(time.monotonic() - started)
+            return
+
+    await asyncio.gather(*(again(cid) for cid in list(held)))
+    done.sort()
+    print(
+        json.dumps(
+            {
+                "reconnected": len(done),
+                "attempt_failures": storm_failures,
+                "retries": retries,
+                "completion_s": [round(t, 3) for t in done],
+                "signal_at": time.time() - (time.monotonic() - started),
+            }
+        ),
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await asyncio.wait_for(stop.wait(), args.hold_seconds)
+    except TimeoutError:
+        pass
     sys.stdout.flush()
     os._exit(0)
 
@@ -376,7 +479,7 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("closed", "idle", "handshakes"))
+    parser.add_argument("mode", choices=("closed", "idle", "handshakes", "storm"))
     parser.add_argument("--url", required=True, help="WebSocket URL up to the charge point id")
     parser.add_argument("--prefix", default="cp", help="charge point ids are <prefix><n>")
     parser.add_argument("--first", type=int, default=0)
@@ -396,6 +499,9 @@ def main() -> int:
     parser.add_argument("--certfile", help="wss: client certificate to present")
     parser.add_argument("--keyfile", help="wss: its private key")
     parser.add_argument("--hold-seconds", type=float, default=300.0)
+    parser.add_argument("--source", help="idle, storm: local address of the client sockets")
+    parser.add_argument("--jitter", type=float, default=1.0, help="storm: reconnect delay up to this, s")
+    parser.add_argument("--storm-timeout", type=float, default=120.0, help="storm: give up after this, s")
     args = parser.parse_args()
     raise_nofile()
     if args.mode == "closed":
@@ -404,6 +510,8 @@ def main() -> int:
             json.dump(result, f)
     elif args.mode == "handshakes":
         print(json.dumps(asyncio.run(handshakes(args))), flush=True)
+    elif args.mode == "storm":
+        asyncio.run(storm(args))
     else:
         asyncio.run(idle(args))
     return 0

@@ -44,6 +44,13 @@ _METRICS: dict[str, tuple[_Kind, str, tuple[str, ...]]] = {
     "inflight_refused": (Counter, "connections closed 1009 past max_inflight_bytes", ("listener",)),
     "inflight_bytes": (Gauge, "bytes of WebSocket messages being received now, all listeners", ()),
     "memory_trims": (Counter, "times freed memory was handed back to the OS (malloc_trim)", ()),
+    # the process (ocppgw.runtime)
+    "event_loop_lag_seconds": (Histogram, "how late a timer due every 50 ms fired: reactor stalls", ()),
+    "event_loop_lag_max_seconds": (Gauge, "the worst event-loop lag of the last minute", ()),
+    "gc_pause_seconds": (
+        Histogram, "garbage collections, by generation: the reactor stops meanwhile", ("generation",)
+    ),
+    "gc_frozen_objects": (Gauge, "objects moved out of the garbage collector's view (gc.freeze)", ()),
     # charge point sessions
     "frames_received": (Counter, "OCPP-J frames received from charge points", ("action",)),
     "calls_refused": (Counter, "charge point Calls refused because the broker link was full", ("action",)),
@@ -75,7 +82,15 @@ _METRICS: dict[str, tuple[_Kind, str, tuple[str, ...]]] = {
     "takeovers": (Counter, "connections closed because the same charge point connected again", ()),
     "published": (Counter, "envelopes from charge points accepted by the broker link", ("kind",)),
     "envelopes_unroutable": (Counter, "downstream messages for charge points not connected", ()),
-    "presence_dropped": (Counter, "presence messages not published: broker link full", ()),
+    "presence_deferred": (
+        Counter,
+        "presence, node state and takeover claim messages held back because the broker link buffer was full",
+        (),
+    ),
+    "presence_waiting": (
+        Gauge, "presence, node state and takeover claim messages waiting for room in the broker link", ()
+    ),
+    "presence_lost_on_stop": (Counter, "presence messages not published when the link stopped", ()),
     "connected_charge_points": (Gauge, "charge points connected now", ()),
     # authentication
     "auth_decisions": (Counter, "handshakes decided by the authenticator", ("backend", "result")),

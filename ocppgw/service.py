@@ -28,6 +28,7 @@ from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.memory import InflightBudget, MemoryTrimmer
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.service import LinkService, broker_link
+from ocppgw.runtime import RuntimeService
 from ocppgw.signals import Sighup
 from ocppgw.tls.listener import (
     ReloadableContextFactory,
@@ -70,11 +71,14 @@ class GatewayService(MultiService):
         tls_options: dict[str, Any] | None = None,
         sighup: bool = False,
         inherited: Mapping[str, int] | None = None,
+        gc_policy: bool = False,
     ) -> None:
         """``tls_options`` holds ``CertificateOptions`` per wss listener (``wss.<name>``), as
         ``ocppgw.tls.listener.listener_options`` makes them; they are made here when not given.
         ``sighup``: reload certificates on SIGHUP (twistd; see ``reload_certificates``).
-        ``inherited``: a worker's listening sockets by listener label, bound by its master."""
+        ``inherited``: a worker's listening sockets by listener label, bound by its master.
+        ``gc_policy``: freeze long-lived objects out of the garbage collector's view (twistd and
+        workers; it acts on the whole process, see ``ocppgw.runtime``)."""
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -93,6 +97,8 @@ class GatewayService(MultiService):
         self.metrics.gauge("inflight_bytes", lambda: self.inflight.used)
         self.link_service = LinkService(self.link, config.gateway.shutdown_timeout)
         self.link_service.setServiceParent(self)
+        self.runtime = RuntimeService(reactor, self.metrics, gc_policy)
+        self.runtime.setServiceParent(self)
         self.auth_service = AuthenticatorService(config, reactor, self.metrics, config.gateway.data_dir)
         self.auth_service.setServiceParent(self)
         self.authenticator = authenticator or self.auth_service.authenticator
@@ -166,6 +172,13 @@ class GatewayService(MultiService):
         self.router.shutdown()
         self.trimmer.stop()
         yield DeferredList([self.link_service.stopService(), self.auth_service.stopService()])
+        self.runtime.stopService()
+        lost = len(self.router.states)
+        if lost:
+            self.metrics.inc("presence_lost_on_stop", lost)
+            self._log.warn(
+                "{count} presence messages not published before the broker link stopped", count=lost
+            )
 
     # -- changed at run time by the management API (ocppgw.api.manage_*) ---------------------
 

@@ -88,4 +88,5 @@ def makeService(options: Options, reactor: Any = None) -> Any:
         schemas=options.schemas,
         tls_options=options.tls_options,
         sighup=True,
+        gc_policy=True,
     )

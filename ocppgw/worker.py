@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None, reactor: Any = None) -> int:
 
         reactor = default_reactor
     service = GatewayService(
-        config, reactor, schemas=options.schemas, tls_options=options.tls_options, inherited=inherited
+        config, reactor, schemas=options.schemas, tls_options=options.tls_options, inherited=inherited,
+        gc_policy=True,
     )
     control = WorkerControl(service, args.index, reactor)
     channel = ControlChannel(control.handlers(), on_lost=lambda: _master_gone(reactor))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +39,11 @@ class FakeMqttLink:
 
     ``deliver`` plays the broker delivering a message, ``set_connected`` a
     (re)connect or disconnect; with ``refuse_publishes`` set, ``publish``
-    answers False as a full buffer would.  Unlike the real link it checks each
-    topic it is given, so that a core publishing to a topic it did not validate
+    answers False as a full buffer would; with ``room_left`` set, the buffer
+    has that much room left, and ``give_room`` frees some and, as the real link,
+    tells the room observers only if ``room`` answered 0 since they were last told.
+    Unlike the real link it checks each topic it is given, so that a core
+    publishing to a topic it did not validate
     fails its tests; it matches topics as the real link does (``topic_matches``).
 
     ``set_aside``: topics and filters holding one of these texts (the cluster's control traffic, for
@@ -57,6 +61,9 @@ class FakeMqttLink:
         self.published: list[Published] = []
         self.refused: list[Published] = []
         self.refuse_publishes = False
+        self.room_left: int | None = None  # None: no bound
+        self.room_observers: list[Callable[[], None]] = []
+        self.room_awaited = False
         self.subscriptions: dict[str, tuple[int, Handler]] = {}
         self.subscribe_calls: list[tuple[str, int]] = []
         self.unsubscribe_calls: list[str] = []
@@ -82,16 +89,28 @@ class FakeMqttLink:
         if problem is not None:
             raise ValueError(problem)
         message = Published(topic, payload, qos, retain)
-        if self.broker is not None and not self.refuse_publishes:
+        refused = self.refuse_publishes or self.room_left == 0
+        if self.broker is not None and not refused:
             self.broker.receive(message)
-        if self._aside(topic) and not self.refuse_publishes:
+        if self._aside(topic) and not refused:
             self.aside.append(message)
             return True
-        if self.refuse_publishes:
+        if refused:
             self.refused.append(message)
             return False
+        if self.room_left is not None:
+            self.room_left -= 1
         self.published.append(message)
         return True
+
+    def room(self) -> int:
+        room = 0 if self.refuse_publishes else 1_000_000 if self.room_left is None else self.room_left
+        if room == 0:
+            self.room_awaited = True
+        return room
+
+    def add_room_observer(self, observer: Callable[[], None]) -> None:
+        self.room_observers.append(observer)
 
     def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> None:
         check_qos(qos)
@@ -128,6 +147,14 @@ class FakeMqttLink:
         for handler in handlers:
             handler(topic, payload)
         return len(handlers)
+
+    def give_room(self, count: int) -> None:
+        """``count`` buffered messages were acknowledged: tell the room observers."""
+        self.room_left = (self.room_left or 0) + count
+        if self.room_awaited and self.room_left > 0:
+            self.room_awaited = False
+            for observer in list(self.room_observers):
+                observer()
 
     def set_connected(self, connected: bool) -> None:
         """Report a connect (every call with True is a new connect) or a disconnect to the observers."""

@@ -392,6 +392,96 @@ class PublishTests(_LinkTestCase):
         self.assertEqual(self.metrics.value("mqtt_outstanding"), 0)
 
 
+class RoomTests(_LinkTestCase):
+    """``room`` and the room observers: how ``LatestStates`` learns it may publish again."""
+
+    def test_room_counts_down_to_zero(self) -> None:
+        """room() is the limit less what is outstanding; held messages count while disconnected."""
+        client = self.started()
+        self.assertEqual(self.link.room(), 5)
+        self.link.publish("t", b"0", 0)
+        self.assertEqual(self.link.room(), 4)
+        self.connect()
+        for n in range(5):
+            self.link.publish("t", b"%d" % n, 1)
+        self.assertEqual(self.link.room(), 0)
+        self.assertEqual(len(client.published), 6)
+
+    def test_observers_told_once_there_is_room(self) -> None:
+        """After room() answered 0, the first drain that frees room calls the observers, once."""
+        client = self.started()
+        self.connect()
+        told: list[int] = []
+        self.link.add_room_observer(lambda: told.append(self.link.room()))
+        for n in range(5):
+            self.link.publish("t", b"%d" % n, 1)
+        in_thread(client.ack, 1)
+        self.reactor.pump()
+        self.assertEqual(told, [])  # nobody asked for room
+        self.link.publish("t", b"5", 1)
+        self.assertEqual(self.link.room(), 0)
+        in_thread(client.ack, 2)
+        in_thread(client.ack, 3)
+        self.reactor.pump()
+        self.assertEqual(told, [2])
+        in_thread(client.ack, 4)
+        self.reactor.pump()
+        self.assertEqual(told, [2])
+
+    def test_observers_told_after_held_messages_are_sent(self) -> None:
+        """QoS 0 messages held during an outage free their room once paho has sent them."""
+        self.started()
+        told: list[int] = []
+        self.link.add_room_observer(lambda: told.append(self.link.room()))
+        for n in range(5):
+            self.link.publish("t", b"%d" % n, 0)
+        self.assertEqual(self.link.room(), 0)
+        self.connect()
+        self.assertEqual(told, [5])
+
+    def test_stop_waits_for_what_observers_publish(self) -> None:
+        """A stop waits for the messages room observers publish as acknowledgements make room."""
+        client = self.started()
+        self.connect()
+        backlog = [b"a", b"b", b"c"]
+
+        def publish_backlog() -> None:
+            while backlog and self.link.room() > 0:
+                self.link.publish("state", backlog.pop(0), 1)
+
+        self.link.add_room_observer(publish_backlog)
+        for n in range(5):
+            self.link.publish("t", b"%d" % n, 1)
+        publish_backlog()
+        done: list[object] = []
+        self.link.stop(10).addCallback(done.append)
+        for mid in range(1, 6):
+            in_thread(client.ack, mid)
+            self.reactor.pump()
+        self.assertEqual(done, [])
+        self.assertEqual([p for t, p, _, _ in client.published if t == "state"], [b"a", b"b", b"c"])
+        for mid in range(6, 9):
+            in_thread(client.ack, mid)
+        self.reactor.pump()
+        self.assertEqual(done, [None])
+        self.assertEqual(self.metrics.value("mqtt_lost_on_stop"), 0)
+
+    def test_failing_room_observer_logged(self) -> None:
+        """An observer that raises is logged; the others still run."""
+        client = self.started()
+        self.connect()
+        told: list[bool] = []
+        self.link.add_room_observer(lambda: 1 / 0)
+        self.link.add_room_observer(lambda: told.append(True))
+        for n in range(5):
+            self.link.publish("t", b"%d" % n, 1)
+        self.link.room()
+        in_thread(client.ack, 1)
+        self.reactor.pump()
+        self.assertEqual(told, [True])
+        self.assertTrue(any("room observer" in line for line in self.logged()))
+
+
 class SubscriptionTests(_LinkTestCase):
     def test_subscribe_while_connected_sends_once(self) -> None:
         """Subscribing while connected sends SUBSCRIBE; the same filter and QoS again does not."""

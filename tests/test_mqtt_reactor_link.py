@@ -271,6 +271,20 @@ class ConnectTests(ReactorLinkTestCase):
         self.descriptor().doRead()
         self.assertTrue(any("refused 1 MQTT messages" in line for line in self.logged()))
 
+    def test_ack_by_message_id_tells_room_observers(self) -> None:
+        """When room() answered 0, an acknowledgement by message id goes through the event queue, whose
+        drain tells the room observers."""
+        client = self.start()
+        self.connack()
+        told: list[int] = []
+        self.link.add_room_observer(lambda: told.append(self.link.room()))
+        for n in range(5):
+            self.link.publish("t", b"%d" % n, 1)
+        self.assertEqual(self.link.room(), 0)
+        client.incoming.append(lambda: client.on_raw_ack(1))
+        self.descriptor().doRead()
+        self.assertEqual(told, [1])
+
     def test_short_path_writes_flushed_once_per_turn(self) -> None:
         """What the short path buffers leaves in one send after the turn's events, with no writer
         registered; a send that would block waits for the socket to be writable."""

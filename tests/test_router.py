@@ -371,11 +371,13 @@ class AttachDetachTests(RouterTestCase):
         self.assertEqual(self.envelopes("ocpp/cp/CP1"), [Call("b1", "BootNotification", {})])
 
     def test_refused_publish(self) -> None:
-        """A full buffer refuses the Call (InternalError to the charge point) and counts the lost presence."""
+        """A full buffer refuses the Call (InternalError to the charge point); the presence and the
+        takeover claim wait."""
         self.make()
         self.link.refuse_publishes = True
         connection = self.attach()
-        self.assertEqual(self.metrics.total("presence_dropped"), 1)
+        self.assertEqual(self.metrics.total("presence_deferred"), 2)
+        self.assertEqual(self.metrics.value("presence_waiting"), 2)
         self.gateway.session("CP1").frame_received(frame(2, "h1", "Heartbeat", {}))
         self.assertEqual(
             connection.sent,
@@ -612,6 +614,27 @@ class PresenceTests(RouterTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.metrics.value("disconnects", reason="shutdown"), 2)
         self.assertEqual(self.metrics.total("disconnects"), 2)
+
+    def test_storm_with_a_full_link_drops_no_presence(self) -> None:
+        """A mass disconnect and a shutdown beyond the link's room: every charge point's latest presence
+        and the node's offline state are published as room comes, none backwards, none dropped."""
+        self.make()
+        cids = [f"CP{n}" for n in range(300)]
+        connections = {cid: self.attach(cid) for cid in cids}
+        self.link.room_left = 10
+        for cid in cids[:200]:
+            self.gateway.detach(cid, connections[cid], "network blip")
+        self.gateway.shutdown()
+        for _ in range(100):  # 501 messages, 7 at a time
+            self.link.give_room(7)
+        self.assertEqual(len(self.gateway.states), 0)
+        for cid in cids:
+            statuses = [m.json()["status"] for m in self.link.published_to(f"ocpp/cp/{cid}/Presence")]
+            self.assertEqual(statuses[-1], "disconnected")
+            self.assertEqual(statuses.count("disconnected"), 1)
+        self.assertEqual(self.link.published[-1].topic, "ocpp/gateway/gw1/Presence")
+        self.assertEqual(self.link.published[-1].json()["status"], "offline")
+        self.assertEqual(self.link.refused, [])
 
     def test_shutdown_close_then_detach(self) -> None:
         """The detach a closed connection reports during shutdown changes nothing more."""

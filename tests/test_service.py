@@ -17,6 +17,7 @@ from ocppgw.auth.service import AuthenticatorService
 from ocppgw.config import config_from_string
 from ocppgw.core.ports import IBrokerLink
 from ocppgw.mqtt.service import LinkService
+from ocppgw.runtime import RuntimeService
 from ocppgw.service import GatewayService, StartupError
 from ocppgw.ws.limits import ListenerLimits
 from ocppgw.ws.proxy import ProxyProtocolFactory
@@ -36,6 +37,7 @@ class FakeLink:
         self.published: list[tuple[str, bytes, int, bool]] = []
         self.subscriptions: dict[str, Any] = {}
         self.observers: list[Any] = []
+        self.room_observers: list[Any] = []
 
     def start(self) -> None:
         self.started = True
@@ -56,6 +58,12 @@ class FakeLink:
 
     def add_connection_observer(self, observer: Any) -> None:
         self.observers.append(observer)
+
+    def room(self) -> int:
+        return 1000
+
+    def add_room_observer(self, observer: Any) -> None:
+        self.room_observers.append(observer)
 
     def reload_tls(self) -> list[tuple[str, str]]:
         return []
@@ -105,13 +113,18 @@ class GatewayServiceTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IBrokerLink, self.link))
 
     def test_children_in_dependency_order(self) -> None:
-        """The children are the MQTT link first, the authenticator, then one service per listener."""
+        """The children are the MQTT link first, the runtime monitor, the authenticator, then one
+        service per listener."""
         children = list(IServiceCollection(self.service))
-        self.assertEqual([child.name for child in children], ["mqtt", "authentication", "ws.a", "ws.b"])
+        self.assertEqual(
+            [child.name for child in children], ["mqtt", "runtime", "authentication", "ws.a", "ws.b"]
+        )
         self.assertIsInstance(children[0], LinkService)
         self.assertIs(children[0].link, self.link)
-        self.assertIsInstance(children[1], AuthenticatorService)
-        self.assertEqual([type(child) for child in children[2:]], [ListenerService, ListenerService])
+        self.assertIsInstance(children[1], RuntimeService)
+        self.assertIsNone(children[1].gc)  # only twistd's gateway tunes the process's collector
+        self.assertIsInstance(children[2], AuthenticatorService)
+        self.assertEqual([type(child) for child in children[3:]], [ListenerService, ListenerService])
 
     def test_api_child_after_the_listeners(self) -> None:
         """With [api] enable (the default), the API is the last child and binds with the listeners."""

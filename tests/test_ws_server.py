@@ -10,6 +10,8 @@ import struct
 from typing import Any
 
 import txaio
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.websocket import protocol as autobahn_protocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -21,7 +23,8 @@ from ocppgw.auth import AllowAll
 from ocppgw.config import config_from_string
 from ocppgw.core.router import Router
 from ocppgw.metrics import Metrics
-from ocppgw.ws.server import OcppServerFactory
+from ocppgw.ws.lean import FACTORY_SETTINGS
+from ocppgw.ws.server import OcppServerFactory, OcppServerProtocol
 from tests.fakes import FakeMqttLink
 
 txaio.use_twisted()
@@ -113,6 +116,22 @@ class ProtocolTests(ServerTestCase):
         self.assertIsNotNone(self.router.session("CP 1"))
         self.assertEqual(protocol.peer_address, "10.1.2.3:5555")
         self.assertEqual(self.link.subscriptions["ocpp/cs/CP 1"][0], 1)
+
+    def test_factory_settings_copied_without_formatting(self) -> None:
+        """Every protocol setting Autobahn takes from the factory reaches the protocol, and nothing is
+        pretty-printed per connection (Autobahn's _connectionMade formats what CONFIG_ATTRS lists for
+        a debug line, debug on or not: if it starts formatting something else, this test names it)."""
+        self.factory.setProtocolOptions(autoPingInterval=7, maxMessagePayloadSize=1234)
+        formatted: list[object] = []
+        real = autobahn_protocol.pformat
+        self.patch(autobahn_protocol, "pformat", lambda obj: formatted.append(obj) or real(obj))
+        protocol, _ = self.connect(upgrade_request("/ocpp/CP1"))
+        self.assertEqual(OcppServerProtocol.CONFIG_ATTRS, ())
+        self.assertEqual(FACTORY_SETTINGS, tuple(WebSocketServerProtocol.CONFIG_ATTRS))
+        for name in FACTORY_SETTINGS:
+            self.assertEqual(getattr(protocol, name), getattr(self.factory, name), name)
+        self.assertEqual((protocol.autoPingInterval, protocol.maxMessagePayloadSize), (7, 1234))
+        self.assertEqual(formatted, [[]])
 
     def test_handshake_refusals(self) -> None:
         """Bad ids and subprotocols get their HTTP status and nothing is attached."""

@@ -34,6 +34,7 @@ from ocppgw.core.cluster_wire import TAKEOVER, decode, encode, ignored, name, nu
 from ocppgw.core.peertext import clip
 from ocppgw.core.ports import IBrokerLink
 from ocppgw.core.presence import PresenceSweep, SweepQueue
+from ocppgw.core.states import LatestStates
 from ocppgw.core.timers import cancel
 from ocppgw.core.topics import cid_problem, filter_problem, node_topic
 
@@ -88,10 +89,14 @@ class Cluster:
         sweep_factory: SweepFactory | None = None,
         settle: float = SETTLE,
         request_timeout: float | None = None,
+        states: LatestStates | None = None,
     ) -> None:
         """``prefix``: the control topics' mountpoint; ``node_template``: ``[presence] node_topic``,
-        None when presence (and with it membership and the node-down sweep) is off."""
+        None when presence (and with it membership and the node-down sweep) is off; ``states``:
+        where claims wait when the link's buffer is full (a storm of attaches), the latest per
+        charge point, never dropped."""
         self._link, self._clock = link, clock
+        self._states = states
         self.member, self.node = member, node
         self._prefix = prefix
         self._template = node_template
@@ -229,7 +234,11 @@ class Cluster:
         self._held[cid] = at
         self._remember(cid, at, self.member)
         body = {"clientid": cid, "member": self.member, "at": at}
-        self._link.publish(self.takeover_topic, encode(body), CONTROL_QOS)
+        if self._states is not None:
+            claim = encode(body)
+            self._states.publish(self.takeover_topic, claim, CONTROL_QOS, key=f"claim {cid}", retain=False)
+        else:
+            self._link.publish(self.takeover_topic, encode(body), CONTROL_QOS)
         return at
 
     def release(self, cid: str) -> None:

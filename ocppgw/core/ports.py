@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 
 Handler = Callable[[str, bytes], None]
 ConnectionObserver = Callable[[bool], None]
+RoomObserver = Callable[[], None]
 
 
 class IBrokerLink(zope.interface.Interface):
@@ -39,6 +40,15 @@ class IBrokerLink(zope.interface.Interface):
         """Queue a message; False only when the bounded buffer is full (the caller then refuses the
         message). Never blocks. Topics are checked once, by the core, when rendered
         (``ocppgw.core.topics``), not per message. Raises ValueError for a bad QoS."""
+
+    def room() -> int:
+        """How many more messages ``publish`` accepts now at least (0 once stopped). When it answers
+        0, the room observers are called once there is room again."""
+
+    def add_room_observer(observer: RoomObserver) -> None:
+        """Call ``observer()`` in the reactor thread when the buffer has room again after ``room``
+        answered 0; before ``stop`` decides that everything was sent, so what an observer publishes
+        then is still waited for."""
 
     def subscribe(topic_filter: str, qos: int, handler: Handler) -> None:
         """Deliver messages matching ``topic_filter`` to ``handler(topic, payload)`` in the reactor

@@ -92,6 +92,7 @@ class PresenceSweep:
         template: str,
         qos: int,
         attached: Callable[[str], bool],
+        publish: Callable[[str, bytes, int], None],
         quiet: float = SWEEP_QUIET,
         limit: float = SWEEP_LIMIT,
         member: str = "",
@@ -107,6 +108,7 @@ class PresenceSweep:
         self._template = template
         self._qos = qos
         self._attached = attached
+        self._publish = publish  # retained, never dropped (``LatestStates.publish``)
         self._quiet = quiet
         self._limit = limit
         self._filters: list[str] = []
@@ -177,9 +179,9 @@ class PresenceSweep:
             self._reason,
             self._member,
         )
-        if self._link.publish(topic, data, self._qos, retain=True):
-            self.swept += 1
-            _log.info("charge point {cid} marked disconnected: {reason}", cid=cid, reason=self._reason)
+        self._publish(topic, data, self._qos)
+        self.swept += 1
+        _log.info("charge point {cid} marked disconnected: {reason}", cid=cid, reason=self._reason)
 
     def finish(self) -> None:
         """Stop listening: unsubscribe and cancel the timers."""

@@ -26,6 +26,7 @@ from ocppgw.core.ports import IBrokerLink, IChargePoint, PeerIdentity, Will
 from ocppgw.core.presence import PresenceSweep, SweepQueue, presence_body
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.core.session import ChargePointSession, SessionSettings
+from ocppgw.core.states import LatestStates
 from ocppgw.core.topics import TopicPlan, node_topic
 from ocppgw.core.upstream import Upstream
 from ocppgw.metrics import Metrics
@@ -75,6 +76,7 @@ class Router:
         self._node = config.gateway.node_name
         self._member = config.gateway.member
         self._started_with = config  # the node's will and state keep the start-up mountpoint
+        self.states = LatestStates(link, metrics)  # presence and node state: never dropped
         self.reconfigure(config)
         metrics.gauge("connected_charge_points", lambda: len(self._attached))
         self._mountpoints = [self._mountpoint] + [
@@ -93,6 +95,7 @@ class Router:
             presence.node_topic if presence.enable else None,
             self.sweeps,
             self._node_down_sweep if presence.enable else None,
+            states=self.states,
         )
         self.cluster.replaced = self._replaced
         self.cluster.outdated = self._outdated
@@ -104,7 +107,7 @@ class Router:
         presence = self._started_with.presence
         return PresenceSweep(
             self._link, self._clock, node, self._mountpoints, presence.topic, presence.qos, skip,
-            member=member, reason=reason,
+            self.states.publish, member=member, reason=reason,
         )  # fmt: skip
 
     def _node_down_sweep(self, member: str, node: str, claimed: Callable[[str], bool]) -> PresenceSweep:
@@ -301,17 +304,14 @@ class Router:
         """Publish this member's retained online/offline state (``reason`` says why it is offline)."""
         will = node_will(self._started_with, status, reason)
         if will is not None:
-            self._link.publish(will.topic, will.payload, will.qos, will.retain)
+            self.states.publish(will.topic, will.payload, will.qos)
 
     def _publish_presence(self, cid: str, attached: Attached, status: str, reason: str = "") -> None:
         if not self._config.presence.enable:
             return
         at = attached.since if status == "connected" else self._clock.seconds()
         data = presence_body(cid, status, self._node, attached.peer, at, reason, self._member)
-        topic = attached.upstream.topics.presence
-        if not self._link.publish(topic, data, self._config.presence.qos, retain=True):
-            self._metrics.inc("presence_dropped")
-            self._log.warn("upstream buffer full: presence of {cid} not published", cid=cid)
+        self.states.publish(attached.upstream.topics.presence, data, self._config.presence.qos)
 
 
 def node_will(config: GatewayConfig, status: str = "offline", reason: str = NODE_DOWN) -> Will | None:

@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ocppgw.config import MqttSection
-from ocppgw.core.ports import ConnectionObserver, Handler, IBrokerLink, Will
+from ocppgw.core.ports import ConnectionObserver, Handler, IBrokerLink, RoomObserver, Will
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.events import (
     ACK,
@@ -91,10 +91,11 @@ class PahoLink:
         self._connect_failures = 0
         self._tls_refusals = 0  # in a row, since the last connect
         self._observers: list[ConnectionObserver] = []
+        self._room_observers: list[RoomObserver] = []
 
         self._queue = self._event_queue(reactor, self._handle, self._drained, self._log)
         self._outbox = Outbox(
-            reactor, min(config.max_buffered_messages, MID_SPACE_LIMIT), metrics, self._log, self._check_stop
+            reactor, min(config.max_buffered_messages, MID_SPACE_LIMIT), metrics, self._log, self._settled
         )
         self._subscriptions = Subscriptions(metrics, self._log)
 
@@ -174,6 +175,7 @@ class PahoLink:
             return d
         self._state = "stopping"
         self._stop_timeout = timeout
+        self._room_check()  # what waits for room is sent before the link decides it is done
         if self._outbox.outstanding() == 0:
             self._shutdown()
         else:
@@ -184,6 +186,22 @@ class PahoLink:
             )
             self._stop_call = self._reactor.callLater(timeout, self._shutdown)
         return d
+
+    def _settled(self) -> None:
+        self._room_check()
+        self._check_stop()
+
+    def _room_check(self) -> None:
+        """Tell the room observers, if ``room`` answered 0 since, that there is room again."""
+        outbox = self._outbox
+        if not outbox.awaited or outbox.room() == 0:
+            return
+        outbox.awaited = False
+        for observer in list(self._room_observers):
+            try:
+                observer()
+            except Exception:
+                self._log.failure("MQTT room observer {observer!r} failed", observer=observer)
 
     def _check_stop(self) -> None:
         if self._state == "stopping" and self._stop_call is not None and self._outbox.outstanding() == 0:
@@ -234,7 +252,7 @@ class PahoLink:
 
     def _drained(self) -> None:
         self._outbox.report_refusals()
-        self._check_stop()
+        self._settled()
 
     def _handle(self, event: Event) -> None:
         kind = event[0]
@@ -356,6 +374,9 @@ class PahoLink:
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
         return self._outbox.publish(topic, payload, qos, retain)
 
+    def room(self) -> int:
+        return self._outbox.room()
+
     def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> None:
         if self._subscriptions.add(topic_filter, qos, handler) and self.connected:
             self._subscriptions.send(self._client, [(topic_filter, qos)])
@@ -368,6 +389,9 @@ class PahoLink:
 
     def add_connection_observer(self, observer: ConnectionObserver) -> None:
         self._observers.append(observer)
+
+    def add_room_observer(self, observer: RoomObserver) -> None:
+        self._room_observers.append(observer)
 
     # -- TLS files -----------------------------------------------------------
 

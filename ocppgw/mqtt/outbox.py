@@ -71,6 +71,7 @@ class Outbox:
         self.pending: deque[_Outgoing] = deque()  # accepted, not yet handed to paho
         self.unacked: set[int] = set()  # mids of QoS>0 messages paho holds until PUBACK/PUBCOMP
         self.refused = 0  # refusals not yet reported in a summary line
+        self.awaited = False  # room() answered 0: the link tells its room observers when there is room
         self._ready = False  # connected and nothing older is waiting: publish may go straight to paho
         self._connected = False
         self._closed = False
@@ -80,6 +81,14 @@ class Outbox:
     def outstanding(self) -> int:
         """Accepted messages not yet acknowledged (QoS>0) or not yet sent."""
         return len(self.unacked) + len(self.pending)
+
+    def room(self) -> int:
+        """How many more messages ``publish`` accepts now at least; 0 marks the room as awaited."""
+        room = 0 if self._closed else self.limit - self.outstanding()
+        if room <= 0:
+            self.awaited = True
+            return 0
+        return room
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
         """Accept a message (True) or refuse it (False: stopped, or the buffer is full)."""

@@ -249,8 +249,8 @@ class PahoReactorLink(PahoLink):
 
     def _paho_raw_ack(self, mid: int) -> None:
         outbox = self._outbox
-        if self._queue.driving and self._state == "started" and not outbox.refused:
-            # inside paho, and no stop or refusal report waits for the count to drop
+        if self._queue.driving and self._state == "started" and not outbox.refused and not outbox.awaited:
+            # inside paho, and no stop, refusal report or room observer waits for the count to drop
             outbox.unacked.discard(mid)
         else:
             self._queue.post((ACK, mid))

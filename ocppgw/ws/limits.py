@@ -255,14 +255,21 @@ class ListenerLimits(WrappingFactory):
             self._checker.start(self.check_interval, now=False)
 
     def forget(self, protocol: LimitedProtocol) -> None:
+        """``protocol``'s connection is gone; the checks stop with the last watched one."""
         self._watched.discard(protocol)
+        if not self._watched:
+            self._stop_checker()
 
     def check_send(self) -> None:
         now = self.clock.seconds()
         for protocol in list(self._watched):
             if not protocol.check_send(now):
                 self._watched.discard(protocol)
-        if not self._watched and self._checker is not None:
+        if not self._watched:
+            self._stop_checker()
+
+    def _stop_checker(self) -> None:
+        if self._checker is not None:
             checker, self._checker = self._checker, None
             checker.stop()
 
@@ -270,6 +277,4 @@ class ListenerLimits(WrappingFactory):
         """Log the refusals not yet logged and stop the send-timeout checks (the service is stopping)."""
         self.log_refusals()
         self._watched.clear()
-        if self._checker is not None:
-            checker, self._checker = self._checker, None
-            checker.stop()
+        self._stop_checker()

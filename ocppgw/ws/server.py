@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener
@@ -36,6 +36,7 @@ from ocppgw.ws.handshake import (
     host_of,
     pick_subprotocol,
 )
+from ocppgw.ws.lean import LeanServerProtocol
 from ocppgw.ws.limits import abort_reason
 from ocppgw.ws.timers import use_reactor_clock
 from ocppgw.ws.transport import peer_address
@@ -47,7 +48,7 @@ CLOSE_HANDSHAKE_TIMEOUT = 5.0
 """Seconds a charge point has to answer the gateway's close frame before the socket is aborted."""
 
 
-class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
+class OcppServerProtocol(UpgradeGuard, LeanServerProtocol):
     """One charge point's WebSocket."""
 
     _log = Logger()

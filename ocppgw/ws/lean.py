@@ -1,0 +1,38 @@
+"""What each WebSocket connection costs the process beyond its own work, kept small for storms.
+
+Two things Autobahn does per connection that the gateway avoids: its ``_connectionMade`` copies each
+setting named in ``CONFIG_ATTRS`` from the factory and formats them all with ``pprint`` for a debug
+line, whether debug is on or not (10 % of a connection storm); and it fires ``is_closed`` with the
+protocol itself, a reference cycle that leaves every closed connection to the garbage collector (and
+leaks it once frozen, ``ocppgw.runtime``). ``tests/test_ws_server.py`` and
+``tests/integration/test_gc.py`` fail if an Autobahn release changes either.
+"""
+
+from __future__ import annotations
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
+FACTORY_SETTINGS: tuple[str, ...] = tuple(WebSocketServerProtocol.CONFIG_ATTRS)
+"""The protocol settings Autobahn takes from the factory (``setProtocolOptions``) per connection."""
+
+
+class LeanServerProtocol(WebSocketServerProtocol):
+    """A server protocol that copies its settings without formatting them and leaves no cycle."""
+
+    CONFIG_ATTRS: tuple[str, ...] = ()  # Autobahn then formats an empty list; connectionMade copies
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        for name in FACTORY_SETTINGS:
+            setattr(self, name, getattr(factory, name))
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.is_closed.addCallback(_forget)
+
+
+def _forget(_result: object) -> None:
+    """``is_closed``'s result (the protocol) dropped."""

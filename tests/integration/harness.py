@@ -1,4 +1,5 @@
-"""A real gateway on loopback, a private Mosquitto, and real OCPP clients for integration tests.
+"""A real gateway on loopback, a broker (a private Mosquitto unless told otherwise, see
+``tests.integration.brokers``), and real OCPP clients for integration tests.
 
 The `ocpp` package is asyncio code; it runs on its own event loop in a thread,
 and its results come back to the reactor as Deferreds.
@@ -30,7 +31,8 @@ from ocppgw.config import load_config
 from ocppgw.core.schemas import SchemaRegistry, shipped_schema_dir
 from ocppgw.service import GatewayService
 from tests.devpki import make_dev_certs
-from tests.support import MosquittoBroker, MqttRecorder, poll_until
+from tests.integration.brokers import MOSQUITTO, make_broker
+from tests.support import MqttRecorder, poll_until
 
 
 class AsyncioThread:
@@ -120,7 +122,12 @@ class Client:
 
 
 class GatewayHarness:
-    """A private broker, a gateway listening on a free loopback port, an MQTT recorder and clients."""
+    """A broker, a gateway listening on a free loopback port, an MQTT recorder and clients.
+
+    ``broker`` names the kind (``tests.integration.brokers``). On a shared broker every topic the
+    tests name (``ocpp/cp/CP1``) lies under the broker's ``namespace``: ``topic()`` adds it, the
+    gateway's mountpoint holds it, and ``messages()`` and ``publish()`` take topics without it.
+    """
 
     def __init__(
         self,
@@ -129,12 +136,13 @@ class GatewayHarness:
         checking: str = "disable",
         authenticator: Any = None,
         broker_settings: tuple[str, ...] = (),
+        broker: str = MOSQUITTO,
     ) -> None:
         self.testcase = testcase
         self.authenticator = authenticator
         self.extra_config = extra_config
         self.checking = checking
-        self.broker = MosquittoBroker(persistence=True, settings=broker_settings)
+        self.broker = make_broker(broker, settings=broker_settings)
         self.loop = AsyncioThread()
         self.clients: list[Client] = []
         self.service: GatewayService | None = None
@@ -144,9 +152,12 @@ class GatewayHarness:
     @inlineCallbacks
     def start(self) -> Any:
         yield self.broker.start()
+        broker = self.broker
+        mqtt_options = "".join(f"{key} = {value}\n" for key, value in broker.mqtt_options.items())
         text = (
             f"[gateway]\nmessage_format_checking = {self.checking}\nnode_name = testnode\n"
-            f"[mqtt]\nhost = 127.0.0.1\nport = {self.broker.port}\n"
+            f"mountpoint = {broker.namespace}ocpp/\n"
+            f"[mqtt]\nhost = 127.0.0.1\nport = {broker.port}\n{mqtt_options}"
             "reconnect_delay_min = 50ms\nreconnect_delay_max = 500ms\n"
             "[listeners.ws.default]\nbind = 127.0.0.1:0\n"
             "[api]\nenable = false\n"  # tests of the API turn it on, on a free port
@@ -162,14 +173,29 @@ class GatewayHarness:
         schemas = None
         if self.checking != "disable":
             schemas = SchemaRegistry.load(shipped_schema_dir(), config.gateway.json_schema_id_prefix)
-        self.recorder = MqttRecorder(
-            "127.0.0.1", self.broker.port, "#", client_id=f"recorder-{self.broker.port}", clean_session=False
-        )
+        self.recorder = self.mqtt_client(self.topic("#"), client_id=f"recorder-{broker.namespace}{broker.port}")
         yield self.recorder.start()
         self.service = GatewayService(config, reactor, schemas=schemas, authenticator=self.authenticator)
         self.service.startService()
         self.testcase.addCleanup(self.stop)
         yield poll_until(lambda: self.service.link.connected, timeout=10)
+
+    def topic(self, topic: str) -> str:
+        """``topic`` (``ocpp/cp/CP1``) as it is on the broker: under this test's namespace."""
+        return self.broker.namespace + topic
+
+    def mqtt_client(self, topic_filter: str, client_id: str, clean_session: bool = False) -> MqttRecorder:
+        """A recorder of ``topic_filter`` (already under ``topic()``) logged in to the broker; not started."""
+        options = self.broker.mqtt_options
+        return MqttRecorder(
+            self.broker.host,
+            self.broker.port,
+            topic_filter,
+            client_id=client_id,
+            clean_session=clean_session,
+            username=options.get("username"),
+            password=options.get("password"),
+        )
 
     @property
     def port(self) -> int:
@@ -245,11 +271,11 @@ class GatewayHarness:
     def publish(self, cid: str, envelope: dict[str, Any] | bytes) -> None:
         assert self.recorder is not None
         data = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
-        self.recorder.publish(f"ocpp/cs/{cid}", data)
+        self.recorder.publish(self.topic(f"ocpp/cs/{cid}"), data)
 
     def messages(self, topic: str) -> list[dict[str, Any]]:
         assert self.recorder is not None
-        return [json.loads(m[1]) for m in self.recorder.messages(topic)]
+        return [json.loads(m[1]) for m in self.recorder.messages(self.topic(topic))]
 
     def wait_messages(self, topic: str, count: int, timeout: float = 10) -> Deferred[list[dict[str, Any]]]:
         d = poll_until(lambda: len(self.messages(topic)) >= count, timeout=timeout)
@@ -266,9 +292,19 @@ class GatewayHarness:
         if self.service is not None and self.service.running:
             yield self.service.stopService()
         if self.recorder is not None:
+            if self.broker.namespace:
+                yield self._clear_retained(self.recorder)
             yield self.recorder.stop()
         self.loop.stop()
-        yield self.broker.stop()
+        yield self.broker.close()
+
+    def _clear_retained(self, recorder: MqttRecorder) -> Deferred[Any]:
+        """Clear the retained message of every topic seen on a shared broker (a wildcard subscription
+        does not show RabbitMQ's retained messages, so they are not read back)."""
+        from twisted.internet.defer import gatherResults
+
+        topics = {m.topic for m in recorder.messages()}
+        return gatherResults([recorder.publish(topic, b"", retain=True) for topic in sorted(topics)])
 
 
 def basic_auth(username: str, password: str | bytes) -> dict[str, str]:

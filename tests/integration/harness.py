@@ -23,7 +23,7 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint as OcppChargePoint
 from ocpp.v16 import call_result
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
@@ -173,7 +173,10 @@ class GatewayHarness:
         schemas = None
         if self.checking != "disable":
             schemas = SchemaRegistry.load(shipped_schema_dir(), config.gateway.json_schema_id_prefix)
-        self.recorder = self.mqtt_client(self.topic("#"), client_id=f"recorder-{broker.namespace}{broker.port}")
+        # a session kept on a shared broker would outlive the test (RabbitMQ: a durable queue)
+        self.recorder = self.mqtt_client(
+            self.topic("#"), client_id=f"recorder-{broker.namespace}{broker.port}", clean_session=not broker.namespace
+        )
         yield self.recorder.start()
         self.service = GatewayService(config, reactor, schemas=schemas, authenticator=self.authenticator)
         self.service.startService()
@@ -223,7 +226,17 @@ class GatewayHarness:
 
         d = self.loop.run(open_())
         d.addCallback(self._track)
+        d.addCallback(self._subscribed)
         return d
+
+    def _subscribed(self, client: Client) -> Deferred[Client]:
+        """Fires with ``client`` once the gateway's broker link has its SUBACKs, so that a command
+        published now is routed to the new charge point (at once on Mosquitto, not on every broker)."""
+        link = self.service.link if self.service is not None else None
+        if link is None or not link.connected:
+            return succeed(client)
+        d = poll_until(lambda: not link.subscribing, timeout=10, description="the gateway's SUBACKs")
+        return d.addCallback(lambda _: client)
 
     def refused(self, cid: str, **kwargs: Any) -> Deferred[tuple[int, dict[str, str], bytes]]:
         """Open a WebSocket that the gateway must refuse: (status, headers, body) of its answer.

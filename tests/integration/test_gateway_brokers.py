@@ -1,7 +1,9 @@
 """The gateway suite's broker-facing cases on RabbitMQ (3.10, MQTT plugin, shared by every test:
 each has its own topic prefix) and on a private single-node NATS server (MQTT on JetStream).
 
-A broker the test cannot stop (RabbitMQ) runs no broker-restart case.
+No broker-restart case runs here: RabbitMQ is shared, and NATS 2.9.10 sometimes forgets the
+recorder's persistent session across its restart (README, "Brokers"), which would lose the test's
+messages, not the gateway's.
 """
 
 from __future__ import annotations
@@ -55,8 +57,4 @@ class TakeoverOnRabbitMQ(suite.TakeoverTests):
 
 
 class TakeoverOnNATS(suite.TakeoverTests):
-    broker_kind = NATS
-
-
-class BrokerRestartOnNATS(suite.BrokerRestartTests):
     broker_kind = NATS

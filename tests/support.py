@@ -117,7 +117,7 @@ class PrivateBroker:
     Subclasses write their configuration in ``_command`` and say whether ``stop()`` keeps the
     files (``persistence``).  With ``testcase`` the broker is closed in its cleanup; a broker still
     running when the interpreter exits is killed.  Tests reach it through ``host``, ``port`` and
-    ``mqtt_options`` (more ``[mqtt]`` keys: none for a private broker).
+    ``mqtt_options`` (more ``[mqtt]`` keys of gw.ini: none for Mosquitto).
     """
 
     name = "broker"

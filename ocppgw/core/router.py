@@ -20,7 +20,7 @@ from ocppgw.core.ports import IBrokerLink, IChargePoint, PeerIdentity, Will
 from ocppgw.core.presence import PresenceSweep, presence_body
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.core.session import ChargePointSession, SessionSettings
-from ocppgw.core.topics import TopicPlan, node_topic
+from ocppgw.core.topics import TopicPlan, node_topic, retained_on_wildcards, unsafe_chars
 from ocppgw.core.upstream import Upstream
 from ocppgw.metrics import Metrics
 
@@ -68,6 +68,15 @@ class Router:
         self._subscribed: dict[str, str] = {}  # cid -> its downstream topic
         self._node = config.gateway.node_name
         self._started_with = config  # the node's will and state keep the start-up mountpoint
+        broker = config.mqtt.broker
+        self.unsafe_cid_chars = unsafe_chars(broker)
+        """Characters refused in a charge point id: the broker cannot carry them in a topic."""
+        if config.presence.enable and not retained_on_wildcards(broker):
+            self._log.info(
+                "[mqtt] broker = {broker}: retained messages do not reach wildcard subscriptions there, "
+                "so the start-up presence sweep is off",
+                broker=broker,
+            )
         self.reconfigure(config)
         metrics.gauge("connected_charge_points", lambda: len(self._attached))
         mountpoints = [self._mountpoint] + [
@@ -233,7 +242,7 @@ class Router:
         self.publish_node_state("online")
         for cid, attached in self._attached.items():
             self._publish_presence(cid, attached, "connected")
-        if self._config.presence.enable:
+        if self._config.presence.enable and retained_on_wildcards(self._config.mqtt.broker):
             self.sweep.start()
 
     def publish_node_state(self, status: str) -> None:

@@ -79,7 +79,7 @@ class OcppServerProtocol(UpgradeGuard, WebSocketServerProtocol):
             )
             self.peer_address = forwarded or self.peer_address
         try:
-            cid = cid_from_path(request.path, listener.path)
+            cid = cid_from_path(request.path, listener.path, self.factory.router.unsafe_cid_chars)
             subprotocol = pick_subprotocol(
                 request.protocols, listener.supported_subprotocols, listener.fail_if_no_subprotocol
             )

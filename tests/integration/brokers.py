@@ -37,6 +37,10 @@ class NatsBroker(PrivateBroker):
         super().__init__(testcase, persistence=True, port=port, reactor=reactor)
         self.client_port = free_port()
 
+    @property
+    def mqtt_options(self) -> dict[str, str]:
+        return {"broker": "nats"}
+
     def _ports(self) -> list[int]:
         return [self.port, self.client_port]
 
@@ -69,7 +73,12 @@ class SharedRabbitMQ:
 
     @property
     def mqtt_options(self) -> dict[str, str]:
-        return {"username": f"{RABBITMQ_VHOST}:guest", "password": "guest", "client_id": f"ocppgw-{self.tag}"}
+        return {
+            "broker": "rabbitmq",
+            "username": f"{RABBITMQ_VHOST}:guest",
+            "password": "guest",
+            "client_id": f"ocppgw-{self.tag}",
+        }
 
     def start(self, timeout: float = 10.0) -> Deferred[None]:
         """Fires at once when the plugin answers; fails saying how to set it up otherwise."""

@@ -175,7 +175,9 @@ class GatewayHarness:
             schemas = SchemaRegistry.load(shipped_schema_dir(), config.gateway.json_schema_id_prefix)
         # a session kept on a shared broker would outlive the test (RabbitMQ: a durable queue)
         self.recorder = self.mqtt_client(
-            self.topic("#"), client_id=f"recorder-{broker.namespace}{broker.port}", clean_session=not broker.namespace
+            self.topic("#"),
+            client_id=f"recorder-{broker.namespace}{broker.port}",
+            clean_session=not broker.namespace,
         )
         yield self.recorder.start()
         self.service = GatewayService(config, reactor, schemas=schemas, authenticator=self.authenticator)

@@ -177,7 +177,7 @@ class GatewayHarness:
         self.recorder = self.mqtt_client(
             self.topic("#"),
             client_id=f"recorder-{broker.namespace}{broker.port}",
-            clean_session=not broker.namespace,
+            clean_session=bool(broker.namespace),
         )
         yield self.recorder.start()
         self.service = GatewayService(config, reactor, schemas=schemas, authenticator=self.authenticator)

@@ -1,4 +1,4 @@
-# Sourced by scripts/test: the database servers the authentication tests talk to, installed and
+# Sourced by scripts/test: the servers the integration tests talk to (databases, RabbitMQ), installed and
 # started when missing, configured as these machines ship them (PostgreSQL trust on 127.0.0.1,
 # MariaDB root without a password on 127.0.0.1, Redis on 6379). Each wait is bounded.
 
@@ -54,4 +54,38 @@ ensure_redis() {
             --dir /var/lib/redis --logfile /var/log/redis/ci.log
     fi
     wait_for Redis redis-cli -h 127.0.0.1 ping
+}
+
+tcp_open() {  # tcp_open PORT: something accepts connections on 127.0.0.1:PORT
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+ensure_rabbitmq_mqtt() {
+    # RabbitMQ's MQTT plugin on 127.0.0.1:$OCPPGW_TEST_RABBITMQ_MQTT_PORT (1884: Mosquitto may hold
+    # 1883), the vhost ocppgw-tests for guest (tests/integration/brokers.py). The listener is read
+    # from rabbitmq.conf at boot only, so a running node without it is restarted once.
+    local port="${OCPPGW_TEST_RABBITMQ_MQTT_PORT:-1884}" conf=/etc/rabbitmq/rabbitmq.conf
+    if [ ! -x /usr/sbin/rabbitmq-server ]; then
+        echo "installing rabbitmq-server (the gateway suite also runs on its MQTT plugin)" >&2
+        apt_install rabbitmq-server
+    fi
+    if ! grep -qxE "mqtt\.listeners\.tcp\.default *= *127\.0\.0\.1:$port" "$conf" 2>/dev/null; then
+        echo "RabbitMQ: MQTT listener on 127.0.0.1:$port in $conf" >&2
+        if [ -f "$conf" ]; then as_root sed -i '/^mqtt\.listeners\.tcp\./d' "$conf"; fi
+        echo "mqtt.listeners.tcp.default = 127.0.0.1:$port" | as_root tee -a "$conf" >/dev/null
+    fi
+    as_root rabbitmq-plugins enable --offline rabbitmq_mqtt >/dev/null
+    if ! tcp_open "$port"; then
+        if rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+            echo "RabbitMQ: restarting the node for its MQTT listener" >&2
+            as_root rabbitmqctl -q stop >/dev/null
+        fi
+        as_root rabbitmq-server -detached
+        wait_for "RabbitMQ's MQTT listener on $port" tcp_open "$port"
+    fi
+    wait_for RabbitMQ rabbitmqctl -q await_startup
+    if ! rabbitmqctl -q list_vhosts | grep -qx ocppgw-tests; then
+        as_root rabbitmqctl -q add_vhost ocppgw-tests
+    fi
+    as_root rabbitmqctl -q set_permissions -p ocppgw-tests guest '.*' '.*' '.*'
 }

@@ -99,9 +99,9 @@ def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-# -- Mosquitto --------------------------------------------------------------
+# -- private brokers ---------------------------------------------------------
 
-_live_brokers: set[MosquittoBroker] = set()  # running, or holding files
+_live_brokers: set[PrivateBroker] = set()  # running, or holding files
 
 
 @atexit.register
@@ -110,32 +110,27 @@ def _kill_leftover_brokers() -> None:
         broker.kill()
 
 
-class MosquittoBroker:
-    """A private ``mosquitto`` on 127.0.0.1 and a free port, which stays the same across restarts.
+class PrivateBroker:
+    """A broker process of the test's own on 127.0.0.1 and a free MQTT port, which stays the same
+    across restarts; its files live in a temporary directory until ``close()``.
 
-    ``persistence=True`` keeps sessions, subscriptions, retained and queued QoS>0 messages across
-    ``stop()``/``start()`` and ``restart()`` (mosquitto saves them on SIGTERM).  With ``testcase``
-    the broker is closed in its cleanup; a broker still running when the interpreter exits is
-    killed.
-
-    ``tls`` adds a TLS listener on ``tls_port``: mosquitto's ``cafile``, ``certfile``, ``keyfile``
-    and optionally ``require_certificate`` (``"true"``), as a dict of those keys. ``settings`` are
-    more lines of mosquitto.conf (``max_queued_messages 20000``).
+    Subclasses write their configuration in ``_command`` and say whether ``stop()`` keeps the
+    files (``persistence``).  With ``testcase`` the broker is closed in its cleanup; a broker still
+    running when the interpreter exits is killed.  Tests reach it through ``host``, ``port`` and
+    ``mqtt_options`` (more ``[mqtt]`` keys of gw.ini: none for Mosquitto).
     """
 
+    name = "broker"
+    host = "127.0.0.1"
+    namespace = ""
+    """Prefix of every topic a test uses on this broker: empty, the broker is the test's own."""
+    restartable = True
+    """``stop()``, ``start()``, ``crash()``, ``freeze()`` and ``thaw()`` act on the process."""
+
     def __init__(
-        self,
-        testcase: Any = None,
-        persistence: bool = False,
-        port: int | None = None,
-        reactor: Any = None,
-        tls: dict[str, Any] | None = None,
-        settings: tuple[str, ...] = (),
+        self, testcase: Any = None, persistence: bool = False, port: int | None = None, reactor: Any = None
     ) -> None:
         self.port = port if port is not None else free_port()
-        self.settings = settings
-        self.tls = tls
-        self.tls_port = free_port() if tls is not None else None
         self.persistence = persistence
         self._reactor = reactor
         self._process: subprocess.Popen[bytes] | None = None
@@ -144,52 +139,44 @@ class MosquittoBroker:
             testcase.addCleanup(self.close)
 
     @property
+    def mqtt_options(self) -> dict[str, str]:
+        return {}
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
     @property
     def log_path(self) -> str | None:
-        return None if self._directory is None else os.path.join(self._directory, "mosquitto.log")
+        return None if self._directory is None else os.path.join(self._directory, f"{self.name}.log")
 
     def log_tail(self, lines: int = 20) -> str:
-        """The last lines mosquitto wrote, for error messages."""
+        """The last lines the broker wrote, for error messages."""
         path = self.log_path
         if path is None or not os.path.exists(path):
             return ""
         with open(path, encoding="utf-8", errors="replace") as f:
             return "".join(f.readlines()[-lines:])
 
+    def _command(self, directory: str) -> list[str]:
+        """Write the configuration into ``directory``; the command line that runs the broker."""
+        raise NotImplementedError
+
+    def _ports(self) -> list[int]:
+        """Every port that must accept connections before the broker counts as started."""
+        return [self.port]
+
     def start(self, timeout: float = 10.0) -> Deferred[None]:
-        """Start mosquitto; fires once the port accepts connections."""
+        """Start the broker; fires once its ports accept connections."""
         if self.running:
             return succeed(None)
         if self._directory is None:
-            self._directory = tempfile.mkdtemp(prefix="ocppgw-mosquitto-")
-        conf = os.path.join(self._directory, "mosquitto.conf")
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            f"persistence {'true' if self.persistence else 'false'}",
-            # as root mosquitto would switch to the user "mosquitto", who cannot write our temp dir
-            f"user {pwd.getpwuid(os.getuid()).pw_name}",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-            *self.settings,
-        ]
-        if self.persistence:
-            lines.append(f"persistence_location {self._directory}{os.sep}")
-        if self.tls is not None:
-            lines.append(f"listener {self.tls_port} 127.0.0.1")
-            lines.extend(f"{key} {value}" for key, value in self.tls.items())
-        with open(conf, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
+            self._directory = tempfile.mkdtemp(prefix=f"ocppgw-{self.name}-")
+        command = self._command(self._directory)
         assert self.log_path is not None
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [MOSQUITTO, "-c", conf],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -201,17 +188,17 @@ class MosquittoBroker:
         def up() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"mosquitto exited with status {process.returncode} on port {self.port}:\n"
+                    f"{self.name} exited with status {process.returncode} on port {self.port}:\n"
                     + self.log_tail()
                 )
-            return port_accepts(self.port) and (self.tls_port is None or port_accepts(self.tls_port))
+            return all(port_accepts(port) for port in self._ports())
 
         return poll_until(
-            up, timeout=timeout, reactor=self._reactor, description=f"mosquitto listening on {self.port}"
+            up, timeout=timeout, reactor=self._reactor, description=f"{self.name} listening on {self.port}"
         ).addCallback(lambda _: None)
 
     def _terminate(self, timeout: float, signum: int = signal.SIGTERM) -> Deferred[None]:
-        """Send ``signum`` (SIGTERM: mosquitto saves its state and exits), SIGKILL if it lingers;
+        """Send ``signum`` (SIGTERM: the broker saves its state and exits), SIGKILL if it lingers;
         fires once the process is gone and the port refuses connections."""
         process = self._process
         if process is None or process.poll() is not None:
@@ -223,7 +210,7 @@ class MosquittoBroker:
             lambda: process.poll() is not None,
             timeout=timeout,
             reactor=self._reactor,
-            description=f"mosquitto on port {self.port} to exit",
+            description=f"{self.name} on port {self.port} to exit",
         )
 
         def kill(failure: Any) -> Any:
@@ -243,28 +230,6 @@ class MosquittoBroker:
         d.addCallback(lambda _: None)
         return d
 
-    def _db_stamp(self) -> tuple[int, int] | None:
-        assert self._directory is not None
-        try:
-            st = os.stat(os.path.join(self._directory, "mosquitto.db"))
-        except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_mtime_ns
-
-    def save(self, timeout: float = 10.0) -> Deferred[None]:
-        """Have mosquitto write its persistence file now (SIGUSR1); fires once the new file is in place."""
-        if not self.persistence:
-            raise RuntimeError("save() needs MosquittoBroker(persistence=True)")
-        assert self._process is not None
-        before = self._db_stamp()
-        self._process.send_signal(signal.SIGUSR1)
-        return poll_until(
-            lambda: self._db_stamp() not in (None, before),
-            timeout=timeout,
-            reactor=self._reactor,
-            description=f"mosquitto on port {self.port} to write its persistence file",
-        ).addCallback(lambda _: None)
-
     def freeze(self) -> None:
         """SIGSTOP: connections stay open but nothing is read, answered or acknowledged."""
         assert self._process is not None
@@ -276,12 +241,11 @@ class MosquittoBroker:
         self._process.send_signal(signal.SIGCONT)
 
     def crash(self, timeout: float = 10.0) -> Deferred[None]:
-        """SIGKILL: no clean shutdown, nothing saved, whatever it had not read is gone; files stay
-        for the next ``start()`` (the state of the last ``save()``)."""
+        """SIGKILL: no clean shutdown; files stay for the next ``start()``."""
         return self._terminate(timeout, signal.SIGKILL)
 
     def stop(self, timeout: float = 10.0) -> Deferred[None]:
-        """Stop mosquitto; fires once the port refuses connections.  ``start()`` may follow.
+        """Stop the broker; fires once the port refuses connections.  ``start()`` may follow.
 
         Without persistence its files go too; with it they stay for the next ``start()`` until
         ``close()``.
@@ -294,12 +258,10 @@ class MosquittoBroker:
         return d
 
     def _check_saved(self, result: Any) -> Any:
-        if self._db_stamp() is None:
-            raise RuntimeError(f"mosquitto on port {self.port} saved no persistence file:\n{self.log_tail()}")
         return result
 
     def close(self, timeout: float = 10.0) -> Deferred[None]:
-        """Stop mosquitto and remove all its files, persisted state included."""
+        """Stop the broker and remove all its files, persisted state included."""
         return self._terminate(timeout).addBoth(self._remove_files)
 
     def _remove_files(self, result: Any = None) -> Any:
@@ -323,6 +285,93 @@ class MosquittoBroker:
             self._process.kill()
             self._process.wait()
         self._remove_files()
+
+
+class MosquittoBroker(PrivateBroker):
+    """A private ``mosquitto``.
+
+    ``persistence=True`` keeps sessions, subscriptions, retained and queued QoS>0 messages across
+    ``stop()``/``start()`` and ``restart()`` (mosquitto saves them on SIGTERM).
+
+    ``tls`` adds a TLS listener on ``tls_port``: mosquitto's ``cafile``, ``certfile``, ``keyfile``
+    and optionally ``require_certificate`` (``"true"``), as a dict of those keys. ``settings`` are
+    more lines of mosquitto.conf (``max_queued_messages 20000``).
+    """
+
+    name = "mosquitto"
+
+    def __init__(
+        self,
+        testcase: Any = None,
+        persistence: bool = False,
+        port: int | None = None,
+        reactor: Any = None,
+        tls: dict[str, Any] | None = None,
+        settings: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(testcase, persistence, port, reactor)
+        self.settings = settings
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else None
+
+    def _ports(self) -> list[int]:
+        return [self.port] if self.tls_port is None else [self.port, self.tls_port]
+
+    def _command(self, directory: str) -> list[str]:
+        conf = os.path.join(directory, "mosquitto.conf")
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"persistence {'true' if self.persistence else 'false'}",
+            # as root mosquitto would switch to the user "mosquitto", who cannot write our temp dir
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            *self.settings,
+        ]
+        if self.persistence:
+            lines.append(f"persistence_location {directory}{os.sep}")
+        if self.tls is not None:
+            lines.append(f"listener {self.tls_port} 127.0.0.1")
+            lines.extend(f"{key} {value}" for key, value in self.tls.items())
+        with open(conf, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        return [MOSQUITTO, "-c", conf]
+
+    def _db_stamp(self) -> tuple[int, int] | None:
+        assert self._directory is not None
+        try:
+            st = os.stat(os.path.join(self._directory, "mosquitto.db"))
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def save(self, timeout: float = 10.0) -> Deferred[None]:
+        """Have mosquitto write its persistence file now (SIGUSR1); fires once the new file is in place."""
+        if not self.persistence:
+            raise RuntimeError("save() needs MosquittoBroker(persistence=True)")
+        assert self._process is not None
+        before = self._db_stamp()
+        self._process.send_signal(signal.SIGUSR1)
+        return poll_until(
+            lambda: self._db_stamp() not in (None, before),
+            timeout=timeout,
+            reactor=self._reactor,
+            description=f"mosquitto on port {self.port} to write its persistence file",
+        ).addCallback(lambda _: None)
+
+    def crash(self, timeout: float = 10.0) -> Deferred[None]:
+        """SIGKILL: no clean shutdown, nothing saved, whatever it had not read is gone; files stay
+        for the next ``start()`` (the state of the last ``save()``)."""
+        return self._terminate(timeout, signal.SIGKILL)
+
+    def _check_saved(self, result: Any) -> Any:
+        if self._db_stamp() is None:
+            raise RuntimeError(f"mosquitto on port {self.port} saved no persistence file:\n{self.log_tail()}")
+        return result
 
 
 # -- an MQTT client that records what it receives -----------------------------
@@ -353,6 +402,8 @@ class MqttRecorder:
         client_id: str | None = None,
         clean_session: bool = True,
         reactor: Any = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -378,6 +429,8 @@ class MqttRecorder:
             clean_session=clean_session,
             protocol=mqtt.MQTTv311,
         )
+        if username is not None:
+            client.username_pw_set(username, password)
         client.reconnect_delay_set(0.05, 0.5)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe

@@ -1555,3 +1555,61 @@ class AuthenticationConfigTests(SynchronousTestCase):
         self.assertEqual(load_config(path).gateway.data_dir, directory / "state" / "users")
         path.write_text("[gateway]\ndata_dir = /var/lib/ocppgw\n" + LISTENER, encoding="utf-8")
         self.assertEqual(load_config(path).gateway.data_dir, Path("/var/lib/ocppgw"))
+
+
+class BrokerTests(SynchronousTestCase):
+    """[mqtt] broker: the topics the gateway names must reach that broker."""
+
+    def test_generic_carries_everything(self) -> None:
+        config = config_from_string("[gateway]\nnode_name = gw1.example.com\nmountpoint = a.b/\n" + LISTENER)
+        self.assertEqual(config.mqtt.broker, "generic")
+
+    def test_unknown_broker(self) -> None:
+        (problem,) = problems_of(self, "[mqtt]\nbroker = kafka\n" + LISTENER)
+        self.assertIn("[mqtt] broker:", problem)
+
+    def test_host_name_with_dots_on_nats(self) -> None:
+        """The default node name is the host name: its dots would be in the node's will topic."""
+        (problem,) = problems_of(
+            self, "[gateway]\nnode_name = gw1.example.com\n[mqtt]\nbroker = nats\n" + LISTENER
+        )
+        self.assertEqual(
+            problem,
+            "gw.ini: [gateway] node_name: must not contain '.': [mqtt] broker = nats cannot carry it in a "
+            "topic, got 'gw1.example.com'",
+        )
+        config_from_string(
+            "[gateway]\nnode_name = gw1.example.com\n[mqtt]\nbroker = nats\n[presence]\nenable = false\n"
+            + LISTENER
+        )
+
+    def test_every_topic_key_checked(self) -> None:
+        text = (
+            "[gateway]\nnode_name = gw1\nmountpoint = o.cpp/\n[upstream]\ntopic = cp/${cid}.x\n"
+            "[upstream.topic_override_mapping]\nBootNotification = cp/*/${cid}\n"
+            "[dnstream]\ntopic = cs/${cid}/*\n"
+            "[presence]\ntopic = p/${cid}\nnode_topic = n.${node}\n[mqtt]\nbroker = rabbitmq\n"
+            + LISTENER
+            + "mountpoint = l.m/\n"
+        )
+        keys = [line.split(":")[1].strip() for line in problems_of(self, text)]
+        self.assertEqual(
+            keys,
+            [
+                "[gateway] mountpoint",
+                "[upstream] topic",
+                "[dnstream] topic",
+                "[presence] node_topic",
+                "[upstream.topic_override_mapping] BootNotification",
+                "[listeners.ws.default] mountpoint",
+            ],
+        )
+
+    def test_no_qos_2_publish_on_nats(self) -> None:
+        text = (
+            "[upstream]\nqos = 2\n[presence]\nqos = 2\n[dnstream]\nqos = 2\n[mqtt]\nbroker = nats\n"
+            + LISTENER
+        )
+        problems = problems_of(self, text)
+        self.assertEqual([p.split(":")[1].strip() for p in problems], ["[upstream] qos", "[presence] qos"])
+        self.assertEqual(config_from_string(text.replace("nats", "rabbitmq")).upstream.qos, 2)

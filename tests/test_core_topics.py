@@ -21,7 +21,10 @@ from ocppgw.core.topics import (
     mountpoint_problem,
     node_topic,
     render,
+    retained_on_wildcards,
     template_problem,
+    unsafe_chars,
+    unsafe_problem,
 )
 
 
@@ -97,6 +100,16 @@ class CidProblemTests(SynchronousTestCase):
         """NUL, C0 and C1 control characters and DEL are refused."""
         for char in ("\x00", "\x01", "\t", "\n", "\r", "\x1b", "\x1f", "\x7f", "\x80", "\x85", "\x9f"):
             self.assertEqual(cid_problem(f"CP{char}1"), "unsupported_clientid", repr(char))
+
+    def test_broker_unsafe_characters(self) -> None:
+        """With a broker's unsafe characters, ids holding one are refused too; generic adds none."""
+        self.assertEqual(unsafe_chars("generic"), "")
+        for broker, refused in (("rabbitmq", ".*"), ("nats", ". ")):
+            self.assertEqual(unsafe_chars(broker), refused)
+            for char in refused:
+                self.assertEqual(cid_problem(f"CP{char}1", unsafe_chars(broker)), "unsupported_clientid")
+            self.assertIsNone(cid_problem("CP-1_a>b", unsafe_chars(broker)))
+        self.assertIsNone(cid_problem("CP.1 *"))
 
     def test_lone_surrogate(self) -> None:
         """A lone surrogate cannot be UTF-8 and is refused."""
@@ -248,3 +261,21 @@ class RenderedPlanTests(SynchronousTestCase):
         """The node topic is mounted like the rest, except under a per-charge-point mountpoint."""
         self.assertEqual(node_topic("ocpp/", "gateway/${node}/Presence", "n1"), "ocpp/gateway/n1/Presence")
         self.assertEqual(node_topic("t/${cid}/", "gateway/${node}/Presence", "n1"), "gateway/n1/Presence")
+
+
+class BrokerRuleTests(SynchronousTestCase):
+    """What a broker named in [mqtt] broker cannot carry, and whether it shows retained messages."""
+
+    def test_unsafe_problem(self) -> None:
+        """Each unsafe character found is named once, with the broker and the text."""
+        self.assertIsNone(unsafe_problem("ocpp/gw1.example.com/x", "generic"))
+        self.assertIsNone(unsafe_problem("ocpp/${cid}/x", "nats"))
+        self.assertEqual(
+            unsafe_problem("a.b c.d", "nats"),
+            "must not contain ' ' and '.': [mqtt] broker = nats cannot carry it in a topic, got 'a.b c.d'",
+        )
+        self.assertIn("'*'", unsafe_problem("cp/*", "rabbitmq") or "")
+        self.assertIsNone(unsafe_problem("cp x", "rabbitmq"))
+
+    def test_retained_on_wildcards(self) -> None:
+        self.assertEqual([retained_on_wildcards(b) for b in topics.BROKERS], [True, False, True])

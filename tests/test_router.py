@@ -720,6 +720,13 @@ class PresenceSweepTests(RouterTestCase):
         self.assertEqual(len(self.swept()), 15)  # 15 x 1.9 s < 30 s < 16 x 1.9 s
         self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cp/+/Presence"])
 
+    def test_off_on_rabbitmq(self) -> None:
+        """[mqtt] broker = rabbitmq: no sweep (a wildcard subscription gets no retained message there)."""
+        self.make(make_config(extra="[mqtt]\nbroker = rabbitmq\n"))
+        self.link.set_connected(True)
+        self.assertEqual(self.link.subscribe_calls, [])
+        self.assertFalse(self.gateway.sweep.started)
+
     def test_once_per_process(self) -> None:
         """A reconnect of the broker link does not sweep again."""
         self.make()

@@ -19,7 +19,7 @@ from ocppgw.config import authentication as auth
 from ocppgw.config import values as v
 from ocppgw.config.errors import problem_line
 from ocppgw.config.values import MappingRule, Option
-from ocppgw.core.topics import CID_VARIABLES, NODE_VARIABLES, REFERENCE
+from ocppgw.core.topics import BROKERS, CID_VARIABLES, NODE_VARIABLES, REFERENCE
 
 OVERRIDE_SECTION = "upstream.topic_override_mapping"
 _LISTENER = re.compile(r"listeners\.(?P<kind>wss?)\.(?P<name>[A-Za-z0-9_-]+)")
@@ -136,6 +136,7 @@ def whitelist(base_dir: Path) -> Whitelist:
             "reconnect_delay_max": Option(v.duration_positive),
             "max_buffered_messages": Option(v.int_min(1)),
             "network_loop": Option(v.one_of(v.NETWORK_LOOPS)),
+            "broker": Option(v.one_of(BROKERS)),
             "quickack": Option(v.boolean),
             "tls": Option(v.boolean),
             "cacertfile": path,

@@ -18,6 +18,7 @@ from ocppgw.config import authentication, sections
 from ocppgw.config import values as v
 from ocppgw.config.errors import ConfigError, problem_line
 from ocppgw.config.ini import OVERRIDE_SECTION, IniReader, IniValues, whitelist
+from ocppgw.core.topics import unsafe_problem
 
 _TLS_KEYS = tuple(item.name for item in fields(sections.TlsSection))  # the TLS keys of a wss listener
 _FIELDS = frozenset(item.name for item in fields(sections.ListenerSection))
@@ -125,6 +126,7 @@ class _Builder:
         api_values = found.get("api", {})
         self.check_api(api_values)
         listeners = self.build_listeners()
+        self.check_broker(mqtt_values.get("broker", sections.MqttSection.broker), gateway_values, listeners)
         auth = None
         if authentication.SECTION in found:
             auth = authentication.build(found[authentication.SECTION], self.found.mappings, self)
@@ -178,6 +180,49 @@ class _Builder:
                 f"must not be less than reconnect_delay_min ({v.seconds(low)}), "
                 + (v.got(given) if given is not None else f"got the default {v.seconds(high)}"),
             )
+
+    def check_broker(
+        self, broker: str, gateway: dict[str, Any], listeners: tuple[sections.ListenerSection, ...]
+    ) -> None:
+        """``[mqtt] broker``: every topic the gateway names can reach that broker (README, "Brokers")."""
+        if broker == "generic":
+            return
+        found = {**self.found.sections, "gateway": gateway}
+        texts: list[tuple[str, str, str]] = [
+            (section, key, value)
+            for section, keys in (
+                ("gateway", ("mountpoint",)),
+                ("upstream", ("topic", "reply_topic", "error_topic")),
+                ("dnstream", ("topic",)),
+                ("presence", ("topic", "node_topic")),
+            )
+            for key in keys
+            if isinstance(value := found.get(section, {}).get(key), str)
+        ]
+        texts.extend(
+            (OVERRIDE_SECTION, action, topic)
+            for action, topic in self.found.mappings.get(OVERRIDE_SECTION, {}).items()
+        )
+        texts.extend(
+            (listener.section, "mountpoint", listener.mountpoint)
+            for listener in listeners
+            if listener.mountpoint
+        )
+        node = gateway["node_name"]  # in the node's presence topic, also its will: host names hold dots
+        if found.get("presence", {}).get("enable", True) and unsafe_problem(node, broker):
+            texts.append(("gateway", "node_name", node))
+        for section, key, text in texts:
+            problem = unsafe_problem(text, broker)
+            if problem is not None:
+                self.problem(section, key, problem)
+        if broker == "nats":
+            for section in ("upstream", "presence"):
+                if found.get(section, {}).get("qos") == 2:
+                    self.problem(
+                        section,
+                        "qos",
+                        "must be 0 or 1: [mqtt] broker = nats closes the connection on a QoS 2 publish",
+                    )
 
     def build_tls(self, section: str, values: dict[str, Any]) -> sections.TlsSection | None:
         """The ``TlsSection`` of a wss section's TLS keys, taken out of ``values``; None after a problem."""

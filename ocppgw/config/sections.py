@@ -91,6 +91,7 @@ class MqttSection:
     reconnect_delay_max: float = 30.0
     max_buffered_messages: int = 10000
     network_loop: str = "reactor"  # who drives paho: the reactor, or paho's own thread
+    broker: str = "generic"  # whose topic rules apply: generic (MQTT 3.1.1), rabbitmq or nats
     quickack: bool = True  # TCP_QUICKACK on the broker socket after each read (reactor loop, Linux)
     # TLS to the broker (``ocppgw.tls.broker``); paths are absolute, the files read at start-up
     tls: bool = False

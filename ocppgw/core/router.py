@@ -27,7 +27,7 @@ from ocppgw.core.presence import PresenceSweep, SweepQueue, presence_body
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.core.session import ChargePointSession, SessionSettings
 from ocppgw.core.states import LatestStates
-from ocppgw.core.topics import TopicPlan, node_topic
+from ocppgw.core.topics import TopicPlan, node_topic, retained_on_wildcards, unsafe_chars
 from ocppgw.core.upstream import Upstream
 from ocppgw.metrics import Metrics
 
@@ -77,6 +77,15 @@ class Router:
         self._member = config.gateway.member
         self._started_with = config  # the node's will and state keep the start-up mountpoint
         self.states = LatestStates(link, metrics)  # presence and node state: never dropped
+        broker = config.mqtt.broker
+        self.unsafe_cid_chars = unsafe_chars(broker)
+        """Characters refused in a charge point id: the broker cannot carry them in a topic."""
+        if config.presence.enable and not retained_on_wildcards(broker):
+            self._log.info(
+                "[mqtt] broker = {broker}: retained messages do not reach wildcard subscriptions there, "
+                "so the start-up presence sweep is off",
+                broker=broker,
+            )
         self.reconfigure(config)
         metrics.gauge("connected_charge_points", lambda: len(self._attached))
         self._mountpoints = [self._mountpoint] + [
@@ -297,7 +306,7 @@ class Router:
         self.publish_node_state("online")
         for cid, attached in self._attached.items():
             self._publish_presence(cid, attached, "connected")
-        if self._config.presence.enable:
+        if self._config.presence.enable and retained_on_wildcards(self._config.mqtt.broker):
             self.sweeps.run(self.sweep)
 
     def publish_node_state(self, status: str, reason: str = NODE_DOWN) -> None:

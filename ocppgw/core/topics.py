@@ -17,6 +17,35 @@ CID_VARIABLES = frozenset({"cid", "clientid"})  # filled in per charge point
 NODE_VARIABLES = frozenset({"node"})  # filled in with the node name ([presence] node_topic only)
 REFERENCE = re.compile(r"\$\{([^{}]*)\}")  # any ${...}: a variable here, or an environment variable in gw.ini
 
+BROKERS = ("generic", "rabbitmq", "nats")
+"""``[mqtt] broker``: generic follows MQTT 3.1.1's topic rules (Mosquitto, EMQX, HiveMQ ...)."""
+
+_UNSAFE = {"generic": "", "rabbitmq": ".*", "nats": ". "}
+# RabbitMQ 3.x maps topics onto AMQP routing keys: "." becomes a level separator and "*" comes
+# back as "+". NATS 2.9 maps them onto subjects and closes the connection on a "." or " " in a
+# topic (a will's included) and refuses a filter holding one (SUBACK 0x80). Measured, README "Brokers".
+
+
+def unsafe_chars(broker: str) -> str:
+    """The characters ``broker`` cannot carry in a topic as they are."""
+    return _UNSAFE[broker]
+
+
+def unsafe_problem(text: str, broker: str) -> str | None:
+    """Why ``text`` (a topic, template or name in one) cannot reach ``broker``, or None."""
+    found = sorted({char for char in text if char in _UNSAFE[broker]})
+    if not found:
+        return None
+    shown = " and ".join(repr(char) for char in found)
+    return f"must not contain {shown}: [mqtt] broker = {broker} cannot carry it in a topic, got {text!r}"
+
+
+def retained_on_wildcards(broker: str) -> bool:
+    """Whether a wildcard subscription receives the retained messages it matches (not on
+    RabbitMQ 3.x: only a subscription to the exact topic does)."""
+    return broker != "rabbitmq"
+
+
 _VARIABLE = re.compile(r"\$\{(" + "|".join(sorted(CID_VARIABLES | NODE_VARIABLES)) + r")\}")
 
 
@@ -108,14 +137,15 @@ def mountpoint_problem(mountpoint: str) -> TemplateProblem | None:
     return None
 
 
-def cid_problem(cid: str) -> str | None:
-    """Why a charge point id cannot name MQTT topics, or None when it can."""
+def cid_problem(cid: str, unsafe: str = "") -> str | None:
+    """Why a charge point id cannot name MQTT topics, or None when it can; ``unsafe``: characters the
+    broker cannot carry (``unsafe_chars``)."""
     if not cid:
         return "clientid_cannot_be_empty"
     if len(cid.encode("utf-8", "surrogatepass")) > MAX_CID_BYTES:
         return "clientid_too_long"
     for char in cid:
-        if char in "/+#":
+        if char in "/+#" or char in unsafe:
             return "unsupported_clientid"
         if unicodedata.category(char) in ("Cc", "Cs"):
             return "unsupported_clientid"

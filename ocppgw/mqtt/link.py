@@ -385,6 +385,12 @@ class PahoLink:
         if self._subscriptions.remove(topic_filter) and self.connected:
             self._client.unsubscribe(topic_filter)
 
+    @property
+    def subscribing(self) -> bool:
+        """Whether a SUBSCRIBE awaits its SUBACK: until then the broker may not yet route to the
+        filter (RabbitMQ binds a queue, NATS creates a JetStream consumer)."""
+        return bool(self._subscriptions.awaiting)
+
     # -- observers -----------------------------------------------------------
 
     def add_connection_observer(self, observer: ConnectionObserver) -> None:

@@ -28,8 +28,9 @@ class Refusal(Exception):
         self.reason = reason
 
 
-def cid_from_path(path: str, prefix: str) -> str:
-    """The percent-decoded charge point id after ``prefix/``; raise Refusal otherwise."""
+def cid_from_path(path: str, prefix: str, unsafe: str = "") -> str:
+    """The percent-decoded charge point id after ``prefix/``; raise Refusal otherwise (also for an id
+    holding a character of ``unsafe``, which the broker cannot carry in a topic)."""
     base = prefix.rstrip("/") + "/"
     if not path.startswith(base):
         raise Refusal(404, "not_found")
@@ -38,7 +39,7 @@ def cid_from_path(path: str, prefix: str) -> str:
         cid = unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
         raise Refusal(400, "unsupported_clientid") from None
-    problem = cid_problem(cid)
+    problem = cid_problem(cid, unsafe)
     if problem is not None:
         raise Refusal(400, problem)
     return cid

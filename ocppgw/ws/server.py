@@ -80,7 +80,7 @@ class OcppServerProtocol(UpgradeGuard, LeanServerProtocol):
             )
             self.peer_address = forwarded or self.peer_address
         try:
-            cid = cid_from_path(request.path, listener.path)
+            cid = cid_from_path(request.path, listener.path, self.factory.router.unsafe_cid_chars)
             subprotocol = pick_subprotocol(
                 request.protocols, listener.supported_subprotocols, listener.fail_if_no_subprotocol
             )

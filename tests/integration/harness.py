@@ -1,4 +1,5 @@
-"""A real gateway on loopback, a private Mosquitto, and real OCPP clients for integration tests.
+"""A real gateway on loopback, a broker (a private Mosquitto unless told otherwise, see
+``tests.integration.brokers``), and real OCPP clients for integration tests.
 
 The `ocpp` package is asyncio code; it runs on its own event loop in a thread,
 and its results come back to the reactor as Deferreds.
@@ -30,7 +31,8 @@ from ocppgw.config import load_config
 from ocppgw.core.schemas import SchemaRegistry, shipped_schema_dir
 from ocppgw.service import GatewayService
 from tests.devpki import make_dev_certs
-from tests.support import MosquittoBroker, MqttRecorder, poll_until
+from tests.integration.brokers import MOSQUITTO, make_broker
+from tests.support import MqttRecorder, poll_until
 
 
 class AsyncioThread:
@@ -120,10 +122,14 @@ class Client:
 
 
 class GatewayHarness:
-    """A private broker, a gateway listening on a free loopback port, an MQTT recorder and clients.
+    """A broker, a gateway listening on a free loopback port, an MQTT recorder and clients.
 
-    ``mqtt_port``: use the broker there (one node of a cluster the test runs) instead of a private
-    Mosquitto; ``node_name`` names the gateway node."""
+    ``broker`` names the kind (``tests.integration.brokers``). On a shared broker every topic the
+    tests name (``ocpp/cp/CP1``) lies under the broker's ``namespace``: ``topic()`` adds it, the
+    gateway's mountpoint holds it, and ``messages()`` and ``publish()`` take topics without it.
+    ``mqtt_port``: use the NATS node there (one node of a cluster the test runs) instead;
+    ``node_name`` names the gateway node.
+    """
 
     def __init__(
         self,
@@ -132,6 +138,7 @@ class GatewayHarness:
         checking: str = "disable",
         authenticator: Any = None,
         broker_settings: tuple[str, ...] = (),
+        broker: str = MOSQUITTO,
         mqtt_port: int | None = None,
         node_name: str = "testnode",
     ) -> None:
@@ -141,9 +148,7 @@ class GatewayHarness:
         self.checking = checking
         self.node_name = node_name
         self.broker: Any = (
-            MosquittoBroker(persistence=True, settings=broker_settings)
-            if mqtt_port is None
-            else _OutsideBroker(mqtt_port)
+            make_broker(broker, settings=broker_settings) if mqtt_port is None else _OutsideNats(mqtt_port)
         )
         self.loop = AsyncioThread()
         self.clients: list[Client] = []
@@ -154,9 +159,12 @@ class GatewayHarness:
     @inlineCallbacks
     def start(self) -> Any:
         yield self.broker.start()
+        broker = self.broker
+        mqtt_options = "".join(f"{key} = {value}\n" for key, value in broker.mqtt_options.items())
         text = (
             f"[gateway]\nmessage_format_checking = {self.checking}\nnode_name = {self.node_name}\n"
-            f"[mqtt]\nhost = 127.0.0.1\nport = {self.broker.port}\n"
+            f"mountpoint = {broker.namespace}ocpp/\n"
+            f"[mqtt]\nhost = 127.0.0.1\nport = {broker.port}\n{mqtt_options}"
             "reconnect_delay_min = 50ms\nreconnect_delay_max = 500ms\n"
             "[listeners.ws.default]\nbind = 127.0.0.1:0\n"
             "[api]\nenable = false\n"  # tests of the API turn it on, on a free port
@@ -172,18 +180,34 @@ class GatewayHarness:
         schemas = None
         if self.checking != "disable":
             schemas = SchemaRegistry.load(shipped_schema_dir(), config.gateway.json_schema_id_prefix)
-        self.recorder = MqttRecorder(
-            "127.0.0.1",
-            self.broker.port,
-            "#",
-            client_id=f"recorder-{self.node_name}-{self.broker.port}",
-            clean_session=False,
+        # a session kept on a shared broker would outlive the test (RabbitMQ: a durable queue)
+        self.recorder = self.mqtt_client(
+            self.topic("#"),
+            client_id=f"recorder-{self.node_name}-{broker.namespace}{broker.port}",
+            clean_session=bool(broker.namespace),
         )
         yield self.recorder.start()
         self.service = GatewayService(config, reactor, schemas=schemas, authenticator=self.authenticator)
         self.service.startService()
         self.testcase.addCleanup(self.stop)
         yield poll_until(lambda: self.service.link.connected, timeout=10)
+
+    def topic(self, topic: str) -> str:
+        """``topic`` (``ocpp/cp/CP1``) as it is on the broker: under this test's namespace."""
+        return self.broker.namespace + topic
+
+    def mqtt_client(self, topic_filter: str, client_id: str, clean_session: bool = False) -> MqttRecorder:
+        """A recorder of ``topic_filter`` (already under ``topic()``) logged in to the broker; not started."""
+        options = self.broker.mqtt_options
+        return MqttRecorder(
+            self.broker.host,
+            self.broker.port,
+            topic_filter,
+            client_id=client_id,
+            clean_session=clean_session,
+            username=options.get("username"),
+            password=options.get("password"),
+        )
 
     @property
     def port(self) -> int:
@@ -211,7 +235,17 @@ class GatewayHarness:
 
         d = self.loop.run(open_())
         d.addCallback(self._track)
+        d.addCallback(self._subscribed)
         return d
+
+    def _subscribed(self, client: Client) -> Deferred[Client]:
+        """Fires with ``client`` once the gateway's broker link has its SUBACKs, so that a command
+        published now is routed to the new charge point (at once on Mosquitto, not on every broker)."""
+        link = self.service.link if self.service is not None else None
+        if link is None or not link.connected:
+            return succeed(client)
+        d = poll_until(lambda: not link.subscribing, timeout=10, description="the gateway's SUBACKs")
+        return d.addCallback(lambda _: client)
 
     def refused(self, cid: str, **kwargs: Any) -> Deferred[tuple[int, dict[str, str], bytes]]:
         """Open a WebSocket that the gateway must refuse: (status, headers, body) of its answer.
@@ -259,11 +293,11 @@ class GatewayHarness:
     def publish(self, cid: str, envelope: dict[str, Any] | bytes) -> None:
         assert self.recorder is not None
         data = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
-        self.recorder.publish(f"ocpp/cs/{cid}", data)
+        self.recorder.publish(self.topic(f"ocpp/cs/{cid}"), data)
 
     def messages(self, topic: str) -> list[dict[str, Any]]:
         assert self.recorder is not None
-        return [json.loads(m[1]) for m in self.recorder.messages(topic)]
+        return [json.loads(m[1]) for m in self.recorder.messages(self.topic(topic))]
 
     def wait_messages(self, topic: str, count: int, timeout: float = 10) -> Deferred[list[dict[str, Any]]]:
         d = poll_until(lambda: len(self.messages(topic)) >= count, timeout=timeout)
@@ -280,22 +314,19 @@ class GatewayHarness:
         if self.service is not None and self.service.running:
             yield self.service.stopService()
         if self.recorder is not None:
+            if self.broker.namespace:
+                yield self._clear_retained(self.recorder)
             yield self.recorder.stop()
         self.loop.stop()
-        yield self.broker.stop()
+        yield self.broker.close()
 
+    def _clear_retained(self, recorder: MqttRecorder) -> Deferred[Any]:
+        """Clear the retained message of every topic seen on a shared broker (a wildcard subscription
+        does not show RabbitMQ's retained messages, so they are not read back)."""
+        from twisted.internet.defer import gatherResults
 
-class _OutsideBroker:
-    """A broker the test started elsewhere: the harness neither starts nor stops it."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def start(self) -> Deferred[None]:
-        return succeed(None)
-
-    def stop(self) -> Deferred[None]:
-        return succeed(None)
+        topics = {m.topic for m in recorder.messages()}
+        return gatherResults([recorder.publish(topic, b"", retain=True) for topic in sorted(topics)])
 
 
 def basic_auth(username: str, password: str | bytes) -> dict[str, str]:
@@ -388,3 +419,21 @@ def _merge(base: str, extra: str) -> str:
         f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in parser.items(section))
         for section in parser.sections()
     )
+
+
+class _OutsideNats:
+    """A NATS node of a cluster the test started elsewhere (``tests.integration.nats``): the harness
+    neither starts nor stops it."""
+
+    host = "127.0.0.1"
+    namespace = ""
+    mqtt_options = {"broker": "nats"}
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def start(self) -> Deferred[None]:
+        return succeed(None)
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)

@@ -1,4 +1,6 @@
-"""The gateway end to end: real sockets, a real Mosquitto and the `ocpp` package's ChargePoint."""
+"""The gateway end to end: real sockets, a real Mosquitto and the `ocpp` package's ChargePoint.
+
+``test_gateway_brokers`` runs the broker-facing cases again on RabbitMQ and NATS."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from websockets.exceptions import InvalidStatus
 from zope.interface import implementer
 
 from ocppgw.core.ports import Credentials, Decision, IAuthenticator
+from tests.integration.brokers import MOSQUITTO
 from tests.integration.harness import GatewayHarness
 from tests.support import poll_until
 
@@ -24,10 +27,13 @@ class _GatewayTestCase(TestCase):
     extra_config = ""
     checking = "disable"
     authenticator: Any = None
+    broker_kind = MOSQUITTO
 
     @inlineCallbacks
     def setUp(self) -> Any:
-        self.gw = GatewayHarness(self, self.extra_config, self.checking, self.authenticator)
+        self.gw = GatewayHarness(
+            self, self.extra_config, self.checking, self.authenticator, broker=self.broker_kind
+        )
         yield self.gw.start()
 
     @inlineCallbacks

@@ -254,7 +254,7 @@ class PahoReactorLinkBrokerTests(_BrokerTests, TestCase):
         yield poll_until(lambda: link.connected)
         self.assertIsInstance(link._client.socket(), BufferedSocket)
         recorder = yield self.recorder(broker, "loop/#")
-        yield poll_until(lambda: link._subscriptions.awaiting == {})
+        yield poll_until(lambda: not link.subscribing)
         for n in range(200):
             link.publish("loop/back", b"%d" % n, 1)
         yield poll_until(lambda: len(got) == 200)

@@ -193,7 +193,8 @@ class TakeoverTests(ClusterTestCase):
         # a release of an older claim leaves the newer one
         a.attach("X2")
         self.broker.flush()
-        a.link.deliver(TAKEOVER, json.dumps({"clientid": "X2", "member": "b", "at": T0, "released": True}).encode())
+        release = {"clientid": "X2", "member": "b", "at": T0, "released": True}
+        a.link.deliver(TAKEOVER, json.dumps(release).encode())
         self.assertEqual(claims["X2"].member, "a")
         # a clean stop: b's offline state releases the rest, without one release each
         b.link.clear()
@@ -468,7 +469,8 @@ class NodeDownSweepTests(ClusterTestCase):
 
     def test_not_settled_waits(self) -> None:
         """A member that connects as another dies weighs the states it got only after SETTLE seconds:
-        a, which knew no smaller member, swept (after the GRACE); the newcomer (smaller) finds nothing left."""
+        a, which knew no smaller member, swept (after the GRACE); the newcomer (smaller) finds nothing
+        left."""
         a, b = self.start("a", "b")
         b.attach("CP1")
         self.advance(3)  # the start-up sweeps are over

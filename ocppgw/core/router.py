@@ -212,7 +212,8 @@ class Router:
             certificate_dn=dn,
         )
         self._publish_presence(cid, attached, "connected")
-        self.cluster.claim(cid, topics.presence, peer)  # after the presence: a member that sees it publishes after ours
+        # after the presence: a member that sees the claim publishes after ours
+        self.cluster.claim(cid, topics.presence, peer)
         return attached.session
 
     def detach(self, cid: str, connection: IChargePoint, reason: str, cause: str = "charge_point") -> None:

@@ -83,6 +83,16 @@ class NatsCluster:
         finally:
             yield DeferredList([p.stop() for p in probes])
 
+    def stop_node(self, index: int) -> None:
+        """Stop node ``index`` (SIGTERM, waited for): whatever is connected to it loses its broker."""
+        process = self._processes[index]
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
     def stop(self) -> Any:
         for process in self._processes:
             if process.poll() is None:

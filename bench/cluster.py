@@ -32,7 +32,7 @@ import closed_loop
 import common
 
 sys.path.insert(0, common.REPO)
-from tests.integration.nats import NATS_SERVER, node_config  # noqa: E402
+from tests.integration.nats import NATS_SERVER, node_config
 
 HAPROXY = "/usr/sbin/haproxy"
 REPLACED = (1000, "replaced by a newer connection")
@@ -52,7 +52,9 @@ class Nats:
         for index in range(3):
             conf = self.work.file(f"nats{index}.conf")
             with open(conf, "w", encoding="utf-8") as f:
-                f.write(node_config(index, self.work.path, self.client_ports, self.cluster_ports, self.mqtt_ports))
+                f.write(
+                    node_config(index, self.work.path, self.client_ports, self.cluster_ports, self.mqtt_ports)
+                )
             log = open(self.work.file(f"nats{index}.log"), "ab")
             self.processes.append(common.spawn([NATS_SERVER, "-c", conf], log=log))
             log.close()
@@ -60,7 +62,9 @@ class Nats:
             lambda: all(common.port_accepts(p) for p in self.mqtt_ports), timeout, "NATS MQTT ports"
         )
         for port in self.mqtt_ports:  # JetStream ready: an MQTT session with a subscription is taken
-            common.wait_until(lambda port=port: _mqtt_session(port), timeout, f"an MQTT session on {port}", 0.5)
+            common.wait_until(
+                lambda port=port: _mqtt_session(port), timeout, f"an MQTT session on {port}", 0.5
+            )
 
     def stop(self) -> None:
         for process in self.processes:

@@ -149,8 +149,9 @@ class ProtocolTests(ServerTestCase):
 
         self.patch(autobahn_protocol, "hltype", hltype)
         self.patch(autobahn_twisted, "hltype", hltype)
-        _, transport = self.connect(upgrade_request("/ocpp/CP1"))
+        protocol, transport = self.connect(upgrade_request("/ocpp/CP1"))
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 101"))
+        self.assertEqual(protocol.trafficStats.preopenOutgoingOctetsWireLevel, len(transport.value()))
         self.assertNotIn("dataReceived", callers)
         self.assertNotIn("sendData", callers)
         self.assertEqual(

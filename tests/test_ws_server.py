@@ -7,10 +7,12 @@ import base64
 import json
 import os
 import struct
+import sys
 from typing import Any
 
 import txaio
-from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.twisted import websocket as autobahn_twisted
+from autobahn.twisted.websocket import WebSocketAdapterProtocol, WebSocketServerProtocol
 from autobahn.websocket import protocol as autobahn_protocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -132,6 +134,39 @@ class ProtocolTests(ServerTestCase):
             self.assertEqual(getattr(protocol, name), getattr(self.factory, name), name)
         self.assertEqual((protocol.autoPingInterval, protocol.maxMessagePayloadSize), (7, 1234))
         self.assertEqual(formatted, [[]])
+
+    def test_reads_and_writes_format_no_debug_arguments(self) -> None:
+        """Autobahn's dataReceived and unqueued sendData build colored debug arguments (hltype, hlval)
+        on every call, debug on or not; LeanServerProtocol calls what they wrap instead. If Autobahn
+        makes either do more than log around ``_dataReceived`` / ``transport.write``, the name sets
+        below change and this test names them."""
+        callers: list[str] = []
+        real = autobahn_protocol.hltype
+
+        def hltype(obj: object) -> str:
+            callers.append(sys._getframe(1).f_code.co_name)
+            return real(obj)
+
+        self.patch(autobahn_protocol, "hltype", hltype)
+        self.patch(autobahn_twisted, "hltype", hltype)
+        protocol, transport = self.connect(upgrade_request("/ocpp/CP1"))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101"))
+        self.assertEqual(protocol.trafficStats.preopenOutgoingOctetsWireLevel, len(transport.value()))
+        self.assertNotIn("dataReceived", callers)
+        self.assertNotIn("sendData", callers)
+        self.assertEqual(
+            set(WebSocketAdapterProtocol.dataReceived.__code__.co_names),
+            {"_dataReceived", "dataReceived", "debug", "hltype", "hlval", "len", "log", "peer"},
+        )
+        self.assertEqual(
+            set(autobahn_protocol.WebSocketProtocol.sendData.__code__.co_names),
+            {
+                "STATE_CONNECTING", "STATE_OPEN", "STATE_PROXY_CONNECTING", "WebSocketProtocol", "_trigger",
+                "append", "debug", "hltype", "hlval", "len", "log", "logOctets", "logTxOctets",
+                "outgoingOctetsWireLevel", "peer", "preopenOutgoingOctetsWireLevel", "sendData",
+                "send_queue", "state", "trafficStats", "transport", "write",
+            },
+        )
 
     def test_handshake_refusals(self) -> None:
         """Bad ids and subprotocols get their HTTP status and nothing is attached."""

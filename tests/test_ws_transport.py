@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from ocppgw.ws.transport import FILE_DESCRIPTOR_INTERNALS, buffered, peer_address, socket_transport
+from ocppgw.ws.transport import FILE_DESCRIPTOR_INTERNALS, buffered, peer_address, socket_transport, write_now
 
 
 class _Socket(FileDescriptor):
@@ -61,3 +61,19 @@ class FileDescriptorInternalsTests(SynchronousTestCase):
         sock = _Socket()
         self.assertIs(socket_transport(_Wrapper(_Wrapper(sock))), sock)
         self.assertIsNone(socket_transport(_Wrapper(None)))
+
+
+class WriteNowTests(SynchronousTestCase):
+    """``write_now`` writes nothing unless it can keep the order; real sockets:
+    tests/integration/test_ws_write_now.py."""
+
+    def test_nothing_written_to_other_transports(self) -> None:
+        """A transport that is not a TCP connection (a test's, a wrapper) gets nothing."""
+        self.assertEqual(write_now(_Socket(), b"abc"), 0)
+        self.assertEqual(write_now(StringTransport(), b"abc"), 0)
+
+    def test_tcp_connection_sends_with_write_some_data(self) -> None:
+        """Twisted's TCP connection still sends through ``writeSomeData`` (``doWrite`` does)."""
+        from twisted.internet.tcp import Connection
+
+        self.assertIn("writeSomeData", Connection.__dict__)

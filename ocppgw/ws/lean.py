@@ -1,11 +1,14 @@
 """What each WebSocket connection costs the process beyond its own work, kept small for storms.
 
-Two things Autobahn does per connection that the gateway avoids: its ``_connectionMade`` copies each
-setting named in ``CONFIG_ATTRS`` from the factory and formats them all with ``pprint`` for a debug
-line, whether debug is on or not (10 % of a connection storm); and it fires ``is_closed`` with the
+Three things Autobahn does that the gateway avoids: its ``_connectionMade`` copies each setting named
+in ``CONFIG_ATTRS`` from the factory and formats them all with ``pprint`` for a debug line, whether
+debug is on or not (10 % of a connection storm); ``dataReceived`` and ``sendData`` (unqueued) build
+the colored arguments of a debug line (``hltype``/``hlval``, through ``inspect`` and ``click``) on
+every read and write, debug on or not (3 % of a storm; the overrides do the rest of what they do:
+``_dataReceived``; ``transport.write`` and the traffic counts); and it fires ``is_closed`` with the
 protocol itself, a reference cycle that leaves every closed connection to the garbage collector (and
 leaks it once frozen, ``ocppgw.runtime``). ``tests/test_ws_server.py`` and
-``tests/integration/test_gc.py`` fail if an Autobahn release changes either.
+``tests/integration/test_gc.py`` fail if an Autobahn release changes any of them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ FACTORY_SETTINGS: tuple[str, ...] = tuple(WebSocketServerProtocol.CONFIG_ATTRS)
 
 
 class LeanServerProtocol(WebSocketServerProtocol):
-    """A server protocol that copies its settings without formatting them and leaves no cycle."""
+    """A server protocol that formats nothing for debug lines and leaves no cycle."""
 
     CONFIG_ATTRS: tuple[str, ...] = ()  # Autobahn then formats an empty list; connectionMade copies
 
@@ -28,6 +31,22 @@ class LeanServerProtocol(WebSocketServerProtocol):
         for name in FACTORY_SETTINGS:
             setattr(self, name, getattr(factory, name))
         super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._dataReceived(data)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        if sync or chopsize or self.send_queue:
+            super().sendData(data, sync, chopsize)
+            return
+        self.transport.write(data)
+        state = self.state
+        if state == self.STATE_OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        elif state == self.STATE_CONNECTING or state == self.STATE_PROXY_CONNECTING:
+            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+        if self.logOctets:
+            self.logTxOctets(data, False)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)

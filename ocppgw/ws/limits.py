@@ -13,7 +13,9 @@
 - ``send_timeout`` / ``send_timeout_close``: a connection whose Twisted write buffer stays non-empty
   without draining for ``send_timeout`` is a peer that does not read; it is aborted (or, with
   ``send_timeout_close = false``, logged). Twisted never blocks on a write; the check runs only
-  over connections written to since their buffer was last empty, so idle ones cost nothing.
+  over connections written to since their buffer was last empty, so idle ones cost nothing. A write
+  goes straight to the kernel when nothing is buffered (``transport.write_now``); only what it does
+  not take is buffered by Twisted and watched.
   The WebSocket above learns why its socket was aborted from ``abort_reason``, so the log line,
   the ``disconnects`` metric and the presence say the gateway closed it, not the charge point.
 """
@@ -35,7 +37,7 @@ from zope.interface import implementer
 from ocppgw.config import ListenerSection
 from ocppgw.core.timers import cancel
 from ocppgw.metrics import Metrics
-from ocppgw.ws.transport import buffered, peer_address, socket_transport
+from ocppgw.ws.transport import buffered, peer_address, socket_transport, write_now
 
 _log = Logger()
 
@@ -98,15 +100,16 @@ class LimitedProtocol(ProtocolWrapper):
         super().makeConnection(transport)
 
     def write(self, data: bytes) -> None:
+        """Straight to the kernel when nothing waits (no epoll registration); the rest, buffered by
+        Twisted, is watched for the send timeout."""
         self.written += len(data)
-        self.factory.watch(self)
-        super().write(data)
+        sent = write_now(self.transport, data)
+        if sent < len(data):
+            self.factory.watch(self)
+            super().write(data[sent:] if sent else data)
 
     def writeSequence(self, data: Any) -> None:
-        data = list(data)
-        self.written += sum(len(part) for part in data)
-        self.factory.watch(self)
-        super().writeSequence(data)
+        self.write(b"".join(data))
 
     def handshakeCompleted(self) -> None:
         """Passed on when this wrapper sits under a TLS layer."""

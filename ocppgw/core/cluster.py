@@ -157,6 +157,17 @@ class Cluster:
         members[self.member] = self.node
         return dict(sorted(members.items()))
 
+    def alone(self) -> bool:
+        """Known to be the only member: membership is tracked, has settled since the link connected,
+        and no other member is online. Claims and releases would reach nobody then, so a single
+        gateway sends none (two messages fewer per reconnect); a member that comes online later
+        learns this one's charge points from the retained presence if it ever needs them."""
+        return (
+            self._membership_filter is not None
+            and self._settled
+            and not any(s.online for s in self._members.values())
+        )
+
     def expected(self) -> set[str] | None:
         """The other members a request waits for; None when membership is not known."""
         if self._membership_filter is None:
@@ -277,8 +288,9 @@ class Cluster:
             at = seen.at + LATER
         self._held[cid] = at
         self._remember(cid, _Claim(at, self.member, 0))
-        body = {"clientid": cid, "member": self.member, "at": at, "presence": presence, "peer": peer}
-        self._send(f"claim {cid}", body)
+        if not self.alone():
+            body = {"clientid": cid, "member": self.member, "at": at, "presence": presence, "peer": peer}
+            self._send(f"claim {cid}", body)
         return at
 
     def release(self, cid: str) -> None:
@@ -288,7 +300,7 @@ class Cluster:
         if at is None:
             return
         self._released(cid, at, self.member)
-        if not self._stopped:
+        if not self._stopped and not self.alone():
             self._send(f"release {cid}", {"clientid": cid, "member": self.member, "at": at, "released": True})
 
     def _send(self, key: str, body: dict[str, Any]) -> None:

@@ -168,6 +168,12 @@ def run_load(
     }
 
 
+def with_gateway_options(args: argparse.Namespace, options: list[str]) -> argparse.Namespace:
+    """A copy of ``args`` with ``options`` after its own ``--gateway-option`` settings (they win): the
+    arguments of one ``GatewayStack`` among several set up differently."""
+    return argparse.Namespace(**{**vars(args), "gateway_option": [*args.gateway_option, *options]})
+
+
 class GatewayStack:
     """Private Mosquitto, the gateway under twistd (from source tree ``src``), and the responder."""
 

@@ -323,6 +323,10 @@ class Gateway:
         """The gateway's processes: twistd (the master, with workers) and its workers."""
         return process_tree(self.pid)
 
+    def cpu_seconds(self) -> float:
+        """CPU time so far of all the gateway's processes (``pids``)."""
+        return group_cpu({"gateway": self.pids()})["gateway"]
+
     def start(self, timeout: float = 30.0) -> None:
         argv = [
             PYTHON,

@@ -145,11 +145,8 @@ def handshake_round(edge: HandshakeTarget, side: str, label: str) -> dict[str, A
     def fds() -> int:
         return sum(common.open_fds(pid) for pid in pids)
 
-    def cpu() -> float:
-        return common.group_cpu({"gateway": pids})["gateway"]
-
     fds_before = fds()
-    cpu_before = cpu()
+    cpu_before = gateway.cpu_seconds()
     busy_before = common.system_busy_seconds()
     overflows_before = common.listen_overflows()
     wall_before = time.monotonic()
@@ -178,7 +175,7 @@ def handshake_round(edge: HandshakeTarget, side: str, label: str) -> dict[str, A
         closed = True
     except RuntimeError:
         closed = False
-    used = cpu() - cpu_before
+    used = gateway.cpu_seconds() - cpu_before
     wall = time.monotonic() - wall_before
     busy = common.system_busy_seconds() - busy_before
     samples = sorted(s for r in reports for s in r["connect_s"])

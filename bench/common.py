@@ -320,12 +320,13 @@ class Gateway:
         return (os.cpu_count() or 1) if value == "auto" else int(value)
 
     def pids(self) -> list[int]:
-        """The gateway's processes: twistd (the master, with workers) and its workers."""
-        return process_tree(self.pid)
+        """The gateway's processes: twistd (the master, with workers), then its workers (and any
+        hashing processes)."""
+        return [self.pid, *sorted(descendants(self.pid))]
 
     def cpu_seconds(self) -> float:
-        """CPU time so far of all the gateway's processes (``pids``)."""
-        return group_cpu({"gateway": self.pids()})["gateway"]
+        """CPU time so far of all the gateway's processes (``tree_cpu_seconds``)."""
+        return tree_cpu_seconds(self.pid)
 
     def start(self, timeout: float = 30.0) -> None:
         argv = [
@@ -482,27 +483,6 @@ def idle_connections(
     }
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every process below it (a gateway with workers: the master, then its workers),
-    from the parent ids in /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop(0)
-        out.append(current)
-        todo.extend(sorted(children.get(current, [])))
-    return out
-
-
 def group_cpu(groups: dict[str, Sequence[int]]) -> dict[str, float]:
     """CPU seconds used so far by each named group of processes (one gone meanwhile counts 0)."""
     out = {}
@@ -527,6 +507,40 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid`` (children, their children...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and every live process below it (a gateway's hashing processes, a
+    master's workers), plus what its children that ended and were reaped had used."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    total = sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
+    for child in descendants(pid):
+        try:
+            total += cpu_seconds(child)
+        except (OSError, ValueError, IndexError):
+            pass  # ended meanwhile
+    return total
 
 
 def system_busy_seconds() -> float:

@@ -97,14 +97,17 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
         workers_before = per_worker(pids)
 
         def groups() -> dict[str, float]:
-            return common.group_cpu(
-                {
-                    "gateway": pids,
-                    "loadgens": [c.pid for c in clients],
-                    "mosquitto": [broker.process.pid] if broker.process else [],
-                    "responder": [responder.pid] if responder else [],
-                }
-            )
+            assert gateway is not None and broker.process is not None and responder is not None
+            return {
+                "gateway": gateway.cpu_seconds(),
+                **common.group_cpu(
+                    {
+                        "loadgens": [c.pid for c in clients],
+                        "mosquitto": [broker.process.pid],
+                        "responder": [responder.pid],
+                    }
+                ),
+            }
 
         started = time.monotonic()
         clients = common.start_loadgens(

@@ -65,15 +65,16 @@ class WorkersStack(closed_loop.GatewayStack):
         """One handshake round, with the cores each part took over it (the load generator's from its
         own report: it is gone when the round ends)."""
         assert self.broker.process is not None and self.gateway is not None
-        parts = {
-            "gateway": self.gateway.pids(),
-            "mosquitto": [self.broker.process.pid],
-            "responder": [self.responder.pid],
-        }
-        before, busy_before, started = common.group_cpu(parts), common.system_busy_seconds(), time.monotonic()
+        gateway = self.gateway
+        harness = {"mosquitto": [self.broker.process.pid], "responder": [self.responder.pid]}
+
+        def cpu() -> dict[str, float]:
+            return {"gateway": gateway.cpu_seconds(), **common.group_cpu(harness)}
+
+        before, busy_before, started = cpu(), common.system_busy_seconds(), time.monotonic()
         result = tls_edge.handshake_round(self, "ws", label)
         wall = time.monotonic() - started
-        cores: dict[str, float | None] = dict(common.cpu_cores(before, common.group_cpu(parts), wall))
+        cores: dict[str, float | None] = dict(common.cpu_cores(before, cpu(), wall))
         client_us = result["client_cpu_us_per_handshake"]
         cores["loadgen"] = None if client_us is None else client_us * result["handshakes"] / 1e6 / wall
         result["cores"] = with_other(cores, (common.system_busy_seconds() - busy_before) / wall)

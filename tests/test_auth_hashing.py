@@ -12,7 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from ocppgw.auth import hashing
+from ocppgw.auth import hash_processes, hashing
 from ocppgw.auth import pool as pool_module
 from ocppgw.auth.hashing import HashingError, HashingPool, HashSettings, check, generate, new_salt
 from ocppgw.auth.pool import BlockingPool, Expired
@@ -245,7 +245,7 @@ class HashingPoolTests(TestCase):
     @inlineCallbacks
     def test_expensive_in_low_priority_processes(self) -> Any:
         """bcrypt and pbkdf2 run in processes of their own (the A.9 vectors still check there), each
-        in a session and autogroup of its own at nice 19, so a storm of them yields the cores."""
+        in a session and autogroup of its own at a lower priority, so a storm of them yields the cores."""
         for row in ("19", "20"):
             _, settings, password, salt, stored = next(v for v in VECTORS if v[0] == row)
             pool = self.pool(settings)
@@ -254,9 +254,9 @@ class HashingPoolTests(TestCase):
             where = yield pool.pool.run(5.0, pool.processes.call, _where)
             self.assertNotEqual(where["pid"], os.getpid())
             self.assertNotEqual(where["sid"], os.getsid(0))
-            self.assertEqual(where["nice"], 19)
+            self.assertEqual(where["nice"], hash_processes.NICE)
             if os.path.exists("/proc/self/autogroup"):
-                self.assertIn("nice 19", where["autogroup"])
+                self.assertIn(f"nice {hash_processes.NICE}", where["autogroup"])
 
     @inlineCallbacks
     def test_dead_process_is_replaced(self) -> Any:

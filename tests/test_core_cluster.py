@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from ocppgw.core.cluster import CLAIM_MEMORY, SETTLE
+from ocppgw.core.cluster import GRACE, SETTLE
 from ocppgw.core.cluster_requests import Gathered
 from ocppgw.core.router import Router, node_will
 from ocppgw.metrics import Metrics
@@ -174,15 +174,38 @@ class TakeoverTests(ClusterTestCase):
         a.link.deliver(TAKEOVER, b'{"clientid":"CP1","member":"z","at":1e12}')
         self.assertEqual(connection.closes, [])
 
-    def test_claims_forgotten(self) -> None:
-        """Foreign claims are remembered for CLAIM_MEMORY seconds only."""
-        (a,) = self.start("a")
-        for i in range(50):
-            a.link.deliver(TAKEOVER, json.dumps({"clientid": f"X{i}", "member": "z", "at": T0}).encode())
-        self.assertEqual(len(a.router.cluster._claims), 50)
-        self.advance(CLAIM_MEMORY + 1)
+    def test_claims_kept_while_held_forgotten_when_released(self) -> None:
+        """Every member keeps the newest claim of each charge point held somewhere, however old, and
+        forgets it when its holder releases it, stops cleanly, or this member's link drops."""
+        a, b = self.start("a", "b")
+        connections = {f"X{i}": b.attach(f"X{i}") for i in range(50)}
+        self.broker.flush()
+        self.advance(600)
+        claims = a.router.cluster._claims
+        self.assertEqual(sorted(claims), sorted(connections))
+        self.assertEqual((claims["X1"].member, claims["X1"].presence, claims["X1"].peer),
+                         ("b", "ocpp/cp/X1/Presence", "10.0.0.1:2"))  # fmt: skip
+        for cid in ("X0", "X1"):
+            b.router.detach(cid, connections[cid], "bye")
+        self.broker.flush()
+        self.assertEqual(len(claims), 48)
+        self.assertNotIn("X0", b.router.cluster._claims)
+        # a release of an older claim leaves the newer one
+        a.attach("X2")
+        self.broker.flush()
+        release = {"clientid": "X2", "member": "b", "at": T0, "released": True}
+        a.link.deliver(TAKEOVER, json.dumps(release).encode())
+        self.assertEqual(claims["X2"].member, "a")
+        # a clean stop: b's offline state releases the rest, without one release each
+        b.link.clear()
+        b.router.shutdown()
+        self.assertEqual([m.json().get("released") for m in b.link.published_to(TAKEOVER)], [])
+        self.broker.flush()
+        self.assertEqual(list(claims), ["X2"])
         a.link.deliver(TAKEOVER, b'{"clientid":"Y","member":"z","at":1}')
-        self.assertEqual(list(a.router.cluster._claims), ["Y"])
+        a.link.set_connected(False)
+        self.assertEqual(a.router.cluster._claims, {})
+        self.members.remove(b)
 
 
 class RequestTests(ClusterTestCase):
@@ -344,6 +367,67 @@ class NodeDownSweepTests(ClusterTestCase):
         self.assertEqual(len(self.swept(a)), 3)
         self.members.remove(c)
 
+    def test_known_claims_marked_at_once(self) -> None:
+        """c dies: a marks what c's claims say it held GRACE seconds after the will, without the
+        retained presence (slow to come on NATS); the retained sweep then adds what a did not know,
+        and nothing is published twice. Released or reclaimed charge points are left alone, and a
+        claim's presence topic that is not its charge point's is not written to."""
+        a, b, c = self.start("a", "b", "c")
+        for cid in ("CP1", "CP2", "CP3", "GONE"):
+            c.attach(cid)
+        self.broker.flush()
+        c.router.detach("GONE", c.connections["GONE"], "bye")
+        self.broker.flush()
+        a.link.deliver(
+            TAKEOVER, b'{"clientid":"EVIL","member":"c","at":1e12,"presence":"ocpp/cp/CP9/Presence"}'
+        )
+        self.advance(3)  # the start-up sweeps are over
+        for cid in ("CP1", "CP2"):  # the retained presence does not come (yet)
+            del self.broker.retained[f"ocpp/cp/{cid}/Presence"]
+        self.stale("OLD", "c")  # from before a started: a knows no claim of it
+        self.broker.kill(c.link, node_will(c.config))
+        self.broker.flush()
+        b.attach("CP3")  # CP3 came back, to b, during the grace
+        self.broker.flush()
+        self.assertEqual(self.swept(a), [])
+        self.advance(GRACE)
+        marked = [(topic, reason) for topic, _, reason in self.swept(a)]
+        self.assertEqual(  # the known ones first, then (the retained sweep) the one a did not know
+            marked,
+            [("ocpp/cp/CP1/Presence", "node down"), ("ocpp/cp/CP2/Presence", "node down"),
+             ("ocpp/cp/OLD/Presence", "node down")],
+        )  # fmt: skip
+        body = a.link.published_to("ocpp/cp/CP2/Presence")[-1].json()
+        self.assertEqual((body["node"], body["member"], body["peer"]), ("c", "c", "10.0.0.1:2"))
+        stale = self.broker.retained["ocpp/cp/OLD/Presence"].replace(b"OLD", b"CP1").replace(b"disc", b"c")
+        self.assertEqual(json.loads(stale)["status"], "connected")
+        self.assertTrue(a.router.sweeps._running)
+        a.link.deliver("ocpp/cp/CP1/Presence", stale)  # CP1's retained presence, late: already done
+        self.advance(3)
+        self.assertEqual(
+            sorted(topic for topic, _, _ in self.swept(a)),
+            ["ocpp/cp/CP1/Presence", "ocpp/cp/CP2/Presence", "ocpp/cp/OLD/Presence"],
+        )
+        self.assertEqual(self.swept(b), [])
+        self.assertEqual(a.router.cluster._deaths["c"].held, {})
+        self.members.remove(c)
+
+    def test_claims_not_trusted_after_a_link_gap(self) -> None:
+        """a's link dropped after c's claims (a release may have been missed): a marks from the
+        retained presence only."""
+        a, c = self.start("a", "c")
+        c.attach("CP1")
+        self.broker.flush()
+        a.link.set_connected(False)
+        a.up()
+        self.advance(3)
+        del self.broker.retained["ocpp/cp/CP1/Presence"]
+        self.broker.kill(c.link, node_will(c.config))
+        self.broker.flush()
+        self.advance(3)
+        self.assertEqual(self.swept(a), [])
+        self.members.remove(c)
+
     def test_elected_survivor_gone_too(self) -> None:
         """a and c die; b, now the smallest online, sweeps both."""
         a, b, c = self.start("a", "b", "c")
@@ -385,7 +469,8 @@ class NodeDownSweepTests(ClusterTestCase):
 
     def test_not_settled_waits(self) -> None:
         """A member that connects as another dies weighs the states it got only after SETTLE seconds:
-        a, which knew no smaller member, swept at once; the newcomer (smaller) finds nothing left."""
+        a, which knew no smaller member, swept (after the GRACE); the newcomer (smaller) finds nothing
+        left."""
         a, b = self.start("a", "b")
         b.attach("CP1")
         self.advance(3)  # the start-up sweeps are over
@@ -393,6 +478,7 @@ class NodeDownSweepTests(ClusterTestCase):
         late = self.member("0late")
         late.up()
         self.broker.flush()
+        self.advance(GRACE)
         self.assertEqual(self.swept(a), [("ocpp/cp/CP1/Presence", "b", "node down")])
         self.advance(SETTLE + 3)
         self.assertEqual(self.swept(late), [])

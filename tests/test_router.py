@@ -725,7 +725,21 @@ class PresenceSweepTests(RouterTestCase):
         self.make(make_config(extra="[mqtt]\nbroker = rabbitmq\n"))
         self.link.set_connected(True)
         self.assertEqual(self.link.subscribe_calls, [])
-        self.assertFalse(self.gateway.sweep.started)
+        self.assertFalse(self.gateway.sweep.running)
+        self.attach("CP1")  # a sweep that never runs keeps no list of charge points to skip
+        self.assertEqual(self.gateway.sweep._claimed, set())
+
+    def test_attached_list_dropped_once_over(self) -> None:
+        """Charge points attached after the sweep ended are not remembered (memory stays bounded)."""
+        self.make()
+        self.attach("CP0")
+        self.link.set_connected(True)
+        self.assertEqual(self.gateway.sweep._claimed, {"CP0"})
+        self.clock.advance(2.0)
+        self.assertFalse(self.gateway.sweep.running)
+        self.assertEqual(self.gateway.sweep._claimed, set())
+        self.attach("CP1")
+        self.assertEqual(self.gateway.sweep._claimed, set())
 
     def test_once_per_process(self) -> None:
         """A reconnect of the broker link does not sweep again."""

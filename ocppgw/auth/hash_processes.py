@@ -1,12 +1,14 @@
-"""bcrypt and pbkdf2 in helper processes of their own, at the machine's lowest CPU priority.
+"""bcrypt and pbkdf2 in helper processes of their own, at a low CPU priority.
 
 A hashing thread inside the gateway shares the gateway's scheduling group: with autogroup scheduling
 (Linux's default for sessions) its nice value only ranks it against the reactor thread, while the
 broker and the other processes a round trip passes through still see the gateway's whole group
 asking for a second core. A storm of bcrypt handshakes then delays every other charge point's
 messages (bench/README.md, issue 10). Here the hashing runs in spawned processes that leave the
-gateway's session (``setsid``: an autogroup of their own), set that group's nice to 19 and their own
-nice to 19: they get a core only when nothing else wants it.
+gateway's session (``setsid``: an autogroup of their own) and set that group's nice and their own to
+``NICE`` (10: about a tenth of a busy core's share): the reactor and the broker come first, yet a
+machine busy with other work still hashes (at 19 a bcrypt check could wait past its handshake's
+timeout whenever both cores were busy, and every bcrypt handshake got 503).
 
 The pool threads of ``ocppgw.auth.pool.BlockingPool`` still bound and shed the work (queue limit,
 late jobs skipped); each of them hands its job here and waits, the GIL released.
@@ -26,14 +28,14 @@ from twisted.logger import Logger
 
 T = TypeVar("T")
 
-LOWEST = 19
+NICE = 10
 _AUTOGROUP = "/proc/self/autogroup"
 
 _log = Logger()
 
 
-def lowest_priority() -> None:
-    """In a hashing process, before its first job: a session, an autogroup and a nice value of 19.
+def low_priority() -> None:
+    """In a hashing process, before its first job: a session, an autogroup and a nice value of ``NICE``.
 
     Each step that the system refuses (no autogroup, a container without /proc) leaves that one as
     it was; the others still apply."""
@@ -43,11 +45,11 @@ def lowest_priority() -> None:
         pass
     try:
         with open(_AUTOGROUP, "w") as f:
-            f.write(str(LOWEST))
+            f.write(str(NICE))
     except OSError:
         pass
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, LOWEST)
+        os.setpriority(os.PRIO_PROCESS, 0, NICE)
     except OSError:
         pass
 
@@ -69,7 +71,7 @@ class HashProcesses:
         with self._lock:
             if self._executor is None:
                 self._executor = ProcessPoolExecutor(
-                    self.size, mp_context=multiprocessing.get_context("spawn"), initializer=lowest_priority
+                    self.size, mp_context=multiprocessing.get_context("spawn"), initializer=low_priority
                 )
             return self._executor
 

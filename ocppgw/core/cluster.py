@@ -7,15 +7,22 @@ documented in the README):
 - **Membership**: each member's retained state on its node topic (``[presence] node_topic``):
   ``online``, ``offline`` with reason ``shutdown``, or its last will, ``offline`` with ``node down``.
   Every member subscribes to the node topic with ``${node}`` as ``+``.
-- **Takeover claims** on ``M gateway/cluster/takeover``: ``{"clientid", "member", "at"}`` when a
-  charge point attaches. A member holding that charge point under an older ``(at, member)`` closes
-  it; every member compares the same pairs, so racing connects end with one live connection. A
-  local attach after a seen claim takes a later ``at`` than that claim (skewed clocks).
+- **Takeover claims** on ``M gateway/cluster/takeover``: ``{"clientid", "member", "at", "presence",
+  "peer"}`` when a charge point attaches. A member holding that charge point under an older
+  ``(at, member)`` closes it; every member compares the same pairs, so racing connects end with one
+  live connection. A local attach after a seen claim takes a later ``at`` than that claim (skewed
+  clocks). When the connection ends, its member publishes the release (``"released": true``, the
+  claim's ``at``): every member keeps the newest claim of each held charge point (what a dead
+  member held) and nothing of a released one. Only what arrived over the current broker connection
+  counts: the claims are forgotten when the link drops, and a member's at its clean shutdown.
 - **Requests** (``ocppgw.core.cluster_requests``).
 - **Node-down sweep**: when a member's will arrives, the online member with the smallest name
-  (the dead one excluded) marks that member's ``connected`` charge points ``disconnected`` with
-  reason ``node down`` (a ``PresenceSweep``), skipping those claimed since; it stops if the dead
-  member comes back. States that arrive right after (re)connecting (retained, in a burst) are
+  (the dead one excluded) marks that member's charge points ``disconnected`` with reason
+  ``node down``: after ``grace`` seconds (claims of charge points that reconnected elsewhere are on
+  their way) those whose newest claim it knows is the dead member's, from the claims alone; then,
+  with a ``PresenceSweep`` of the retained presence, the ones it did not know (claimed before it
+  started). Each once; those claimed since the death are skipped; it stops if the dead member comes
+  back. States that arrive right after (re)connecting (retained, in a burst) are
   weighed only after ``settle`` seconds, so that every member elects from the same membership.
 """
 
@@ -30,7 +37,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ocppgw.core.cluster_requests import CONTROL_QOS, Gathered, Handler, Requests
-from ocppgw.core.cluster_wire import TAKEOVER, decode, encode, ignored, name, number
+from ocppgw.core.cluster_wire import MAX_CONTROL_TOPIC, TAKEOVER, decode, encode, ignored, name, number
 from ocppgw.core.peertext import clip
 from ocppgw.core.ports import IBrokerLink
 from ocppgw.core.presence import PresenceSweep, SweepQueue
@@ -41,8 +48,9 @@ from ocppgw.core.topics import cid_problem, filter_problem, node_topic
 NODE_DOWN = "node down"
 SHUTDOWN = "shutdown"
 SETTLE = 0.5  # seconds after a connect before membership counts for an election
-CLAIM_MEMORY = 120.0  # seconds a foreign claim is remembered
-MAX_CLAIMS = 1_000_000
+GRACE = 0.5  # seconds between a will and marking what the claims say the dead member held
+MAX_CLAIMS = 1_000_000  # held charge points known cluster-wide; past it the oldest claims go
+MAX_PEER = 200  # characters of a claim's peer address kept
 MAX_MEMBERS = 10_000
 LATER = 0.001  # how much later than a seen claim a local attach claims
 
@@ -50,12 +58,13 @@ LATER = 0.001  # how much later than a seen claim a local attach claims
 SweepFactory = Callable[[str, str, Callable[[str], bool]], PresenceSweep]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Claim:
     at: float
     member: str
-    arrived: float
     serial: int  # the order of arrival here, to compare with a will's
+    presence: str = ""  # the charge point's presence topic, as the claim named it
+    peer: str = ""
 
 
 @dataclass
@@ -69,7 +78,9 @@ class _Member:
 class _Death:
     node: str
     serial: int  # claims arrived before the will have a smaller serial
+    held: dict[str, _Claim]  # what the dead member held by the claims, until the sweep takes it
     sweep: PresenceSweep | None = None
+    grace: IDelayedCall | None = None
 
 
 class Cluster:
@@ -88,6 +99,7 @@ class Cluster:
         sweeps: SweepQueue,
         sweep_factory: SweepFactory | None = None,
         settle: float = SETTLE,
+        grace: float = GRACE,
         request_timeout: float | None = None,
         states: LatestStates | None = None,
     ) -> None:
@@ -103,11 +115,14 @@ class Cluster:
         self._sweeps = sweeps
         self._sweep_factory = sweep_factory
         self._settle = settle
+        self._grace = grace
+        self._stopped = False
+        self._names: dict[str, str] = {}  # one string per member name, shared by its claims
         self._settled = False
         self._settle_timer: IDelayedCall | None = None
         self._members: dict[str, _Member] = {}
         self._deaths: dict[str, _Death] = {}
-        self._claims: dict[str, _Claim] = {}  # cid -> the newest claim seen, oldest arrival first
+        self._claims: dict[str, _Claim] = {}  # cid -> the newest claim of a held cid, oldest first
         self._held: dict[str, float] = {}  # cid -> our claim's ``at``, while we hold it
         self._serial = 0  # counts claims and wills as they arrive
         self.replaced: Callable[[str, str], None] = lambda cid, by: None  # a newer claim took cid
@@ -184,19 +199,33 @@ class Cluster:
                     reason=clip(reason or "no reason given", 80),
                 )
             self.requests.member_gone(member)
+            held = self._forget(member)
             if reason == NODE_DOWN and member not in self._deaths:
                 self._serial += 1
-                self._deaths[member] = _Death(node, self._serial)
+                self._deaths[member] = _Death(node, self._serial, held)
         self._elect()
+
+    def _forget(self, member: str) -> dict[str, _Claim]:
+        """Drop the claims of ``member`` (offline); returns them."""
+        held = {cid: claim for cid, claim in self._claims.items() if claim.member == member}
+        for cid in held:
+            del self._claims[cid]
+        return held
 
     def _revived(self, member: str) -> None:
         death = self._deaths.pop(member, None)
-        if death is not None and death.sweep is not None:
-            self._sweeps.cancel(death.sweep)
+        if death is not None:
+            cancel(death.grace)
+            if death.sweep is not None:
+                self._sweeps.cancel(death.sweep)
 
     def _link_state_changed(self, connected: bool) -> None:
         cancel(self._settle_timer)
         self._settled = False
+        if not connected:  # claims and releases may be missed until the link is back: trust none
+            self._claims.clear()
+            for death in self._deaths.values():
+                death.held = {}
         if connected:
             self._settle_timer = self._clock.callLater(self._settle, self._now_settled)
 
@@ -213,53 +242,80 @@ class Cluster:
                 continue
             survivors = [m for m, s in self._members.items() if s.online and m != member]
             if min([*survivors, self.member]) != self.member:
+                death.held = {}  # another member sweeps; should it die too, the retained sweep will do
                 continue
             self._log.info(
                 "gateway member {member} went down: marking its charge points disconnected",
                 member=member,
+                known=len(death.held),
             )
             death.sweep = self._sweep_factory(
                 member, death.node, lambda cid, since=death.serial: self._claimed_since(cid, since)
             )
-            self._sweeps.run(death.sweep)
+            if death.held:
+                death.grace = self._clock.callLater(self._grace, self._mark_held, death)
+            else:
+                self._sweeps.run(death.sweep)
+
+    def _mark_held(self, death: _Death) -> None:
+        """What the claims say the dead member held: marked now; the retained sweep does the rest."""
+        death.grace = None
+        held, death.held = death.held, {}
+        assert death.sweep is not None
+        for cid, claim in held.items():
+            death.sweep.mark(cid, claim.presence, claim.peer)
+        self._sweeps.run(death.sweep)
 
     # -- takeover claims ---------------------------------------------------
 
-    def claim(self, cid: str) -> float:
-        """``cid`` attached here: tell every member; returns this claim's ``at``."""
+    def claim(self, cid: str, presence: str = "", peer: str = "") -> float:
+        """``cid`` attached here (its presence topic ``presence``, from ``peer``): tell every member;
+        returns this claim's ``at``."""
         at = self._clock.seconds()
         seen = self._claims.get(cid)
         if seen is not None and seen.member != self.member and seen.at >= at:
             at = seen.at + LATER
         self._held[cid] = at
-        self._remember(cid, at, self.member)
-        body = {"clientid": cid, "member": self.member, "at": at}
-        if self._states is not None:
-            claim = encode(body)
-            self._states.publish(self.takeover_topic, claim, CONTROL_QOS, key=f"claim {cid}", retain=False)
-        else:
-            self._link.publish(self.takeover_topic, encode(body), CONTROL_QOS)
+        self._remember(cid, _Claim(at, self.member, 0))
+        body = {"clientid": cid, "member": self.member, "at": at, "presence": presence, "peer": peer}
+        self._send(f"claim {cid}", body)
         return at
 
     def release(self, cid: str) -> None:
-        """``cid``'s connection here ended."""
-        self._held.pop(cid, None)
+        """``cid``'s connection here ended: every member forgets its claim (not at shutdown, whose
+        ``offline`` state says it for all)."""
+        at = self._held.pop(cid, None)
+        if at is None:
+            return
+        self._released(cid, at, self.member)
+        if not self._stopped:
+            self._send(f"release {cid}", {"clientid": cid, "member": self.member, "at": at, "released": True})
+
+    def _send(self, key: str, body: dict[str, Any]) -> None:
+        if self._states is not None:
+            self._states.publish(self.takeover_topic, encode(body), CONTROL_QOS, key=key, retain=False)
+        else:
+            self._link.publish(self.takeover_topic, encode(body), CONTROL_QOS)
+
+    def _released(self, cid: str, at: float, member: str) -> None:
+        seen = self._claims.get(cid)
+        if seen is not None and (seen.at, seen.member) == (at, member):
+            del self._claims[cid]
 
     def _claimed_since(self, cid: str, serial: int) -> bool:
         claim = self._claims.get(cid)
         return cid in self._held or (claim is not None and claim.serial > serial)
 
-    def _remember(self, cid: str, at: float, member: str) -> None:
-        now = self._clock.seconds()
+    def _remember(self, cid: str, claim: _Claim) -> None:
         seen = self._claims.pop(cid, None)
-        if seen is not None and (seen.at, seen.member) > (at, member):
-            at, member = seen.at, seen.member
+        if seen is not None and (seen.at, seen.member) > (claim.at, claim.member):
+            claim = seen
         self._serial += 1
-        self._claims[cid] = _Claim(at, member, now, self._serial)
-        while self._claims:
-            oldest = next(iter(self._claims.values()))
-            if oldest.arrived >= now - CLAIM_MEMORY and len(self._claims) <= MAX_CLAIMS:
-                break
+        claim.serial = self._serial
+        self._claims[cid] = claim
+        for death in self._deaths.values():  # claimed since: the dead member no longer holds it
+            death.held.pop(cid, None)
+        while len(self._claims) > MAX_CLAIMS:
             del self._claims[next(iter(self._claims))]
 
     def _claim_received(self, topic: str, payload: bytes) -> None:
@@ -272,7 +328,21 @@ class Cluster:
             return
         if member == self.member:
             return
-        self._remember(cid, at, member)
+        member = self._names.setdefault(member, member) if len(self._names) < MAX_MEMBERS else member
+        if body.get("released") is True:
+            self._released(cid, at, member)
+            return
+        presence, peer = body.get("presence"), body.get("peer")
+        self._remember(
+            cid,
+            _Claim(
+                at,
+                member,
+                0,
+                presence if isinstance(presence, str) and len(presence) <= MAX_CONTROL_TOPIC else "",
+                peer[:MAX_PEER] if isinstance(peer, str) else "",
+            ),
+        )
         mine = self._held.get(cid)
         if mine is None:
             return
@@ -291,10 +361,13 @@ class Cluster:
         return self.requests.ask(op, args)
 
     def stop(self) -> None:
-        """Shutting down: waiting requests get what they have, no sweep starts."""
+        """Shutting down: waiting requests get what they have, no sweep starts, releases are not
+        published (the ``offline`` state that follows releases every claim of this member)."""
         cancel(self._settle_timer)
         self._settled = False
+        self._stopped = True
         self.requests.stop()
         for death in self._deaths.values():
+            cancel(death.grace)
             if death.sweep is not None:
                 self._sweeps.cancel(death.sweep)

@@ -21,6 +21,7 @@ REPLY = "gateway/cluster/reply/"  # + the asking member's name
 MAX_CONTROL_BYTES = 64 * 1024  # a claim, a request or a node state
 MAX_REPLY_BYTES = 4 * 1024 * 1024  # one part of a reply (parts are about 256 KB)
 MAX_NAME_BYTES = 256
+MAX_CONTROL_TOPIC = 1024  # characters of a topic named in a control message
 
 _log = Logger()
 

@@ -125,7 +125,8 @@ class PresenceSweep:
 
     def claim(self, cid: str) -> None:
         """``cid`` attached to this node: its presence is this run's, whatever the sweep sees."""
-        self._claimed.add(cid)
+        if not self.started or self.running:  # once over, nothing more to skip: keep nothing
+            self._claimed.add(cid)
 
     def start(self) -> None:
         """Subscribe to the presence filters (once per process) and arm the end of the sweep."""
@@ -163,25 +164,27 @@ class PresenceSweep:
             return
         if not held_by(body, self._member, self._node):
             return
-        cid = body.get("clientid")
-        if not isinstance(cid, str) or cid in self._claimed or self._attached(cid) or topic in self._done:
-            return
+        cid, peer = body.get("clientid"), body.get("peer")
+        if isinstance(cid, str):
+            self.mark(cid, topic, peer if isinstance(peer, str) else "")
+
+    def mark(self, cid: str, topic: str, peer: str) -> bool:
+        """Publish ``disconnected`` on ``topic`` for ``cid`` (last seen from ``peer``) unless it is
+        skipped or already done, or ``topic`` is not ``cid``'s presence topic under a swept
+        mountpoint; whether it was published. The cluster calls it for what a dead member's claims
+        said it held, before the sweep reads the retained rest."""
+        if cid in self._claimed or self._attached(cid) or topic in self._done:
+            return False
         if not any(render(m, cid) + render(self._template, cid) == topic for m in self._mountpoints):
-            return
+            return False
         self._done.add(topic)
-        peer = body.get("peer")
         data = presence_body(
-            cid,
-            "disconnected",
-            self._node,
-            peer if isinstance(peer, str) else "",
-            self._clock.seconds(),
-            self._reason,
-            self._member,
+            cid, "disconnected", self._node, peer, self._clock.seconds(), self._reason, self._member
         )
         self._publish(topic, data, self._qos)
         self.swept += 1
         _log.info("charge point {cid} marked disconnected: {reason}", cid=cid, reason=self._reason)
+        return True
 
     def finish(self) -> None:
         """Stop listening: unsubscribe and cancel the timers."""
@@ -189,6 +192,9 @@ class PresenceSweep:
         cancel(self._limit_timer)
         self._quiet_timer = self._limit_timer = None
         filters, self._filters = self._filters, []
+        self.started = True  # a sweep cancelled before it started never starts
+        self._claimed.clear()
+        self._done.clear()
         for topic_filter in filters:
             self._link.unsubscribe(topic_filter)
         if filters:

@@ -93,6 +93,8 @@ class Router:
         ]
         self.sweeps = SweepQueue()
         self.sweep = self._sweep(self._member, self._node, lambda cid: cid in self._attached)
+        if not (config.presence.enable and retained_on_wildcards(broker)):
+            self.sweep.finish()  # it never runs: keep no list of the charge points it would skip
         link.add_connection_observer(self._link_state_changed)
         presence = config.presence
         self.cluster = Cluster(
@@ -210,7 +212,8 @@ class Router:
             certificate_dn=dn,
         )
         self._publish_presence(cid, attached, "connected")
-        self.cluster.claim(cid)  # after the presence: a member that sees it publishes after ours
+        # after the presence: a member that sees the claim publishes after ours
+        self.cluster.claim(cid, topics.presence, peer)
         return attached.session
 
     def detach(self, cid: str, connection: IChargePoint, reason: str, cause: str = "charge_point") -> None:
@@ -237,11 +240,11 @@ class Router:
 
     def shutdown(self, reason: str = "gateway shutting down") -> None:
         """Close every charge point with 1001 (going away) and publish them offline."""
+        self.cluster.stop()  # first: the node's offline state releases its claims, not one each
         for cid, attached in list(self._attached.items()):
             self.detach(cid, attached.connection, reason, "shutdown")
             attached.connection.close(1001, reason)
         self.sweep.finish()
-        self.cluster.stop()
         self.publish_node_state("offline", SHUTDOWN)
 
     def _replaced(self, cid: str, by: str) -> None:

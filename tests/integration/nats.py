@@ -22,6 +22,21 @@ from tests.support import MqttRecorder, free_port, poll_until, port_accepts
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
+def node_config(
+    index: int, directory: str, client_ports: list[int], cluster_ports: list[int], mqtt_ports: list[int]
+) -> str:
+    """The config of node ``index`` of a loopback cluster (also used by ``bench/cluster.py``)."""
+    routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in cluster_ports)
+    store = os.path.join(directory, f"js{index}")
+    return (
+        f"server_name: n{index}\n"
+        f"listen: 127.0.0.1:{client_ports[index]}\n"
+        f'jetstream {{ store_dir: "{store}" }}\n'
+        f"cluster {{ name: ocppgw, listen: 127.0.0.1:{cluster_ports[index]}, routes: [{routes}] }}\n"
+        f"mqtt {{ listen: 127.0.0.1:{mqtt_ports[index]} }}\n"
+    )
+
+
 class NatsCluster:
     """Three ``nats-server`` processes forming cluster ``ocppgw``; ``mqtt_ports[i]`` is node i's MQTT."""
 
@@ -36,15 +51,7 @@ class NatsCluster:
         testcase.addCleanup(self.stop)
 
     def config(self, index: int) -> str:
-        routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self.cluster_ports)
-        store = os.path.join(self.directory, f"js{index}")
-        return (
-            f"server_name: n{index}\n"
-            f"listen: 127.0.0.1:{self.client_ports[index]}\n"
-            f'jetstream {{ store_dir: "{store}" }}\n'
-            f"cluster {{ name: ocppgw, listen: 127.0.0.1:{self.cluster_ports[index]}, routes: [{routes}] }}\n"
-            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_ports[index]} }}\n"
-        )
+        return node_config(index, self.directory, self.client_ports, self.cluster_ports, self.mqtt_ports)
 
     def log_tail(self, index: int, lines: int = 20) -> str:
         with open(os.path.join(self.directory, f"n{index}.log"), encoding="utf-8", errors="replace") as f:
@@ -82,6 +89,16 @@ class NatsCluster:
             yield DeferredList([p.start(timeout) for p in probes], fireOnOneErrback=True, consumeErrors=True)
         finally:
             yield DeferredList([p.stop() for p in probes])
+
+    def stop_node(self, index: int) -> None:
+        """Stop node ``index`` (SIGTERM, waited for): whatever is connected to it loses its broker."""
+        process = self._processes[index]
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
     def stop(self) -> Any:
         for process in self._processes:

@@ -61,6 +61,10 @@ class HAProxy:
                 f"backend be_{name}",
                 f"    server gw 127.0.0.1:{gateway_port} {option}",
             ]
+        return self.run(lines)
+
+    def run(self, lines: list[str]) -> Any:
+        """Start haproxy on the config ``lines``; fires once every port in ``ports`` listens."""
         config = os.path.join(self.directory, "haproxy.cfg")
         with open(config, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")

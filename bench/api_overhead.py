@@ -151,7 +151,7 @@ class ApiStack(closed_loop.GatewayStack):
             f.write(f"{API_KEY}:{API_SECRET}:viewer\n")
         options = ["api.enable=true", f"api.bind=127.0.0.1:{self.api_port}"]
         options.append(f"api.bootstrap_file={bootstrap}")
-        super().__init__(with_gateway_options(args, options), work, args.gateway_src)
+        super().__init__(closed_loop.with_gateway_options(args, options), work, args.gateway_src)
 
     def start(self, lifetime: float) -> None:
         super().start(lifetime)
@@ -194,15 +194,10 @@ class ApiStack(closed_loop.GatewayStack):
         return result
 
 
-def with_gateway_options(args: argparse.Namespace, options: list[str]) -> argparse.Namespace:
-    """A copy of ``args`` with ``options`` after its own ``--gateway-option`` settings (they win)."""
-    return argparse.Namespace(**{**vars(args), "gateway_option": [*args.gateway_option, *options]})
-
-
 def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
     stacks: dict[str, closed_loop.GatewayStack] = {
         "api_off": closed_loop.GatewayStack(
-            with_gateway_options(args, ["api.enable=false"]),
+            closed_loop.with_gateway_options(args, ["api.enable=false"]),
             common.Workdir("api_off-", True, work),
             args.gateway_src,
         ),

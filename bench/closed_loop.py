@@ -90,7 +90,8 @@ def run_load(
         pids[f"loadgen{i}" if procs > 1 else "loadgen"] = process.pid
     if args.pin:
         for name, pid in pids.items():
-            common.pin(pid, SERVER_CPU if name in SERVERS else HARNESS_CPU)
+            server = name.partition("-w")[0] in SERVERS  # a gateway's workers: "gateway-w1", ...
+            common.pin(pid, SERVER_CPU if server else HARNESS_CPU)
 
     time.sleep(max(0.0, t_start - time.time()))
     profilers = []
@@ -167,6 +168,12 @@ def run_load(
     }
 
 
+def with_gateway_options(args: argparse.Namespace, options: list[str]) -> argparse.Namespace:
+    """A copy of ``args`` with ``options`` after its own ``--gateway-option`` settings (they win): the
+    arguments of one ``GatewayStack`` among several set up differently."""
+    return argparse.Namespace(**{**vars(args), "gateway_option": [*args.gateway_option, *options]})
+
+
 class GatewayStack:
     """Private Mosquitto, the gateway under twistd (from source tree ``src``), and the responder."""
 
@@ -196,14 +203,16 @@ class GatewayStack:
     def run(self, label: str, also_watched: dict[str, int] | None = None) -> dict[str, Any]:
         """One round; ``also_watched``: more harness processes (name -> pid) to pin and report."""
         assert self.gateway is not None and self.broker.process is not None
+        master, *workers = self.gateway.pids()
         watched = {
-            "gateway": self.gateway.pid,
+            "gateway": master,
+            **{f"gateway-w{i}": pid for i, pid in enumerate(workers, 1)},
             "mosquitto": self.broker.process.pid,
             "responder": self.responder.pid,
             **(also_watched or {}),
         }
         result = run_load(self.args, self.work, label, f"ws://127.0.0.1:{self.gateway.port}/ocpp/", watched)
-        result["gateway_rss_kb"] = common.rss_kb(self.gateway.pid)
+        result["gateway_rss_kb"] = common.rss_total_kb([master, *workers])
         return result
 
     def stop(self) -> None:

@@ -300,6 +300,7 @@ class Gateway:
         self.work = work
         self.src = src
         self.port = free_port()
+        self.extra = extra or {}
         self.ini = work.file(f"gw{label}.ini")
         self.log_path = work.file(f"gateway{label}.log")
         self.stderr_path = work.file(f"gateway{label}.stderr")
@@ -311,6 +312,21 @@ class Gateway:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    @property
+    def workers(self) -> int:
+        """``[gateway] workers`` of its gw.ini (1: one process; more: the twistd process is the master)."""
+        value = (self.extra.get("gateway") or {}).get("workers", "1")
+        return (os.cpu_count() or 1) if value == "auto" else int(value)
+
+    def pids(self) -> list[int]:
+        """The gateway's processes: twistd (the master, with workers), then its workers (and any
+        hashing processes)."""
+        return [self.pid, *sorted(descendants(self.pid))]
+
+    def cpu_seconds(self) -> float:
+        """CPU time so far of all the gateway's processes (``tree_cpu_seconds``)."""
+        return tree_cpu_seconds(self.pid)
 
     def start(self, timeout: float = 30.0) -> None:
         argv = [
@@ -337,7 +353,13 @@ class Gateway:
                 return False
             with open(self.log_path, encoding="utf-8", errors="replace") as f:
                 text = f.read()
-            return "connected to MQTT broker" in text and port_accepts(self.port)
+            # with workers, the master and every worker (their lines relayed to its log) connect
+            links = self.workers + 1 if self.workers > 1 else 1
+            return (
+                text.count("] connected to MQTT broker") >= links
+                and text.count("] listener ") >= self.workers
+                and port_accepts(self.port)
+            )
 
         wait_until(up, timeout, "the gateway to listen and reach the broker", interval=0.1)
 
@@ -459,6 +481,25 @@ def idle_connections(
         "client_procs": len(clients),
         "rate_per_s": rate,
     }
+
+
+def group_cpu(groups: dict[str, Sequence[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each named group of processes (one gone meanwhile counts 0)."""
+    out = {}
+    for name, pids in groups.items():
+        total = 0.0
+        for pid in pids:
+            try:
+                total += cpu_seconds(pid)
+            except (OSError, IndexError, ValueError):
+                continue
+        out[name] = total
+    return out
+
+
+def cpu_cores(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
+    """Cores each group of two ``group_cpu`` readings ``wall`` seconds apart kept busy, on average."""
+    return {name: round((after[name] - before[name]) / wall, 3) for name in before} if wall > 0 else {}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -590,6 +631,11 @@ def rss_kb(pid: int) -> int:
     if value is None:
         raise RuntimeError(f"no VmRSS for pid {pid}")
     return value
+
+
+def rss_total_kb(pids: Sequence[int]) -> int:
+    """VmRSS of several processes added up, in KiB (a gateway's master and workers)."""
+    return sum(rss_kb(pid) for pid in pids)
 
 
 def median(values: Sequence[float]) -> float:

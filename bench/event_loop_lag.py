@@ -68,7 +68,7 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
         open_seconds = time.monotonic() - started
         time.sleep(args.settle)
         before = common.scrape_metrics(api_port)
-        cpu_before = common.cpu_seconds(gateway.pid)
+        cpu_before = gateway.cpu_seconds()
         worst = 0.0
         window_start = time.monotonic()
         while time.monotonic() - window_start < args.duration:
@@ -76,8 +76,8 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
             scraped = common.scrape_metrics(api_port)
             worst = max(worst, scraped.get(("ocppgw_event_loop_lag_max_seconds", ()), 0.0))
         after = common.scrape_metrics(api_port)
-        cpu = common.cpu_seconds(gateway.pid) - cpu_before
-        rss = common.rss_kb(gateway.pid)
+        cpu = gateway.cpu_seconds() - cpu_before
+        rss = common.rss_total_kb(gateway.pids())
         alive = gateway.process is not None and gateway.process.poll() is None
     finally:
         for client in clients:

@@ -101,14 +101,14 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
         before = common.scrape_metrics(api_port)
         with counter.lock:
             counter.armed = True
-        cpu_before = common.cpu_seconds(gateway.pid)
+        cpu_before = gateway.cpu_seconds()
         busy_before = common.system_busy_seconds()
         signalled = time.monotonic()
         for client in clients:
             client.send_signal(signal.SIGUSR1)
         storms = common.read_reports(clients, args.storm_timeout + 60, "the clients to reconnect")
         wall = time.monotonic() - signalled
-        cpu = common.cpu_seconds(gateway.pid) - cpu_before
+        cpu = gateway.cpu_seconds() - cpu_before
         busy = common.system_busy_seconds() - busy_before
         reconnected = sum(r["reconnected"] for r in storms)
         expected = sum(r["opened"] for r in opened)

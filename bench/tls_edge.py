@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
@@ -124,13 +124,29 @@ class Edge:
         self.broker.stop()
 
 
-def handshake_round(edge: Edge, side: str, label: str) -> dict[str, Any]:
+class HandshakeTarget(Protocol):
+    """What ``handshake_round`` needs of a set-up (``Edge``, or ``workers_compare.py``'s stacks)."""
+
+    args: argparse.Namespace
+    work: common.Workdir
+    gateway: common.Gateway | None
+
+    def url(self, side: str) -> str: ...
+
+    def loadgen_options(self, side: str) -> list[str]: ...
+
+
+def handshake_round(edge: HandshakeTarget, side: str, label: str) -> dict[str, Any]:
     """One round of ``--handshakes`` connections to one side; the gateway's CPU over the round."""
     args, work, gateway = edge.args, edge.work, edge.gateway
     assert gateway is not None
-    pid = gateway.pid
-    fds_before = common.open_fds(pid)
-    cpu_before = common.tree_cpu_seconds(pid)  # with its hashing processes
+    pids = gateway.pids()  # with [gateway] workers, the master and its workers
+
+    def fds() -> int:
+        return sum(common.open_fds(pid) for pid in pids)
+
+    fds_before = fds()
+    cpu_before = gateway.cpu_seconds()
     busy_before = common.system_busy_seconds()
     overflows_before = common.listen_overflows()
     wall_before = time.monotonic()
@@ -155,11 +171,11 @@ def handshake_round(edge: Edge, side: str, label: str) -> dict[str, Any]:
             common.stop(client)
     # The gateway ends each session (presence, unsubscribe) once the socket is closed: count that too.
     try:
-        common.wait_until(lambda: common.open_fds(pid) <= fds_before, 30, f"{label}: the gateway to close")
+        common.wait_until(lambda: fds() <= fds_before, 30, f"{label}: the gateway to close")
         closed = True
     except RuntimeError:
         closed = False
-    cpu = common.tree_cpu_seconds(pid) - cpu_before
+    used = gateway.cpu_seconds() - cpu_before
     wall = time.monotonic() - wall_before
     busy = common.system_busy_seconds() - busy_before
     samples = sorted(s for r in reports for s in r["connect_s"])
@@ -183,8 +199,8 @@ def handshake_round(edge: Edge, side: str, label: str) -> dict[str, Any]:
         "p99_ms": ms(0.99),
         "max_ms": ms(1.0),
         "seconds": round(span, 3),
-        "gateway_cpu_us_per_handshake": round(1e6 * cpu / done, 1) if done else None,
-        "gateway_cpu_cores": round(cpu / span, 3) if span > 0 else None,
+        "gateway_cpu_us_per_handshake": round(1e6 * used / done, 1) if done else None,
+        "gateway_cpu_cores": round(used / span, 3) if span > 0 else None,
         "client_cpu_us_per_handshake": round(1e6 * client_cpu / done, 1) if done else None,
         "client_cpu_cores": round(client_cpu / span, 3) if span > 0 else None,
         "busy_cores": round(busy / wall, 3),

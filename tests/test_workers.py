@@ -130,6 +130,18 @@ class ExpositionTests(SynchronousTestCase):
         ]
         self.assertEqual(merged_starts, [min(starts)] if starts else [])  # Linux /proc only
 
+    def test_worst_case_gauges_keep_the_largest(self) -> None:
+        """A ``*_max_seconds`` gauge is the worst worker's, not a sum (a node's worst event-loop lag)."""
+        texts = []
+        for worst in (0.03, 0.25, 0.04):
+            metrics = Metrics()
+            metrics.gauge("event_loop_lag_max_seconds", lambda worst=worst: worst)
+            metrics.observe("event_loop_lag_seconds", worst)
+            texts.append(generate_latest(metrics.registry).decode())
+        lines = set(merge(texts).decode().splitlines())
+        self.assertIn("ocppgw_event_loop_lag_max_seconds 0.25", lines)
+        self.assertIn("ocppgw_event_loop_lag_seconds_count 3.0", lines)
+
 
 class ControlChannelTests(SynchronousTestCase):
     def setUp(self) -> None:

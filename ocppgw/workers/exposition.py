@@ -9,7 +9,8 @@ control channel and adds them up.
 Counters, gauges and histogram buckets (with ``_sum`` and ``_count``) are summed per label set, so
 ``ocppgw_connected_charge_points`` is the node's and ``ocppgw_mqtt_connected`` counts the connected
 workers; ``process_start_time_seconds`` and ``process_max_fds`` keep the smallest value, since a sum
-of either means nothing.
+of either means nothing, and a gauge of a worst case (``*_max_seconds``, such as
+``ocppgw_event_loop_lag_max_seconds``) keeps the largest: the node's worst is its worst worker's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 _SMALLEST = frozenset({"process_start_time_seconds", "process_max_fds"})
+_LARGEST_SUFFIX = "_max_seconds"
 
 _Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -51,6 +53,8 @@ def merge(texts: Iterable[str]) -> bytes:
                     merged[key] = sample.value
                 elif sample.name in _SMALLEST:
                     merged[key] = min(merged[key], sample.value)
+                elif sample.name.endswith(_LARGEST_SUFFIX):
+                    merged[key] = max(merged[key], sample.value)
                 else:
                     merged[key] += sample.value
     for name, family in families.items():

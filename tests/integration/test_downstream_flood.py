@@ -34,7 +34,10 @@ class DownstreamFloodTests(TestCase):
     def setUp(self) -> Any:
         self.gw = GatewayHarness(
             self,
-            f"[dnstream]\nmax_mqueue_len = {QUEUE}\n[mqtt]\nmax_buffered_messages = 50000\n",
+            # reply_timeout: the call in flight must not time out on a slow machine (its error would
+            # count as one of the refusals, and the next queued call would take its place)
+            f"[dnstream]\nmax_mqueue_len = {QUEUE}\nreply_timeout = 600s\n"
+            "[mqtt]\nmax_buffered_messages = 50000\n",
             # the broker limits README "Hardening" tells operators to raise for the gateway's session
             broker_settings=(
                 "max_queued_messages 100000",

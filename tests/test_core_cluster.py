@@ -84,6 +84,59 @@ class ClusterTestCase(SynchronousTestCase):
                 self.fail(f"timer left on {member.name}: {call}")
 
 
+class MembershipTests(ClusterTestCase):
+    def states(self, member: Member) -> list[str]:
+        return [m.json()["status"] for m in member.link.published_to(f"ocpp/gateway/{member.name}/Presence")]
+
+    def test_lost_retained_state_answered_by_the_member_that_sees_the_newcomer(self) -> None:
+        """The broker lost gwa's retained 'online' (NATS logs a retained message it could not store and
+        copies retained messages between its servers late): gwb, starting after, still learns gwa,
+        because gwa, seeing gwb come online, publishes its state again; the exchange then stops."""
+        (a,) = self.start("gwa")
+        del self.broker.retained["ocpp/gateway/gwa/Presence"]
+        b = self.member("gwb")
+        b.up()
+        self.broker.flush()
+        self.advance(SETTLE)
+        self.assertEqual(list(a.router.cluster.online()), ["gwa", "gwb"])
+        self.assertEqual(list(b.router.cluster.online()), ["gwa", "gwb"])
+        # gwa answered once; gwb, seeing gwa only then, answered once too; gwa knew gwb: no more
+        self.assertEqual(self.states(a), ["online", "online"])
+        self.assertEqual(self.states(b), ["online", "online"])
+        self.assertEqual(self.broker.flush(), 0)
+
+    def test_known_member_not_answered(self) -> None:
+        """A state repeating what a member knows (gwb's reconnect) draws no answer; several newcomers
+        seen in one turn, one answer."""
+        a, b = self.start("gwa", "gwb")
+        before = self.states(a)
+        b.router.publish_node_state("online")
+        self.broker.flush()
+        self.advance(SETTLE)
+        self.assertEqual(self.states(a), before)
+        c, d = self.member("gwc"), self.member("gwd")
+        del self.broker.retained["ocpp/gateway/gwa/Presence"]
+        c.up()
+        d.up()
+        self.broker.flush()
+        self.advance(SETTLE)
+        self.assertEqual(self.states(a), [*before, "online"])
+        for member in (a, b, c, d):
+            self.assertEqual(list(member.router.cluster.online()), ["gwa", "gwb", "gwc", "gwd"])
+
+    def test_no_answer_after_shutdown(self) -> None:
+        """A newcomer seen just before shutdown: the answer due in that reactor turn is not sent after
+        the member's 'offline'."""
+        (a,) = self.start("gwa")
+        b = self.member("gwb")
+        b.up()
+        self.broker.flush()  # gwa saw gwb: its answer is due at the next turn
+        a.router.shutdown("test over")
+        a.clock.advance(0)
+        self.assertEqual(self.states(a)[-1], "offline")
+        self.assertEqual(a.clock.getDelayedCalls(), [])
+
+
 class TakeoverTests(ClusterTestCase):
     def test_newer_connection_elsewhere_closes_this_one(self) -> None:
         """CP1 on a, then on b: a closes its connection with 1000, unsubscribes, drops its queue, and

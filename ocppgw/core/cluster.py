@@ -6,7 +6,12 @@ documented in the README):
 
 - **Membership**: each member's retained state on its node topic (``[presence] node_topic``):
   ``online``, ``offline`` with reason ``shutdown``, or its last will, ``offline`` with ``node down``.
-  Every member subscribes to the node topic with ``${node}`` as ``+``.
+  Every member subscribes to the node topic with ``${node}`` as ``+``. A retained state is not
+  enough on every broker: NATS copies retained messages between its servers asynchronously and only
+  logs a retained message it could not store, so a member subscribing while another announces may
+  never get that state. So a member that sees another come online (one it did not know online)
+  publishes its own state again (``announce``, at most once per reactor turn): of two members
+  starting together at least one sees the other, whose answer then reaches it live.
 - **Takeover claims** on ``M gateway/cluster/takeover``: ``{"clientid", "member", "at", "presence",
   "peer"}`` when a charge point attaches. A member holding that charge point under an older
   ``(at, member)`` closes it; every member compares the same pairs, so racing connects end with one
@@ -127,6 +132,8 @@ class Cluster:
         self._serial = 0  # counts claims and wills as they arrive
         self.replaced: Callable[[str, str], None] = lambda cid, by: None  # a newer claim took cid
         self.outdated: Callable[[str], None] = lambda cid: None  # an older claim for a cid we hold
+        self.announce: Callable[[], None] = lambda: None  # publish this member's online state again
+        self._announcing: IDelayedCall | None = None
         self._membership_filter = self._filter()
         self.requests = Requests(link, clock, member, node, prefix, self.expected)
         if request_timeout is not None:
@@ -200,6 +207,7 @@ class Cluster:
         if status == "online":
             if known is None or not known.online:
                 self._log.info("gateway member {member} (node {node}) is online", member=member, node=node)
+                self._announce_soon()
             self._revived(member)
         else:
             if known is None or known.online:
@@ -215,6 +223,16 @@ class Cluster:
                 self._serial += 1
                 self._deaths[member] = _Death(node, self._serial, held)
         self._elect()
+
+    def _announce_soon(self) -> None:
+        """Tell a member that just came online that this one is online too (see the module doc)."""
+        if self._announcing is None and not self._stopped:
+            self._announcing = self._clock.callLater(0, self._announce)
+
+    def _announce(self) -> None:
+        self._announcing = None
+        if not self._stopped:
+            self.announce()
 
     def _forget(self, member: str) -> dict[str, _Claim]:
         """Drop the claims of ``member`` (offline); returns them."""
@@ -376,6 +394,7 @@ class Cluster:
         """Shutting down: waiting requests get what they have, no sweep starts, releases are not
         published (the ``offline`` state that follows releases every claim of this member)."""
         cancel(self._settle_timer)
+        cancel(self._announcing)
         self._settled = False
         self._stopped = True
         self.requests.stop()

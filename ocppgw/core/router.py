@@ -110,6 +110,7 @@ class Router:
         )
         self.cluster.replaced = self._replaced
         self.cluster.outdated = self._outdated
+        self.cluster.announce = lambda: self.publish_node_state("online")
 
     def _sweep(
         self, member: str, node: str, skip: Callable[[str], bool], reason: str = "node restarted"

@@ -34,6 +34,7 @@ def node_config(
         f'jetstream {{ store_dir: "{store}" }}\n'
         f"cluster {{ name: ocppgw, listen: 127.0.0.1:{cluster_ports[index]}, routes: [{routes}] }}\n"
         f"mqtt {{ listen: 127.0.0.1:{mqtt_ports[index]} }}\n"
+        "logtime: true\n"
     )
 
 
@@ -111,4 +112,8 @@ class NatsCluster:
                 process.kill()
                 process.wait()
         self._processes.clear()
+        for index in range(len(self.mqtt_ports)):  # kept in the working directory (_trial_temp)
+            log = os.path.join(self.directory, f"n{index}.log")
+            if os.path.exists(log):
+                shutil.copy(log, f"{os.path.basename(self.directory)}-n{index}.log")
         shutil.rmtree(self.directory, ignore_errors=True)

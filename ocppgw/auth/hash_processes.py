@@ -8,7 +8,8 @@ messages (bench/README.md, issue 10). Here the hashing runs in spawned processes
 gateway's session (``setsid``: an autogroup of their own) and set that group's nice and their own to
 ``NICE`` (10: about a tenth of a busy core's share): the reactor and the broker come first, yet a
 machine busy with other work still hashes (at 19 a bcrypt check could wait past its handshake's
-timeout whenever both cores were busy, and every bcrypt handshake got 503).
+timeout whenever both cores were busy, and every bcrypt handshake got 503; ``SCHED_IDLE`` was measured
+worse for the other charge points' round trips: bench/README.md, issue 10).
 
 The pool threads of ``ocppgw.auth.pool.BlockingPool`` still bound and shed the work (queue limit,
 late jobs skipped); each of them hands its job here and waits, the GIL released.

@@ -560,6 +560,45 @@ class SubscriptionTests(_LinkTestCase):
         self.assertEqual(self.metrics.value("mqtt_subscribe_refused"), 1)
         refused = [e for e in self.events if e.get("topic_filter") and "refused" in e["log_format"]]
         self.assertEqual([e["topic_filter"] for e in refused], ["b"])
+        self.link.unsubscribe("b")  # its retry (test_refused_subscription_retried) then does nothing
+        self.reactor.advance(1)
+
+    def test_refused_subscription_retried(self) -> None:
+        """A refused filter still wanted is subscribed to again after 1 s, then 2 s, 4 s ... (a broker
+        may refuse for a passing reason); a granted SUBACK resets the backoff; a filter dropped
+        meanwhile is not retried; stopping cancels what is pending."""
+        client = self.started()
+        self.connect()
+        self.link.subscribe("a", 1, lambda t, p: None)
+        self.link.subscribe("b", 1, lambda t, p: None)
+        in_thread(client.suback, 1, [0x80])  # "a" refused
+        in_thread(client.suback, 2, [0x80])  # "b" refused
+        self.reactor.pump()
+        self.link.unsubscribe("b")
+        before = len(client.subscribes)
+
+        def answer(code: int) -> None:  # the SUBACK of the one SUBSCRIBE awaited
+            (mid,) = self.link._subscriptions.awaiting
+            in_thread(client.suback, mid, [code])
+            self.reactor.pump()
+
+        self.reactor.advance(0.99)
+        self.assertEqual(len(client.subscribes), before)
+        self.reactor.advance(0.02)
+        self.assertEqual(client.subscribes[before:], [[("a", 1)]])  # not "b"
+        answer(0x80)  # refused again: the next try 2 s later
+        self.reactor.advance(1.9)
+        self.assertEqual(len(client.subscribes), before + 1)
+        self.reactor.advance(0.2)
+        self.assertEqual(len(client.subscribes), before + 2)
+        answer(1)  # granted: the backoff starts again
+        self.assertEqual(self.link._subscriptions.refusals, {})
+        self.assertEqual(self.metrics.value("mqtt_subscribe_refused"), 3)
+        self.link.subscribe("c", 1, lambda t, p: None)
+        answer(0x80)
+        self.link.stop(0)
+        self.reactor.pump()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_invalid_filter_raises(self) -> None:
         """A malformed filter is a ValueError."""

@@ -21,10 +21,12 @@ from typing import Any
 import zope.interface
 from paho.mqtt import client as mqtt
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from ocppgw.config import MqttSection
 from ocppgw.core.ports import ConnectionObserver, Handler, IBrokerLink, RoomObserver, Will
+from ocppgw.core.timers import cancel
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.events import (
     ACK,
@@ -98,6 +100,7 @@ class PahoLink:
             reactor, min(config.max_buffered_messages, MID_SPACE_LIMIT), metrics, self._log, self._settled
         )
         self._subscriptions = Subscriptions(metrics, self._log)
+        self._resubscribes: dict[str, IDelayedCall] = {}  # refused filters: their next SUBSCRIBE
 
         # stop
         self._stop_timeout: float = 0.0
@@ -213,6 +216,9 @@ class PahoLink:
             if self._stop_call.active():
                 self._stop_call.cancel()
             self._stop_call = None
+        for later in self._resubscribes.values():
+            cancel(later)
+        self._resubscribes.clear()
         outbox = self._outbox
         outbox.close()
         lost = outbox.outstanding()
@@ -267,7 +273,10 @@ class PahoLink:
         elif kind == CONNECT_FAIL:
             self._on_connect_fail()
         elif kind == SUBACK:
-            self._subscriptions.on_suback(event[1], event[2])
+            for topic_filter, delay in self._subscriptions.on_suback(event[1], event[2]):
+                cancel(self._resubscribes.get(topic_filter))
+                later = self._reactor.callLater(delay, self._subscribe_again, topic_filter)
+                self._resubscribes[topic_filter] = later
         elif kind == TLS_REFUSED:
             self._on_tls_refused(event[1])
         elif kind == ATTEMPT:
@@ -379,6 +388,14 @@ class PahoLink:
 
     def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> None:
         if self._subscriptions.add(topic_filter, qos, handler) and self.connected:
+            self._subscriptions.send(self._client, [(topic_filter, qos)])
+
+    def _subscribe_again(self, topic_filter: str) -> None:
+        """After a refusal: unless the filter was dropped meanwhile or the link is down (the next
+        connect subscribes to every filter anyway)."""
+        self._resubscribes.pop(topic_filter, None)
+        qos = self._subscriptions.qos(topic_filter)
+        if qos is not None and self.connected:
             self._subscriptions.send(self._client, [(topic_filter, qos)])
 
     def unsubscribe(self, topic_filter: str) -> None:

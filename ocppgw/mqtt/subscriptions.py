@@ -18,6 +18,8 @@ from ocppgw.core.topics import filter_problem, is_wildcard
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.outbox import check_qos
 
+RETRY_MAX = 30.0  # seconds between attempts at most, for a filter the broker keeps refusing
+
 topic_matches = mqtt.topic_matches_sub
 """``topic_matches(topic_filter, topic)``: ``+`` is one whole level, ``#`` the rest (zero or more)."""
 
@@ -41,6 +43,7 @@ class Subscriptions:
         self._wildcards: dict[str, _Subscription] = {}
         self._wildcard_items: tuple[tuple[str, _Subscription], ...] = ()
         self.awaiting: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its filters, until SUBACK
+        self.refusals: dict[str, int] = {}  # filter -> refusals in a row (the retry's backoff)
 
     def add(self, topic_filter: str, qos: int, handler: Handler) -> bool:
         """Route ``topic_filter`` to ``handler``; True when the broker must hear of it (new filter or
@@ -57,6 +60,7 @@ class Subscriptions:
 
     def remove(self, topic_filter: str) -> bool:
         """Forget ``topic_filter``; True when it was subscribed."""
+        self.refusals.pop(topic_filter, None)
         table = self._wildcards if is_wildcard(topic_filter) else self._exact
         if table.pop(topic_filter, None) is None:
             return False
@@ -77,19 +81,44 @@ class Subscriptions:
             self.awaiting[mid] = [f for f, _ in entries]
         # otherwise the connection is gone: the next connect subscribes again
 
-    def on_suback(self, mid: int, refused: tuple[tuple[int, str], ...]) -> None:
-        """Log each filter the broker refused; ``refused`` holds (index in the packet, reason)."""
+    def on_suback(self, mid: int, refused: tuple[tuple[int, str], ...]) -> list[tuple[str, float]]:
+        """Log each filter the broker refused; ``refused`` holds (index in the packet, reason).
+
+        Returns ``(filter, delay)`` for each refused filter still wanted: the link subscribes to it
+        again after ``delay`` seconds (1, 2, 4 ... 30 s). A broker may refuse for a passing reason
+        (NATS when a JetStream call times out under load), and a refused filter would otherwise
+        stay deaf (a charge point's commands) until the next reconnect."""
         filters = self.awaiting.pop(mid, None)
         if filters is None:
-            return
+            return []
+        bad = {index for index, _ in refused}
+        for index, topic_filter in enumerate(filters):
+            if index not in bad:
+                self.refusals.pop(topic_filter, None)
+        retries = []
         for index, reason in refused:
             topic_filter = filters[index] if index < len(filters) else "?"
             self._metrics.inc("mqtt_subscribe_refused")
+            wanted = self.qos(topic_filter) is not None
+            count = self.refusals.get(topic_filter, 0) + 1
+            if wanted:
+                self.refusals[topic_filter] = count
+            delay = min(RETRY_MAX, 2.0 ** (count - 1))
             self._log.error(
-                "MQTT broker refused the subscription to {topic_filter}: {reason}",
+                "MQTT broker refused the subscription to {topic_filter}: {reason}{retry}",
                 topic_filter=topic_filter,
                 reason=reason,
+                retry=f"; subscribing again in {delay:g} s" if wanted else "",
             )
+            if wanted:
+                retries.append((topic_filter, delay))
+        return retries
+
+    def qos(self, topic_filter: str) -> int | None:
+        """The QoS ``topic_filter`` is subscribed with, None when it is not (any more)."""
+        table = self._wildcards if is_wildcard(topic_filter) else self._exact
+        subscription = table.get(topic_filter)
+        return None if subscription is None else subscription.qos
 
     def dispatch(self, topic: str | None, payload: bytes) -> None:
         """Call every matching handler with ``(topic, payload)``; ``topic`` None: it was not UTF-8."""

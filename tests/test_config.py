@@ -822,6 +822,14 @@ class ApiConfigTests(SynchronousTestCase):
 
 
 class ExampleTests(SynchronousTestCase):
+    def test_deploy_guide_example_loads(self) -> None:
+        """The gw.ini a node gets in deploy/README.md loads as written (keys, values, NATS rules)."""
+        guide = (EXAMPLE.parent.parent / "deploy" / "README.md").read_text(encoding="utf-8")
+        (text,) = re.findall(r"```ini\n(.*?)```", guide, re.S)
+        config = config_from_string(text, source="deploy/README.md", base_dir=Path(self.mktemp()))
+        self.assertEqual((config.mqtt.broker, config.dnstream.qos), ("nats", 0))
+        self.assertEqual(config.listeners[0].port, 33033)
+
     def test_example_loads(self) -> None:
         """examples/gw.ini loads and gives the defaults with one listener on 33033."""
         config = load_config(EXAMPLE)

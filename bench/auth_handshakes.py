@@ -249,7 +249,7 @@ def main() -> int:
         metavar="LINE",
         help="mosquitto.conf line (repeatable; default: set_tcp_nodelay true, see broker_latency.py)",
     )
-    parser.add_argument("--gateway-option", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    common.add_gateway_option(parser)
     common.add_run_options(parser)
     common.add_gateway_src_option(parser)
     args = parser.parse_args()

@@ -123,7 +123,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=100, help="handshakes at a time")
     parser.add_argument("--linger", type=float, default=1.0, help="seconds a connection stays after sending")
     parser.add_argument("--after", type=float, default=10.0, help="seconds after the burst to read RSS")
-    parser.add_argument("--gateway-option", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    common.add_gateway_option(parser)
     common.add_run_options(parser)
     common.add_gateway_src_option(parser)
     args = parser.parse_args()

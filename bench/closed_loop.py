@@ -298,13 +298,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         metavar="LINE",
         help="extra mosquitto.conf line, e.g. 'max_inflight_messages 100' (repeatable)",
     )
-    parser.add_argument(
-        "--gateway-option",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="extra gw.ini setting, e.g. upstream.qos=0 (repeatable)",
-    )
+    common.add_gateway_option(parser)
     common.add_run_options(parser)
     parser.add_argument(
         "--profile",

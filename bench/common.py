@@ -53,6 +53,17 @@ def gateway_options(options: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def add_gateway_option(parser: Any) -> None:
+    """``--gateway-option SECTION.KEY=VALUE`` (repeatable), read with ``gateway_options``."""
+    parser.add_argument(
+        "--gateway-option",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="extra gw.ini setting, e.g. upstream.qos=0 (repeatable)",
+    )
+
+
 def add_run_options(parser: Any) -> None:
     """The options every benchmark takes: where to write JSON, waiting for a quiet machine, keeping files."""
     parser.add_argument("--out", help="also write the JSON here")

@@ -169,7 +169,7 @@ def main() -> int:
     parser.add_argument("--other-after", type=float, default=0.05, help="seconds after the flood")
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for deliveries at most")
     parser.add_argument("--broker-option", action="append", default=[], metavar="LINE")
-    parser.add_argument("--gateway-option", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    common.add_gateway_option(parser)
     common.add_run_options(parser)
     common.add_gateway_src_option(parser)
     args = parser.parse_args()

@@ -120,9 +120,7 @@ def main() -> int:
     parser.add_argument("--ping-interval", default="30s", help="the gateway's [gateway] ping_interval")
     parser.add_argument("--duration", type=float, default=95.0, help="seconds measured once all are open")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds between opening and measuring")
-    parser.add_argument(
-        "--gateway-option", action="append", default=[], metavar="SECTION.KEY=VALUE", help="gw.ini setting"
-    )
+    common.add_gateway_option(parser)
     common.add_gateway_src_option(parser)
     common.add_run_options(parser)
     args = parser.parse_args()

@@ -175,9 +175,7 @@ def main() -> int:
     parser.add_argument("--jitter", type=float, default=1.0, help="each reconnects after up to this, s")
     parser.add_argument("--storm-timeout", type=float, default=120.0, help="seconds allowed for the storm")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds between opening and the storm")
-    parser.add_argument(
-        "--gateway-option", action="append", default=[], metavar="SECTION.KEY=VALUE", help="gw.ini setting"
-    )
+    common.add_gateway_option(parser)
     common.add_gateway_src_option(parser)
     common.add_run_options(parser)
     args = parser.parse_args()

@@ -102,11 +102,11 @@ class Cluster:
         prefix: str,
         node_template: str | None,
         sweeps: SweepQueue,
+        states: LatestStates,
         sweep_factory: SweepFactory | None = None,
         settle: float = SETTLE,
         grace: float = GRACE,
         request_timeout: float | None = None,
-        states: LatestStates | None = None,
     ) -> None:
         """``prefix``: the control topics' mountpoint; ``node_template``: ``[presence] node_topic``,
         None when presence (and with it membership and the node-down sweep) is off; ``states``:
@@ -322,10 +322,7 @@ class Cluster:
             self._send(f"release {cid}", {"clientid": cid, "member": self.member, "at": at, "released": True})
 
     def _send(self, key: str, body: dict[str, Any]) -> None:
-        if self._states is not None:
-            self._states.publish(self.takeover_topic, encode(body), CONTROL_QOS, key=key, retain=False)
-        else:
-            self._link.publish(self.takeover_topic, encode(body), CONTROL_QOS)
+        self._states.publish(self.takeover_topic, encode(body), CONTROL_QOS, key=key, retain=False)
 
     def _released(self, cid: str, at: float, member: str) -> None:
         seen = self._claims.get(cid)

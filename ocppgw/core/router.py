@@ -105,8 +105,8 @@ class Router:
             control_prefix(config.gateway.mountpoint),
             presence.node_topic if presence.enable else None,
             self.sweeps,
+            self.states,
             self._node_down_sweep if presence.enable else None,
-            states=self.states,
         )
         self.cluster.replaced = self._replaced
         self.cluster.outdated = self._outdated

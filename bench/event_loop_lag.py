@@ -102,7 +102,6 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
         "worst_event_loop_lag_s": round(worst, 4),
         "event_loop_lag": common.histogram_delta(before, after, "ocppgw_event_loop_lag_seconds"),
         "gc_pauses": gc_pauses,
-        "gc_frozen_objects": after.get(("ocppgw_gc_frozen_objects", ())),
         "gateway_cpu_s_in_window": round(cpu, 2),
         "gateway_rss_kb": rss,
         "gateway_alive": alive,

@@ -50,7 +50,6 @@ _METRICS: dict[str, tuple[_Kind, str, tuple[str, ...]]] = {
     "gc_pause_seconds": (
         Histogram, "garbage collections, by generation: the reactor stops meanwhile", ("generation",)
     ),
-    "gc_frozen_objects": (Gauge, "objects moved out of the garbage collector's view (gc.freeze)", ()),
     # charge point sessions
     "frames_received": (Counter, "OCPP-J frames received from charge points", ("action",)),
     "calls_refused": (Counter, "charge point Calls refused because the broker link was full", ("action",)),

@@ -1,4 +1,4 @@
-"""A closed connection leaves no reference cycle: reference counting frees it.
+"""Closed connections and Calls in either direction leave no reference cycle: reference counting frees them.
 
 ``ocppgw.runtime.GcPolicy`` freezes live objects out of the collector's view, which is safe only if
 closing a connection leaves nothing that needs the cycle collector (a frozen cycle is never freed).
@@ -13,6 +13,7 @@ import os
 from collections import Counter
 from typing import Any
 
+from ocpp.v16 import call
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import ClientFactory
@@ -21,6 +22,10 @@ from twisted.trial.unittest import TestCase
 from tests.integration.harness import GatewayHarness
 from tests.integration.test_presence_storm import _IdleCharger
 from tests.support import poll_until
+
+NOW = "2026-12-01T12:00:00Z"
+GATEWAY_PACKAGES = ("ocppgw.", "autobahn.", "paho.")
+"""Whose objects must never be cyclic garbage (the test's own clients run in this process too)."""
 
 WATCHED = {"OcppServerProtocol", "LimitedProtocol", "ChargePointSession", "Upstream", "Server", "Attached"}
 
@@ -72,3 +77,40 @@ class GarbageTests(TestCase):
         metrics = gw.service.metrics
         self.assertEqual(metrics.value("disconnects", reason="charge_point"), 50)
         self.assertEqual(metrics.value("disconnects", reason="connection_lost"), 50)
+
+    @inlineCallbacks
+    def test_round_trips_leave_no_cycles(self) -> Any:
+        """An upstream Call answered from MQTT and a downstream Call answered by the charge point leave
+        no object of the gateway's packages to the cycle collector: ``GcPolicy`` freezes every second,
+        so a cycle alive at a freeze would never be freed."""
+        gw = GatewayHarness(self)
+        yield gw.start()
+        clients = []
+        for n in range(10):
+            cid = f"RT{n}"
+            client = yield gw.connect(cid)
+            yield gw.boot(client, cid)
+            clients.append((cid, client))
+        gc.collect()
+        garbage_before = len(gc.garbage)
+        for n, (cid, client) in enumerate(clients):
+            reply = client.call(call.Heartbeat())
+            (_, beat) = yield gw.wait_messages(f"ocpp/cp/{cid}", 2)
+            answer = {"currentTime": NOW}
+            gw.publish(cid, {"MessageTypeId": 3, "UniqueId": beat["UniqueId"], "Payload": answer})
+            yield reply
+            command = {"MessageTypeId": 2, "UniqueId": f"down-{n}", "Action": "ClearCache", "Payload": {}}
+            gw.publish(cid, command)
+            yield gw.wait_messages(f"ocpp/cp/{cid}/Reply", 1)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            found = Counter(
+                f"{type(o).__module__}.{type(o).__qualname__}"
+                for o in gc.garbage[garbage_before:]
+                if type(o).__module__.startswith(GATEWAY_PACKAGES)
+            )
+        finally:
+            gc.set_debug(0)
+            del gc.garbage[garbage_before:]
+        self.assertEqual(dict(found), {})

@@ -8,6 +8,7 @@ import json
 import os
 import struct
 import sys
+from collections import deque
 from typing import Any
 
 import txaio
@@ -25,7 +26,7 @@ from ocppgw.auth import AllowAll
 from ocppgw.config import config_from_string
 from ocppgw.core.router import Router
 from ocppgw.metrics import Metrics
-from ocppgw.ws.lean import FACTORY_SETTINGS
+from ocppgw.ws.lean import FACTORY_SETTINGS, NO_QUEUE
 from ocppgw.ws.server import OcppServerFactory, OcppServerProtocol
 from tests.fakes import FakeMqttLink
 
@@ -167,6 +168,24 @@ class ProtocolTests(ServerTestCase):
                 "send_queue", "state", "trafficStats", "transport", "write",
             },
         )
+
+    def test_open_connection_keeps_no_handshake_bytes_and_no_empty_queue(self) -> None:
+        """Once open, a connection holds no copy of the request or the 101 answer and no empty send
+        queue (``ocppgw.ws.lean``); a synchronous send still gets a queue and arrives, in order."""
+        protocol, transport = self.connect(upgrade_request("/ocpp/CP1"))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101"))
+        self.assertEqual(
+            (protocol.http_request_data, protocol.http_response_data, protocol.http_status_line),
+            (None, None, None),
+        )
+        self.assertIs(protocol.send_queue, NO_QUEUE)
+        self.assertEqual(protocol.http_headers["sec-websocket-protocol"], "ocpp1.6")
+        transport.clear()
+        protocol.sendData(b"first", sync=True)
+        protocol.sendData(b"second")
+        self.assertIsInstance(protocol.send_queue, deque)
+        self.clock.advance(1)
+        self.assertEqual(transport.value(), b"firstsecond")
 
     def test_handshake_refusals(self) -> None:
         """Bad ids and subprotocols get their HTTP status and nothing is attached."""

@@ -279,3 +279,47 @@ class BrokerRuleTests(SynchronousTestCase):
 
     def test_retained_on_wildcards(self) -> None:
         self.assertEqual([retained_on_wildcards(b) for b in topics.BROKERS], [True, False, True])
+
+
+class FilterMatchTests(SynchronousTestCase):
+    """``topic_matches`` (the link's matching) agrees with paho's ``topic_matches_sub`` everywhere."""
+
+    FILTERS = (
+        "#", "+", "+/+", "/+", "+/#", "a", "a/b", "a/+", "a/#", "a/+/c", "a/+/#", "+/b/#", "a//c",
+        "a/+/+", "$SYS/#", "$SYS/+", "$share/x", "gateway/cluster/takeover", "ocpp/cp/+/Presence",
+    )
+    TOPICS = (
+        "a", "a/", "/a", "/", "", "a/b", "a/b/c", "a/b/c/d", "a//c", "b", "b/b", "x/b/y",
+        "$SYS", "$SYS/x", "$SYS/x/y", "$share/x", "gateway/cluster/takeover", "ocpp/cp/CP1/Presence",
+        "ocpp/cp/CP1/Presence/x", "ocpp/cp//Presence",
+    )
+
+    def test_agrees_with_paho(self) -> None:
+        from paho.mqtt.client import topic_matches_sub
+
+        for topic_filter in self.FILTERS:
+            for topic in self.TOPICS:
+                self.assertEqual(
+                    topics.topic_matches(topic_filter, topic),
+                    topic_matches_sub(topic_filter, topic),
+                    f"{topic_filter!r} on {topic!r}",
+                )
+
+    def test_random_levels_agree_with_paho(self) -> None:
+        import random
+
+        from paho.mqtt.client import topic_matches_sub
+
+        rng = random.Random(12)
+        words = ["a", "b", "", "$x"]
+        for _ in range(3000):
+            topic = "/".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
+            levels = [rng.choice([*words[:3], "+"]) for _ in range(rng.randint(1, 4))]
+            if rng.random() < 0.4:
+                levels.append("#")
+            topic_filter = "/".join(levels)
+            self.assertEqual(
+                topics.topic_matches(topic_filter, topic),
+                topic_matches_sub(topic_filter, topic),
+                f"{topic_filter!r} on {topic!r}",
+            )

@@ -1,8 +1,8 @@
 """The link's topic filters: which handler a message goes to, and what to (re)subscribe.
 
 Exact filters are looked up in a dict; only wildcard filters are matched one by
-one, with paho's public ``topic_matches_sub`` (the gateway's one implementation of
-MQTT matching; the tests' fake link uses it too).
+one, each split into levels once (``ocppgw.core.topics.levels_match``, the gateway's one
+implementation of MQTT matching; the tests' fake link uses it too).
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from paho.mqtt import client as mqtt
 from twisted.logger import Logger
 
 from ocppgw.core.ports import Handler
-from ocppgw.core.topics import filter_problem, is_wildcard
+from ocppgw.core.topics import filter_levels, filter_problem, is_wildcard, levels_match, topic_matches
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.outbox import check_qos
 
 RETRY_MAX = 30.0  # seconds between attempts at most, for a filter the broker keeps refusing
 
-topic_matches = mqtt.topic_matches_sub
-"""``topic_matches(topic_filter, topic)``: ``+`` is one whole level, ``#`` the rest (zero or more)."""
+__all__ = ["Subscriptions", "topic_matches"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +40,7 @@ class Subscriptions:
         self._log = log
         self._exact: dict[str, _Subscription] = {}
         self._wildcards: dict[str, _Subscription] = {}
-        self._wildcard_items: tuple[tuple[str, _Subscription], ...] = ()
+        self._wildcard_items: tuple[tuple[str, tuple[str, ...], _Subscription], ...] = ()
         self.awaiting: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its filters, until SUBACK
         self.refusals: dict[str, int] = {}  # filter -> refusals in a row (the retry's backoff)
 
@@ -55,7 +54,8 @@ class Subscriptions:
         table = self._wildcards if is_wildcard(topic_filter) else self._exact
         previous = table.get(topic_filter)
         table[topic_filter] = _Subscription(qos, handler)
-        self._wildcard_items = tuple(self._wildcards.items())
+        if table is self._wildcards:
+            self._wildcards_changed()
         return previous is None or previous.qos != qos
 
     def remove(self, topic_filter: str) -> bool:
@@ -64,8 +64,12 @@ class Subscriptions:
         table = self._wildcards if is_wildcard(topic_filter) else self._exact
         if table.pop(topic_filter, None) is None:
             return False
-        self._wildcard_items = tuple(self._wildcards.items())
+        if table is self._wildcards:
+            self._wildcards_changed()
         return True
+
+    def _wildcards_changed(self) -> None:
+        self._wildcard_items = tuple((f, filter_levels(f), sub) for f, sub in self._wildcards.items())
 
     def resubscribe(self, client: Any) -> None:
         """Subscribe to every filter again, as after a (re)connect."""
@@ -132,10 +136,13 @@ class Subscriptions:
         if subscription is not None:
             matched = True
             self._call(topic, topic, subscription, payload)
-        for topic_filter, subscription in self._wildcard_items:
-            if topic_matches(topic_filter, topic):
-                matched = True
-                self._call(topic_filter, topic, subscription, payload)
+        wildcards = self._wildcard_items
+        if wildcards:
+            parts = topic.split("/")
+            for topic_filter, levels, subscription in wildcards:
+                if levels_match(levels, topic, parts):
+                    matched = True
+                    self._call(topic_filter, topic, subscription, payload)
         if not matched:
             self._metrics.inc("mqtt_unroutable")
             self._log.debug("dropped an MQTT message on {topic}: no subscription matches", topic=topic)

@@ -235,6 +235,16 @@ def _host_port(url: str) -> tuple[str, int]:
     return uri.host, uri.port
 
 
+async def _hold(seconds: float) -> None:
+    """Keep the connections until SIGTERM or ``seconds``."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
 async def idle(args: argparse.Namespace) -> None:
     held: list[Any] = []
     failures: dict[str, int] = {}
@@ -270,13 +280,7 @@ async def idle(args: argparse.Namespace) -> None:
     await asyncio.gather(*(open_one(i) for i in range(args.first, args.first + args.count)))
     elapsed = time.monotonic() - begin
     print(json.dumps({"opened": len(held), "failures": failures, "seconds": round(elapsed, 2)}), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    try:
-        await asyncio.wait_for(stop.wait(), args.hold_seconds)
-    except TimeoutError:
-        pass
+    await _hold(args.hold_seconds)
     still_open = sum(1 for ws in held if ws.close_code is None)
     print(f"loadgen: {still_open} of {len(held)} connections still open at exit", file=sys.stderr, flush=True)
     # Let the kernel close the sockets: a clean close of thousands of connections adds nothing here.
@@ -405,12 +409,7 @@ async def storm(args: argparse.Namespace) -> None:
         ),
         flush=True,
     )
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    try:
-        await asyncio.wait_for(stop.wait(), args.hold_seconds)
-    except TimeoutError:
-        pass
+    await _hold(args.hold_seconds)
     sys.stdout.flush()
     os._exit(0)
 

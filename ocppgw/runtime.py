@@ -14,7 +14,7 @@ therefore moves everything alive out of the collector's view (``gc.freeze``) aft
 every ``freeze_interval`` seconds, after a young-generation collection. The interval is one second
 because what CPython walks grows with what was made since the last freeze: at 60 s, 20,000 idle
 connections' ping timers made young collections of 10-45 ms and full ones of 100-500 ms; at 1 s
-every collection stays under 10 ms. The cost of a mistake is memory, not correctness: a cycle formed
+every collection stays under 25 ms. The cost of a mistake is memory, not correctness: a cycle formed
 by frozen objects is never collected. The frozen count is not exported: CPython counts the frozen
 generation by walking it (~150 ms at 900,000 objects); resident memory shows a leak as well.
 """

@@ -15,9 +15,8 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from ocppgw.core.ports import ConnectionObserver, Handler, IBrokerLink
-from ocppgw.core.topics import topic_problem
+from ocppgw.core.topics import topic_matches, topic_problem
 from ocppgw.mqtt.outbox import check_qos
-from ocppgw.mqtt.subscriptions import topic_matches
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def held_reuseport_port(case: Any) -> int:
+    """A loopback port another socket listens on with SO_REUSEPORT set (closed at ``case``'s cleanup):
+    binding it must still fail for the gateway."""
+    holder = socket.socket()
+    case.addCleanup(holder.close)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return holder.getsockname()[1]
+
+
 def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a TCP connection to ``host:port`` succeeds now (loopback: answers at once)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

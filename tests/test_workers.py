@@ -31,7 +31,7 @@ from ocppgw.workers.master import MasterService
 from ocppgw.workers.process import BACKOFF_MAX, RESTART_DELAY, _Output, exit_text, restart_delay
 from ocppgw.workers.sockets import reuseport_group
 from tests.fakes import FakeMqttLink
-from tests.support import ThreadedMemoryReactorClock
+from tests.support import ThreadedMemoryReactorClock, held_reuseport_port
 
 INI = """[gateway]
 node_name = box
@@ -85,12 +85,7 @@ class SocketTests(SynchronousTestCase):
 
     def test_port_in_use(self) -> None:
         """A port another process listens on, even with SO_REUSEPORT, is the one problem line."""
-        holder = socket.socket()
-        self.addCleanup(holder.close)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+        port = held_reuseport_port(self)
         listener = config_from_string(f"[listeners.ws.x]\nbind = 127.0.0.1:{port}\n").listeners[0]
         self.assertEqual(
             reuseport_group(listener, 2, "gw.ini"),

@@ -349,13 +349,12 @@ class Cluster:
         body = decode(topic, payload)
         if body is None:
             return
-        cid, member, at = body.get("clientid"), name(body.get("member")), number(body.get("at"))
+        cid, member, at = body.get("clientid"), self._member_name(body.get("member")), number(body.get("at"))
         if not isinstance(cid, str) or cid_problem(cid) is not None or member is None or at is None:
             ignored(topic, "a claim needs a charge point id 'clientid', a member name and a number 'at'")
             return
         if member == self.member:
             return
-        member = self._names.setdefault(member, member) if len(self._names) < MAX_MEMBERS else member
         if body.get("released") is True:
             self._released(cid, at, member)
             return
@@ -378,6 +377,17 @@ class Cluster:
             self.replaced(cid, member)
         else:
             self.outdated(cid)
+
+    def _member_name(self, value: Any) -> str | None:
+        """``value`` as a member name (one string per member, shared by its claims), or None. A name
+        seen before is not checked again: every claim and release carries one."""
+        known = self._names.get(value) if isinstance(value, str) else None
+        if known is not None:
+            return known
+        member = name(value)
+        if member is not None and len(self._names) < MAX_MEMBERS:
+            self._names[member] = member
+        return member
 
     # -- requests ----------------------------------------------------------
 

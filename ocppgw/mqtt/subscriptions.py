@@ -14,13 +14,11 @@ from paho.mqtt import client as mqtt
 from twisted.logger import Logger
 
 from ocppgw.core.ports import Handler
-from ocppgw.core.topics import filter_levels, filter_problem, is_wildcard, levels_match, topic_matches
+from ocppgw.core.topics import filter_levels, filter_problem, is_wildcard, levels_match
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.outbox import check_qos
 
 RETRY_MAX = 30.0  # seconds between attempts at most, for a filter the broker keeps refusing
-
-__all__ = ["Subscriptions", "topic_matches"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,14 @@ from tests.devpki import client_context, make_dev_certs
 from tests.integration.harness import AsyncioThread
 from tests.integration.test_reload import file_der, server_der
 from tests.integration.twistd_process import spawn_twistd, write_ini
-from tests.support import MosquittoBroker, MqttRecorder, free_port, poll_until, port_accepts
+from tests.support import (
+    MosquittoBroker,
+    MqttRecorder,
+    free_port,
+    held_reuseport_port,
+    poll_until,
+    port_accepts,
+)
 
 _STARTED = re.compile(r"worker (\S+) started \(pid (\d+)\)")
 _BASIC = {"Authorization": "Basic " + base64.b64encode(b"ci:s3cret").decode()}
@@ -351,14 +358,7 @@ class PortInUseTests(TestCase):
     def test_port_in_use(self) -> Any:
         """A listener port held by another process stops the master at start-up with the one line, even
         when that process also set SO_REUSEPORT; no worker is started."""
-        import socket
-
-        holder = socket.socket()
-        self.addCleanup(holder.close)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+        port = held_reuseport_port(self)
         config = write_ini(
             self,
             f"[gateway]\nworkers = 2\n[mqtt]\nport = 1\n\n[listeners.ws.taken]\nbind = 127.0.0.1:{port}\n",

@@ -25,6 +25,7 @@ from ocppgw.config import GatewayConfig, ListenerSection, problem_line
 from ocppgw.core.ports import IAuthenticator, IBrokerLink
 from ocppgw.core.router import Router
 from ocppgw.core.schemas import SchemaRegistry
+from ocppgw.logtext import TwistdLogging
 from ocppgw.memory import InflightBudget, MemoryTrimmer
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.service import LinkService, broker_link
@@ -56,7 +57,7 @@ class StartupError(Exception):
         self.problems = problems
 
 
-class GatewayService(MultiService):
+class GatewayService(TwistdLogging, MultiService):
     """The gateway: builds the core and its adapters, binds before privileges are dropped."""
 
     _log = Logger()

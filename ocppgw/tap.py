@@ -10,6 +10,7 @@ from twisted.python import usage
 
 from ocppgw.config import ConfigError, load_config, problem_line
 from ocppgw.core.schemas import SchemaLoadError, SchemaRegistry, shipped_schema_dir
+from ocppgw.logtext import twistd_observer
 from ocppgw.openfiles import open_files
 from ocppgw.service import GatewayService, StartupError
 from ocppgw.tls.broker import check_mqtt_tls
@@ -81,12 +82,16 @@ def makeService(options: Options, reactor: Any = None) -> Any:
     if config.gateway.workers > 1:
         from ocppgw.workers.master import MasterService
 
-        return MasterService(config, reactor, sighup=True)
-    return GatewayService(
-        options.gateway_config,
-        reactor,
-        schemas=options.schemas,
-        tls_options=options.tls_options,
-        sighup=True,
-        gc_policy=True,
-    )
+        service: GatewayService | MasterService = MasterService(config, reactor, sighup=True)
+    else:
+        service = GatewayService(
+            options.gateway_config,
+            reactor,
+            schemas=options.schemas,
+            tls_options=options.tls_options,
+            sighup=True,
+            gc_policy=True,
+        )
+    # twistd's own options (--logfile, -n, ...): where its log observer would write, ours writes
+    service.log_observer = twistd_observer(getattr(options, "parent", None))
+    return service

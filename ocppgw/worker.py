@@ -2,7 +2,8 @@
 master (``ocppgw.workers.master``), never by hand.
 
 It reads the same gw.ini (and the API's overrides), runs a normal ``GatewayService`` as member
-``<node>-w<i>`` on the listening sockets it inherited, logs JSON records on stderr for the master to
+``<node>-w<i>`` on the listening sockets it inherited, logs one record per event on stderr (its
+text formatted here, its scalar fields kept: ``ocppgw.logtext.worker_record``) for the master to
 re-emit, and answers the master on the control channel (fd 3). It drains and exits when the master
 says ``stop``, on SIGTERM or SIGINT, and when the master goes away (the channel closes). SIGHUP is
 ignored: the master relays reloads.
@@ -20,9 +21,10 @@ from typing import Any
 
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
+from twisted.logger import FileLogObserver, Logger, globalLogBeginner
 
 from ocppgw.config import GatewayConfig, load_config
+from ocppgw.logtext import worker_record
 from ocppgw.openfiles import raise_soft_limit
 from ocppgw.workers import worker_config
 from ocppgw.workers.control import ControlChannel, Handler
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None, reactor: Any = None) -> int:
     """Run one worker until stopped; its exit code."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stderr)])
+    globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stderr, worker_record)])
     raise_soft_limit()
     from ocppgw.service import GatewayService
     from ocppgw.tap import Options

@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogLevel, eventAsJSON, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -20,6 +20,7 @@ from ocppgw.api import clients, manage_listeners
 from ocppgw.api.context import ApiContext
 from ocppgw.api.http import ApiRequest
 from ocppgw.config import config_from_string, load_config
+from ocppgw.logtext import worker_record
 from ocppgw.metrics import Metrics
 from ocppgw.openfiles import RESERVED, check_connections, raise_soft_limit
 from ocppgw.service import GatewayService
@@ -215,10 +216,10 @@ class ProcessTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         ended: list[Failure] = []
         output = _Output("box-w1", ended.append)
-        record = eventAsJSON(
+        record = worker_record(
             {"log_format": "hello {cid}", "cid": "CP1", "log_level": LogLevel.warn, "log_namespace": "x.y"}
         )
-        data = b"\x1e" + record.encode() + b"\nplain "
+        data = record.encode() + b"plain "
         output.childDataReceived(2, data[:10])
         output.childDataReceived(2, data[10:])
         output.childDataReceived(2, b"text\n")
@@ -226,6 +227,8 @@ class ProcessTests(SynchronousTestCase):
         relayed = [e for e in events if e.get("worker") == "box-w1"]
         self.assertEqual(relayed[0]["cid"], "CP1")
         self.assertEqual(relayed[0]["log_system"], "box-w1 x.y#warn")
+        self.assertEqual(relayed[0]["log_level"], LogLevel.warn)
+        self.assertEqual(formatEvent(relayed[0]), "hello CP1")
         self.assertEqual(relayed[1]["line"], "plain text")
         self.assertEqual(len(ended), 1)
 

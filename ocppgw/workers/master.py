@@ -24,6 +24,7 @@ from ocppgw.api.directory import Directory
 from ocppgw.api.service import ApiService
 from ocppgw.config import GatewayConfig, ListenerSection
 from ocppgw.core.router import Router
+from ocppgw.logtext import TwistdLogging
 from ocppgw.metrics import Metrics
 from ocppgw.mqtt.service import LinkService, broker_link
 from ocppgw.service import StartupError
@@ -64,7 +65,7 @@ class MasterListener:
         return sum(int(r.get("connections", 0)) for r in self._reports())
 
 
-class MasterService(MultiService):
+class MasterService(TwistdLogging, MultiService):
     """Holds the listening sockets and the API; runs ``config.gateway.workers`` workers."""
 
     _log = Logger()

@@ -19,17 +19,17 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, ProcessProtocol
-from twisted.logger import Logger, LogLevel, eventFromJSON, globalLogPublisher
+from twisted.logger import Logger, globalLogPublisher
 from twisted.python.failure import Failure
 
 from ocppgw.core.timers import cancel
+from ocppgw.logtext import RECORD, relayed_event
 from ocppgw.workers.control import ControlChannel, Handler
 
 RESTART_DELAY = 0.5  # after a worker that had started dies: back within 1 s
 BACKOFF_MAX = 30.0  # the longest wait between attempts of a worker that dies while starting
 CONTROL_FD = 3
 _MAX_LINE = 1 << 20
-_RECORD = b"\x1e"
 
 
 def exit_text(reason: Failure) -> str:
@@ -74,23 +74,13 @@ class _Output(ProcessProtocol):
             self.line(childFD, line)
 
     def line(self, fd: int, line: bytes) -> None:
-        if line.startswith(_RECORD):
-            try:
-                event = eventFromJSON(line[1:].decode("utf-8"))
-            except ValueError:
-                event = None
-            if isinstance(event, dict):
-                event["worker"] = self.member
-                event.setdefault("log_time", time.time())
-                if not isinstance(event.get("log_level"), type(LogLevel.info)):
-                    event["log_level"] = LogLevel.info
-                event.setdefault("log_namespace", "-")
-                system = f"{self.member} {event['log_namespace']}#{event['log_level'].name}"
-                event["log_system"] = system
+        text = line.decode("utf-8", "replace").rstrip()
+        if text.startswith(RECORD):
+            event = relayed_event(text, self.member, time.time())
+            if event is not None:
                 globalLogPublisher(event)
                 return
-        text = line.decode("utf-8", "replace").rstrip()
-        if text.strip(_RECORD.decode()):
+        if text.strip(RECORD):
             emit = self._log.warn if fd == 2 else self._log.info
             emit("{worker}: {line}", worker=self.member, line=text, log_system=self.member)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 from typing import Any
@@ -92,6 +93,16 @@ class TwistdTests(TestCase):
             },
         )
         self.assertIn("connected", statuses(presence_topic))
+        # twistd's classic line, written by ocppgw.logtext's observer in twistd's place
+        connect_line = (
+            r"(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[ocppgw\.core\.router\.Router#info\] "
+            rf"charge point {CID} connected from 127\.0\.0\.1:\d+$"
+        )
+        yield poll_until(
+            lambda: re.search(connect_line, child.out.decode("utf-8", "replace")),
+            timeout=10,
+            description="the connect line on stdout",
+        )
 
         transport.signalProcess("TERM")
 

@@ -61,6 +61,14 @@ class RenderTests(SynchronousTestCase):
         self.assertEqual(render("a/${cid}/${node}", "${node}", "n"), "a/${node}/n")
         self.assertEqual(render("a/${cid}", r"x\1\g<0>"), r"a/x\1\g<0>")
 
+    def test_many_templates(self) -> None:
+        """Templates are split once and kept, a bounded number of them: past the bound, still right."""
+        for i in range(700):
+            template = f"m{i}/${{cid}}/{i}/${{node}}" if i % 2 else f"${{clientid}}/t{i}"
+            expected = f"m{i}/CP/{i}/n" if i % 2 else f"CP/t{i}"
+            self.assertEqual(render(template, "CP", "n"), expected)
+            self.assertEqual(render(template, "CP", "n"), expected)
+
     def test_unicode(self) -> None:
         """Non-ASCII ids are inserted as they are."""
         self.assertEqual(render("cp/${cid}", "Säule-Ω-😀"), "cp/Säule-Ω-😀")

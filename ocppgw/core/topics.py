@@ -49,11 +49,31 @@ def retained_on_wildcards(broker: str) -> bool:
 _VARIABLE = re.compile(r"\$\{(" + "|".join(sorted(CID_VARIABLES | NODE_VARIABLES)) + r")\}")
 
 
+_PIECES_KEPT = 256  # templates come from the config: a handful; the bound is for safety only
+_pieces: dict[str, tuple[str, ...]] = {}
+
+
+def _split(template: str) -> tuple[str, ...]:
+    """``template`` as literal text at even places and variable names at odd ones, split once."""
+    pieces = _pieces.get(template)
+    if pieces is None:
+        if len(_pieces) >= _PIECES_KEPT:
+            _pieces.clear()
+        pieces = _pieces[template] = tuple(_VARIABLE.split(template))
+    return pieces
+
+
 def render(template: str, cid: str = "", node: str = "") -> str:
     """Fill ``${cid}`` (alias ``${clientid}``) and ``${node}`` into a template."""
     if "${" not in template:
         return template
-    return _VARIABLE.sub(lambda m: node if m.group(1) in NODE_VARIABLES else cid, template)
+    pieces = _split(template)
+    if len(pieces) == 3:  # one variable, as in every default template
+        return pieces[0] + (node if pieces[1] in NODE_VARIABLES else cid) + pieces[2]
+    filled = list(pieces)
+    for i in range(1, len(filled), 2):
+        filled[i] = node if filled[i] in NODE_VARIABLES else cid
+    return "".join(filled)
 
 
 def has_cid(template: str) -> bool:

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -67,6 +68,29 @@ class PresenceCounter:
         self.client.disconnect()
 
 
+CALLGRIND = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=no"]
+
+
+def callgrind_control(pid: int, *options: str) -> None:
+    subprocess.run(["callgrind_control", *options, str(pid)], check=True, capture_output=True, timeout=120)
+
+
+def storm_instructions(pid: int, out: str) -> int:
+    """The instructions callgrind counted in the gateway since ``--instr=on``: dumped, then read from
+    the dump's ``totals:`` (or ``summary:``) line."""
+    callgrind_control(pid, "--dump=storm")
+    callgrind_control(pid, "--instr=off")
+    total = 0
+    directory = os.path.dirname(out)
+    for name in os.listdir(directory):
+        if name.startswith(os.path.basename(out)) and name != os.path.basename(out):
+            with open(os.path.join(directory, name), encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if line.startswith(("totals:", "summary:")):
+                        total = max(total, int(line.split()[1]))
+    return total
+
+
 def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
     broker = common.Broker(work, ["max_queued_messages 0"])  # the counter must not lose what it is sent
     gateway = responder = counter = None
@@ -77,8 +101,10 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
         options.setdefault("gateway", {}).update({"default_heartbeat_interval": "1h"})
         for section, values in common.gateway_options(args.gateway_option).items():
             options.setdefault(section, {}).update(values)
-        gateway = common.Gateway(work, broker.port, options, src=args.gateway_src)
-        gateway.start()
+        callgrind_out = work.file("callgrind.out")
+        wrapper = [*CALLGRIND, f"--callgrind-out-file={callgrind_out}"] if args.callgrind else []
+        gateway = common.Gateway(work, broker.port, options, src=args.gateway_src, wrapper=wrapper)
+        gateway.start(timeout=300 if args.callgrind else 30)
         common.wait_until(lambda: common.port_accepts(api_port), 15, "the management API to listen")
         budget = args.cps / args.rate + args.storm_timeout + 300
         responder = common.start_responder(work, broker.port, budget)
@@ -101,7 +127,10 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
         before = common.scrape_metrics(api_port)
         with counter.lock:
             counter.armed = True
+        if args.callgrind:
+            callgrind_control(gateway.pid, "--instr=on")
         cpu_before = gateway.cpu_seconds()
+        split_before = common.tree_cpu_split(gateway.pid)
         busy_before = common.system_busy_seconds()
         signalled = time.monotonic()
         for client in clients:
@@ -109,7 +138,9 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
         storms = common.read_reports(clients, args.storm_timeout + 60, "the clients to reconnect")
         wall = time.monotonic() - signalled
         cpu = gateway.cpu_seconds() - cpu_before
+        split = [b - a for a, b in zip(split_before, common.tree_cpu_split(gateway.pid), strict=True)]
         busy = common.system_busy_seconds() - busy_before
+        instructions = storm_instructions(gateway.pid, callgrind_out) if args.callgrind else None
         reconnected = sum(r["reconnected"] for r in storms)
         expected = sum(r["opened"] for r in opened)
 
@@ -155,8 +186,14 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
         "refused_by_gateway": delta("ocppgw_connections_refused_total"),
         "presence_lost": {"disconnected": lost_disconnected, "connected": lost_connected},
         "presence_deferred": delta("ocppgw_presence_deferred_total"),
+        "gateway_instructions_per_reconnect": (
+            round(instructions / reconnected) if instructions and reconnected else None
+        ),
         "gateway_cpu_s": round(cpu, 2),
         "gateway_cpu_ms_per_reconnect": round(1000 * cpu / reconnected, 3) if reconnected else None,
+        "gateway_user_system_ms_per_reconnect": (
+            [round(1000 * part / reconnected, 3) for part in split] if reconnected else None
+        ),
         "machine_busy_cores_during_storm": round(busy / wall, 2) if wall else None,
         "storm_wall_s": round(wall, 2),
         "client_procs": len(storms),
@@ -175,6 +212,12 @@ def main() -> int:
     parser.add_argument("--jitter", type=float, default=1.0, help="each reconnects after up to this, s")
     parser.add_argument("--storm-timeout", type=float, default=120.0, help="seconds allowed for the storm")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds between opening and the storm")
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="run the gateway under valgrind's callgrind and count its instructions per reconnect "
+        "(repeatable where CPU seconds are not; ~50x slower: use a few hundred charge points)",
+    )
     common.add_gateway_option(parser)
     common.add_gateway_src_option(parser)
     common.add_run_options(parser)

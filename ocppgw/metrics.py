@@ -91,6 +91,11 @@ _METRICS: dict[str, tuple[_Kind, str, tuple[str, ...]]] = {
     ),
     "presence_lost_on_stop": (Counter, "presence messages not published when the link stopped", ()),
     "connected_charge_points": (Gauge, "charge points connected now", ()),
+    "lingering_subscriptions": (
+        Gauge,
+        "downstream subscriptions kept for charge points that disconnected ([dnstream] subscription_linger)",
+        (),
+    ),
     # authentication
     "auth_decisions": (Counter, "handshakes decided by the authenticator", ("backend", "result")),
     "auth_cache_hits": (Counter, "handshakes allowed from the authentication cache", ("backend",)),

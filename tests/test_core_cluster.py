@@ -138,6 +138,20 @@ class MembershipTests(ClusterTestCase):
 
 
 class TakeoverTests(ClusterTestCase):
+    def test_claim_elsewhere_ends_lingering_subscription(self) -> None:
+        """CP1 leaves a (its subscription lingers there) and connects to b: b's claim makes a unsubscribe
+        at once; a's own later claims and b's release change nothing more."""
+        a, b = self.start("a", "b")
+        a.router.detach("CP1", a.attach("CP1"), "bye")
+        self.broker.flush()
+        self.assertEqual((a.link.unsubscribe_calls, a.router.subscriptions.lingering()), ([], 1))
+        self.advance(1)
+        b.router.detach("CP1", b.attach("CP1"), "bye")
+        self.broker.flush()
+        self.assertEqual(a.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+        self.assertEqual(a.router.subscriptions.lingering(), 0)
+        self.assertEqual(b.router.subscriptions.lingering(), 1)
+
     def test_newer_connection_elsewhere_closes_this_one(self) -> None:
         """CP1 on a, then on b: a closes its connection with 1000, unsubscribes, drops its queue, and
         publishes no 'disconnected' presence (CP1 is connected, to b)."""

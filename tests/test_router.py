@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from ocppgw.config import GatewayConfig, config_from_string
+from ocppgw.core import dnstream_subscriptions
 from ocppgw.core.messages import Call, decode_envelope
 from ocppgw.core.ports import IBrokerLink, Will
 from ocppgw.core.router import Router, node_will
@@ -244,18 +245,92 @@ class TopicTests(RouterTestCase):
 class AttachDetachTests(RouterTestCase):
     """Subscriptions and presence follow the charge point's connection."""
 
-    def test_subscribe_on_attach_unsubscribe_on_detach(self) -> None:
-        """Attaching subscribes the downstream topic; detaching unsubscribes it."""
+    def test_subscribe_on_attach_unsubscribe_after_linger(self) -> None:
+        """Attaching subscribes the downstream topic; detaching unsubscribes it once
+        ``subscription_linger`` (60 s) has passed without the charge point coming back."""
         self.make()
         connection = self.attach()
         self.assertEqual(list(self.link.subscriptions), ["ocpp/cs/CP1"])
         self.assertEqual(self.connected(), ["CP1"])
         self.gateway.detach("CP1", connection, "closed by charge point (1000)")
-        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
-        self.assertEqual(self.link.subscriptions, {})
         self.assertEqual(self.connected(), [])
         self.assertIsNone(self.gateway.session("CP1"))
         self.assertEqual((self.metrics.total("connects"), self.metrics.total("disconnects")), (1, 1))
+        self.assertEqual(self.link.unsubscribe_calls, [])
+        self.assertEqual(self.metrics.value("lingering_subscriptions"), 1)
+        self.clock.advance(59.9)
+        self.assertEqual(self.link.unsubscribe_calls, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+        self.assertEqual(self.link.subscriptions, {})
+        self.assertEqual(self.metrics.value("lingering_subscriptions"), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_no_linger(self) -> None:
+        """``subscription_linger = 0``: detaching unsubscribes at once."""
+        self.make(make_config(extra="[dnstream]\nsubscription_linger = 0\n"))
+        connection = self.attach()
+        self.gateway.detach("CP1", connection, "closed by charge point (1000)")
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+        self.assertEqual(self.link.subscriptions, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_lingering_message_dropped(self) -> None:
+        """A message on a lingering subscription is counted as unroutable and dropped, nothing sent."""
+        self.make()
+        connection = self.attach()
+        self.gateway.detach("CP1", connection, "bye")
+        self.link.deliver("ocpp/cs/CP1", dn_call("c1"))
+        self.assertEqual(self.metrics.total("envelopes_unroutable"), 1)
+        self.assertEqual(connection.sent, [])
+
+    def test_lingering_expire_in_order_once_a_second_at_most(self) -> None:
+        """Subscriptions go in the order their charge points left, in passes at most a second apart."""
+        self.make()
+        for cid, then in (("CP1", 0.3), ("CP2", 5), ("CP3", 0)):
+            self.gateway.detach(cid, self.attach(cid), "bye")  # CP1 at 0 s, CP2 at 0.3 s, CP3 at 5.3 s
+            self.clock.advance(then)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(60 - 5.3)  # CP1's time has come
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+        self.clock.advance(0.3)  # CP2's too, but the next pass is a second after the last
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+        self.clock.advance(0.7)
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1", "ocpp/cs/CP2"])
+        self.clock.advance(5)
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1", "ocpp/cs/CP2", "ocpp/cs/CP3"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_lingering_bounded(self) -> None:
+        """Past ``MAX_LINGERING`` the oldest lingering subscription goes at once."""
+        self.patch(dnstream_subscriptions, "MAX_LINGERING", 2)
+        self.make()
+        for cid in ("CP1", "CP2", "CP3"):
+            self.gateway.detach(cid, self.attach(cid), "bye")
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+        self.assertEqual(sorted(self.link.subscriptions), ["ocpp/cs/CP2", "ocpp/cs/CP3"])
+        self.attach("CP2")  # back: no longer lingering, never dropped for the bound
+        self.gateway.detach("CP4", self.attach("CP4"), "bye")
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+
+    def test_lingering_claimed_elsewhere(self) -> None:
+        """Another member's claim of a charge point lingering here ends its subscription at once; a
+        claim of one attached here is the takeover rule's, not this."""
+        self.make()
+        self.gateway.detach("CP1", self.attach("CP1"), "bye")
+        self.attach("CP2")
+        self.gateway.cluster.elsewhere("CP1")
+        self.gateway.cluster.elsewhere("CP2")
+        self.gateway.cluster.elsewhere("CP9")
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+        self.assertEqual(self.gateway.subscriptions.topic("CP2"), "ocpp/cs/CP2")
+
+    def test_shutdown_unsubscribes_lingering(self) -> None:
+        self.make()
+        self.gateway.detach("CP1", self.attach("CP1"), "bye")
+        self.attach("CP2")
+        self.gateway.shutdown("stop")
+        self.assertEqual(sorted(self.link.unsubscribe_calls), ["ocpp/cs/CP1", "ocpp/cs/CP2"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_detach_answers_pending_calls(self) -> None:
@@ -289,19 +364,31 @@ class AttachDetachTests(RouterTestCase):
         connection = self.attach()
         self.gateway.detach("CP1", connection, "a")
         self.gateway.detach("CP1", connection, "b")
+        self.clock.advance(120)
         self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
         self.assertEqual(self.metrics.total("disconnects"), 1)
 
     def test_reattach_after_detach(self) -> None:
-        """A charge point that left and came back is subscribed again."""
+        """A charge point that comes back within the linger keeps its subscription (no UNSUBSCRIBE,
+        no SUBSCRIBE); one that comes back later is subscribed again."""
         self.make()
         connection = self.attach()
         self.gateway.detach("CP1", connection, "bye")
+        self.clock.advance(30)
         second = self.attach()
-        self.assertEqual(self.link.subscribe_calls, [("ocpp/cs/CP1", 1), ("ocpp/cs/CP1", 1)])
+        self.clock.advance(120)
+        self.assertEqual(self.link.subscribe_calls, [("ocpp/cs/CP1", 1)])
+        self.assertEqual(self.link.unsubscribe_calls, [])
         self.link.deliver("ocpp/cs/CP1", dn_call("c1"))
         self.assertEqual(len(second.sent), 1)
         self.assertEqual(connection.sent, [])
+        self.gateway.detach("CP1", second, "bye")
+        self.clock.advance(60)
+        third = self.attach()
+        self.assertEqual(self.link.subscribe_calls, [("ocpp/cs/CP1", 1), ("ocpp/cs/CP1", 1)])
+        self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
+        self.link.deliver("ocpp/cs/CP1", dn_call("c2"))
+        self.assertEqual(len(third.sent), 1)
 
     def test_delivery_to_unknown_cid(self) -> None:
         """A message arriving for a charge point that has gone is counted and dropped."""
@@ -432,6 +519,7 @@ class TakeoverTests(RouterTestCase):
         self.assertEqual(self.metrics.total("disconnects"), 1)
         self.assertEqual(self.metrics.value("disconnects", reason="takeover"), 1)
         self.gateway.detach("CP1", new, "bye")
+        self.clock.advance(60)
         self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1"])
         self.assertEqual(self.link.subscriptions, {})
 
@@ -455,6 +543,7 @@ class TakeoverTests(RouterTestCase):
         self.link.deliver("other/cs/CP1", dn_call("c1"))
         self.assertEqual(len(new.sent), 1)
         self.gateway.detach("CP1", new, "bye")
+        self.clock.advance(60)
         self.assertEqual(self.link.subscriptions, {})
 
     def test_many_takeovers(self) -> None:

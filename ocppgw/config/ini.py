@@ -124,6 +124,7 @@ def whitelist(base_dir: Path) -> Whitelist:
             "max_mqueue_len": Option(v.int_min(0)),
             "reply_timeout": Option(v.duration_positive),
             "qos": Option(v.qos),
+            "subscription_linger": Option(v.duration),
         },
         "mqtt": {
             "host": Option(v.host),

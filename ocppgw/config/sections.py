@@ -75,6 +75,7 @@ class DnstreamSection:
     max_mqueue_len: int = 100
     reply_timeout: float = 30.0
     qos: int = 1
+    subscription_linger: float = 60.0  # a charge point's subscription outlives its connection so long
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,7 @@ class Cluster:
         self._serial = 0  # counts claims and wills as they arrive
         self.replaced: Callable[[str, str], None] = lambda cid, by: None  # a newer claim took cid
         self.outdated: Callable[[str], None] = lambda cid: None  # an older claim for a cid we hold
+        self.elsewhere: Callable[[str], None] = lambda cid: None  # another member holds a cid we do not
         self.announce: Callable[[], None] = lambda: None  # publish this member's online state again
         self._announcing: IDelayedCall | None = None
         self._membership_filter = self._filter()
@@ -371,6 +372,7 @@ class Cluster:
         )
         mine = self._held.get(cid)
         if mine is None:
+            self.elsewhere(cid)
             return
         if (at, member) > (mine, self.member):
             del self._held[cid]

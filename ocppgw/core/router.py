@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import partial
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -21,6 +20,7 @@ from twisted.logger import Logger
 from ocppgw.config import GatewayConfig, ListenerSection
 from ocppgw.core.cluster import NODE_DOWN, SHUTDOWN, Cluster
 from ocppgw.core.cluster_wire import control_prefix
+from ocppgw.core.dnstream_subscriptions import DownstreamSubscriptions
 from ocppgw.core.peertext import clip
 from ocppgw.core.ports import IBrokerLink, IChargePoint, PeerIdentity, Will
 from ocppgw.core.presence import PresenceSweep, SweepQueue, presence_body
@@ -72,7 +72,7 @@ class Router:
         self._metrics = metrics
         self._schemas = schemas
         self._attached: dict[str, Attached] = {}
-        self._subscribed: dict[str, str] = {}  # cid -> its downstream topic
+        self.subscriptions = DownstreamSubscriptions(link, clock, self._deliver)
         self._node = config.gateway.node_name
         self._member = config.gateway.member
         self._started_with = config  # the node's will and state keep the start-up mountpoint
@@ -88,6 +88,7 @@ class Router:
             )
         self.reconfigure(config)
         metrics.gauge("connected_charge_points", lambda: len(self._attached))
+        metrics.gauge("lingering_subscriptions", self.subscriptions.lingering)
         self._mountpoints = [self._mountpoint] + [
             listener.mountpoint for listener in config.listeners if listener.mountpoint is not None
         ]
@@ -110,6 +111,7 @@ class Router:
         )
         self.cluster.replaced = self._replaced
         self.cluster.outdated = self._outdated
+        self.cluster.elsewhere = self.subscriptions.drop_lingering
         self.cluster.announce = lambda: self.publish_node_state("online")
 
     def _sweep(
@@ -199,7 +201,7 @@ class Router:
         attached = Attached(connection, upstream, session, peer, self._clock.seconds(), listener, username)
         self._attached[cid] = attached
         self.sweep.claim(cid)
-        self._subscribe(cid, topics.dnstream)
+        self.subscriptions.subscribe(cid, topics.dnstream, self._config.dnstream.qos)
         attached.session.start()
         self._metrics.inc("connects")
         cn = None if certificate is None else _clipped(certificate.cn, 64)
@@ -227,7 +229,7 @@ class Router:
             return
         del self._attached[cid]
         self.cluster.release(cid)
-        self._unsubscribe(cid)
+        self.subscriptions.release(cid, self._config.dnstream.subscription_linger)
         attached.session.end(reason)
         self._metrics.inc("disconnects", reason=cause)
         self._log.info(
@@ -245,6 +247,7 @@ class Router:
         for cid, attached in list(self._attached.items()):
             self.detach(cid, attached.connection, reason, "shutdown")
             attached.connection.close(1001, reason)
+        self.subscriptions.drop_all_lingering()
         self.sweep.finish()
         self.publish_node_state("offline", SHUTDOWN)
 
@@ -255,7 +258,7 @@ class Router:
         attached = self._attached.pop(cid, None)
         if attached is None:
             return
-        self._unsubscribe(cid)
+        self.subscriptions.drop(cid)
         self._metrics.inc("takeovers")
         self._metrics.inc("disconnects", reason="takeover")
         self._log.info(
@@ -276,20 +279,6 @@ class Router:
             self._publish_presence(cid, attached, "connected")
 
     # -- MQTT ------------------------------------------------------------
-
-    def _unsubscribe(self, cid: str) -> None:
-        topic = self._subscribed.pop(cid, None)
-        if topic is not None:
-            self._link.unsubscribe(topic)
-
-    def _subscribe(self, cid: str, topic: str) -> None:
-        current = self._subscribed.get(cid)
-        if current == topic:
-            return
-        if current is not None:
-            self._link.unsubscribe(current)
-        self._subscribed[cid] = topic
-        self._link.subscribe(topic, self._config.dnstream.qos, partial(self._deliver, cid))
 
     def _deliver(self, cid: str, topic: str, payload: bytes) -> None:
         """A message on ``cid``'s downstream filter: to its live session, whichever connection that is."""

@@ -79,6 +79,26 @@ class ClusterTestCase(TestCase):
 
 class CrossNodeTests(ClusterTestCase):
     @inlineCallbacks
+    def test_lingering_subscription_dropped_on_move(self) -> Any:
+        """CP2 leaves node A (its subscription lingers there for a quick return) and connects to B
+        instead: B's claim ends A's lingering subscription within 1 s."""
+        a = yield self.node("gwa", 0)
+        b = yield self.node("gwb", 1)
+        yield self.members_see(a, b)
+        first = yield a.connect("CP2")
+        yield a.boot(first, "CP2")
+        yield first.close()
+        subscriptions = a.service.router.subscriptions
+        yield poll_until(lambda: subscriptions.lingering() == 1, timeout=5, description="lingering on A")
+        self.assertEqual(subscriptions.topic("CP2"), "ocpp/cs/CP2")
+        yield b.connect("CP2")
+        yield poll_until(lambda: b.service.router.session("CP2") is not None, timeout=5)
+        moved_at = reactor.seconds()
+        yield poll_until(lambda: subscriptions.topic("CP2") is None, timeout=5, description="A unsubscribed")
+        self.assertLess(reactor.seconds() - moved_at, 1.0)
+        self.assertEqual(subscriptions.lingering(), 0)
+
+    @inlineCallbacks
     def test_takeover_then_command_routing(self) -> Any:
         """CP1 moves from node A to node B: A closes it with 1000 "replaced by a newer connection" within
         1 s and drops its subscription; a command published right after reaches CP1 on B."""
@@ -94,7 +114,7 @@ class CrossNodeTests(ClusterTestCase):
         self.assertEqual(closed, REPLACED)
         self.assertLess(reactor.seconds() - connected_at, 1.0)
         self.assertIsNone(a.service.router.session("CP1"))
-        self.assertNotIn("ocpp/cs/CP1", a.service.router._subscribed)
+        self.assertIsNone(a.service.router.subscriptions.topic("CP1"))
         # a command, published once, answered by the charge point on B
         a.publish(
             "CP1",

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ocppgw import tap
 from ocppgw.config import GatewayConfig, config_from_string
+from ocppgw.logtext import classic_line
 from ocppgw.mqtt.reactor_loop import PahoReactorLink
 from ocppgw.mqtt.thread_loop import PahoThreadLink
 from ocppgw.service import GatewayService
@@ -159,13 +160,17 @@ class OptionsTests(SynchronousTestCase):
 class MakeServiceTests(SynchronousTestCase):
     """``makeService`` builds a ``GatewayService`` on the reactor it is given, and nothing more."""
 
-    def test_make_service(self) -> None:
-        """The service has the parsed config, the given reactor and a (not yet started) paho link."""
+    def options(self) -> tap.Options:
         path = Path(self.mktemp())
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(TWO_LISTENERS, encoding="utf-8")
         options = tap.Options()
         options.parseOptions(["--config", str(path)])
+        return options
+
+    def test_make_service(self) -> None:
+        """The service has the parsed config, the given reactor and a (not yet started) paho link."""
+        options = self.options()
         reactor = MemoryReactorClock()
         service = tap.makeService(options, reactor=reactor)
         self.assertIsInstance(service, GatewayService)
@@ -174,6 +179,15 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(service.link, PahoReactorLink)
         self.assertEqual(reactor.tcpServers, [])
         self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_log_observer_under_twistd(self) -> None:
+        """Under twistd (options with a parent: twistd's own) the service offers ``ocppgw.logtext``'s
+        observer to twistd's application; outside twistd none."""
+        options = self.options()
+        self.assertIsNone(tap.makeService(options, reactor=MemoryReactorClock()).log_observer)
+        options.parent = {"nodaemon": True, "logfile": None}
+        service = tap.makeService(options, reactor=MemoryReactorClock())
+        self.assertIs(service.log_observer.formatEvent, classic_line)
 
     def test_thread_network_loop(self) -> None:
         """``[mqtt] network_loop = thread`` gives the link whose paho loop runs in its own thread."""

@@ -301,6 +301,26 @@ class AttachDetachTests(RouterTestCase):
         self.assertEqual(self.link.unsubscribe_calls, ["ocpp/cs/CP1", "ocpp/cs/CP2", "ocpp/cs/CP3"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_lingering_expire_in_batches(self) -> None:
+        """Many due at once are unsubscribed ``EXPIRY_BATCH`` per reactor turn, not all in one."""
+        self.patch(dnstream_subscriptions, "EXPIRY_BATCH", 2)
+        self.make()
+        for cid in ("CP1", "CP2", "CP3", "CP4", "CP5"):
+            self.gateway.detach(cid, self.attach(cid), "bye")
+        passes: list[int] = []  # how many were unsubscribed when each next pass was asked for
+        call_later = self.clock.callLater
+
+        def next_pass(delay: float, f: Any, *args: Any) -> Any:
+            passes.append(len(self.link.unsubscribe_calls))
+            self.assertEqual(delay, 0)
+            return call_later(delay, f, *args)
+
+        self.patch(self.clock, "callLater", next_pass)
+        self.clock.advance(60)  # Clock runs the zero-delay passes too; a reactor runs I/O between them
+        self.assertEqual(passes, [2, 4])
+        self.assertEqual(len(self.link.unsubscribe_calls), 5)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_lingering_bounded(self) -> None:
         """Past ``MAX_LINGERING`` the oldest lingering subscription goes at once."""
         self.patch(dnstream_subscriptions, "MAX_LINGERING", 2)

@@ -7,7 +7,7 @@ gateway's instructions per reconnect (``bench/reconnect_storm.py --callgrind``).
 subscription lingers, a message on it is dropped and counted as for any charge point that is not
 connected (without the subscription, the broker would have dropped it). Bounded: at most
 ``MAX_LINGERING`` linger, the oldest go first; one whose charge point another cluster member
-claims goes at once; expiry runs at most once a second.
+claims goes at once; expiry runs at most once a second, ``EXPIRY_BATCH`` at a time.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ocppgw.core.timers import cancel
 
 MAX_LINGERING = 50_000
 EXPIRY_EVERY = 1.0  # seconds between two expiry passes at most
+EXPIRY_BATCH = 1_000  # unsubscribed in one reactor turn at most; more due: the next turn goes on
 
 
 class DownstreamSubscriptions:
@@ -97,9 +98,13 @@ class DownstreamSubscriptions:
     def _expire(self) -> None:
         self._timer = None
         now = self._clock.seconds()
-        while self._lingering:
+        for _ in range(EXPIRY_BATCH):
+            if not self._lingering:
+                return
             cid, due = next(iter(self._lingering.items()))
             if due > now:
-                break
+                self._arm()
+                return
             self.drop(cid)
-        self._arm()
+        if self._lingering:
+            self._timer = self._clock.callLater(0, self._expire)

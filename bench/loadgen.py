@@ -41,6 +41,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -327,19 +328,44 @@ class _BootCP(_Client):
             self.transport.abort()
 
 
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux 4.2; Python 3.12 names it
+
+
+async def _from_source(loop: asyncio.AbstractEventLoop, source: str, host: str, port: int) -> socket.socket:
+    """A socket connected from ``source``, its port picked at connect time: asyncio's ``local_addr``
+    binds first, and a bind to port 0 searches the bound ports one by one (in a storm of thousands
+    that search took the load generator's whole core while the gateway sat idle)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((source, 0))
+        await loop.sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def _booted(args: argparse.Namespace, cid: str) -> _BootCP:
     """A new connection of ``cid`` whose BootNotification round trip is done (raises otherwise)."""
     loop = asyncio.get_running_loop()
     host, port = _host_port(args.url)
     context = _ssl_context(args)
-    extra: dict[str, Any] = {"local_addr": (args.source, 0)} if args.source else {}
-    if context is not None:
-        extra["server_hostname"] = host
+    extra: dict[str, Any] = {"server_hostname": host} if context is not None else {}
     unique_id = f"boot-{cid}-{time.monotonic_ns()}"
-    _, cp = await asyncio.wait_for(
-        loop.create_connection(lambda: _BootCP(args.url + cid, unique_id), host, port, ssl=context, **extra),
-        30.0,
-    )
+
+    async def connected() -> tuple[Any, _BootCP]:
+        if not args.source:
+            return await loop.create_connection(
+                lambda: _BootCP(args.url + cid, unique_id), host, port, ssl=context, **extra
+            )
+        sock = await _from_source(loop, args.source, host, port)
+        return await loop.create_connection(
+            lambda: _BootCP(args.url + cid, unique_id), sock=sock, ssl=context, **extra
+        )
+
+    _, cp = await asyncio.wait_for(connected(), 30.0)
     try:
         await asyncio.wait_for(cp.booted, args.reply_timeout)
     except BaseException:

@@ -28,6 +28,7 @@ from ocppgw.logtext import worker_record
 from ocppgw.openfiles import raise_soft_limit
 from ocppgw.workers import worker_config
 from ocppgw.workers.control import ControlChannel, Handler
+from ocppgw.workers.log_pipe import LogPipe
 
 _log = Logger()
 
@@ -116,7 +117,11 @@ def main(argv: list[str] | None = None, reactor: Any = None) -> int:
     """Run one worker until stopped; its exit code."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stderr, worker_record)])
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    globalLogBeginner.beginLoggingTo([FileLogObserver(LogPipe(reactor), worker_record)])
     raise_soft_limit()
     from ocppgw.service import GatewayService
     from ocppgw.tap import Options
@@ -125,10 +130,6 @@ def main(argv: list[str] | None = None, reactor: Any = None) -> int:
     options.parseOptions(["--config", args.config])  # a bad gw.ini: its lines on stderr, exit 1
     inherited = dict(args.listener)
     config = own_config(options.gateway_config, args.index, inherited)
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-
-        reactor = default_reactor
     service = GatewayService(
         config, reactor, schemas=options.schemas, tls_options=options.tls_options, inherited=inherited,
         gc_policy=True,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import resource
 import socket
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import generate_latest
+from twisted.internet import fdesc
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -28,6 +31,7 @@ from ocppgw.worker import WorkerControl, own_config
 from ocppgw.workers import master_client_id, worker_config
 from ocppgw.workers.control import ControlChannel, RemoteError
 from ocppgw.workers.exposition import merge
+from ocppgw.workers.log_pipe import LogPipe
 from ocppgw.workers.master import MasterService
 from ocppgw.workers.process import BACKOFF_MAX, RESTART_DELAY, _Output, exit_text, restart_delay
 from ocppgw.workers.sockets import reuseport_group
@@ -387,3 +391,77 @@ class OpenFilesTests(SynchronousTestCase):
         unlimited = config_from_string("[listeners.ws.a]\nbind = 1\nmax_connections = infinity\n")
         self.assertFalse(check_connections(unlimited, 4096, resource.RLIM_INFINITY))
         self.assertEqual((events[1]["wanted"], events[1]["hard"]), ("unlimited", "unlimited"))
+
+
+class LogPipeTests(SynchronousTestCase):
+    """``LogPipe``: a worker's log lines on a pipe, never blocking its reactor, bounded."""
+
+    def setUp(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        self.addCleanup(lambda: os.close(self.read_end))
+        self.addCleanup(os.close, self.write_end)
+        self.reactor = MemoryReactor()
+        self.pipe = LogPipe(self.reactor, self.write_end, limit=1000)
+        self.addCleanup(atexit.unregister, self.pipe.drain_blocking)
+
+    def read(self) -> bytes:
+        fdesc.setNonBlocking(self.read_end)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(self.read_end, 1 << 16)
+            except BlockingIOError:
+                return b"".join(chunks)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+    def test_lines_wait_for_the_reactor(self) -> None:
+        """Lines go out when the reactor finds the pipe writable, all in one write."""
+        self.pipe.write("one\n")
+        self.pipe.flush()
+        self.pipe.write(b"two\n")
+        self.assertEqual(self.read(), b"")
+        self.assertEqual(self.reactor.getWriters(), [self.pipe])
+        self.pipe.doWrite()
+        self.assertEqual(self.read(), b"one\ntwo\n")
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_full_pipe_never_blocks_and_is_bounded(self) -> None:
+        """With nobody reading, writes return at once; past the limit lines are dropped and counted,
+        and the count goes out before the next line once there is room."""
+        fill = b"x" * 4096
+        while True:  # fill the pipe itself
+            try:
+                os.write(self.write_end, fill)
+            except BlockingIOError:
+                break
+        for n in range(30):
+            self.pipe.write(f"line {n:02d} " + "y" * 80 + "\n")
+        self.assertEqual(self.pipe.dropped, 19)  # 89 bytes a line: 11 fit in 1,000
+        self.pipe.doWrite()  # nothing fits: stays registered
+        self.assertEqual(self.reactor.getWriters(), [self.pipe])
+        self.read()
+        self.pipe.write("after\n")
+        self.pipe.doWrite()
+        out = self.read().decode()
+        self.assertTrue(out.startswith("line 00 "), out[:20])
+        self.assertIn("line 10 ", out)
+        self.assertNotIn("line 11 ", out)
+        self.assertTrue(out.endswith("(ocppgw: 19 log lines dropped: the master did not read them)\nafter\n"))
+
+    def test_drain_at_exit(self) -> None:
+        """At exit what waits is written, blocking."""
+        self.pipe.write("last words\n")
+        self.pipe.drain_blocking()
+        self.assertEqual(self.read(), b"last words\n")
+
+    def test_master_gone(self) -> None:
+        """The reading end closed: the pipe stops taking lines, without an error."""
+        os.close(self.read_end)
+        self.read_end = os.open(os.devnull, os.O_RDONLY)  # closed at cleanup instead
+        self.pipe.write("lost\n")
+        self.pipe.doWrite()
+        self.assertEqual(self.reactor.getWriters(), [])
+        self.pipe.write("ignored\n")
+        self.assertEqual(self.reactor.getWriters(), [])

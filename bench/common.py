@@ -516,10 +516,15 @@ def cpu_cores(before: dict[str, float], after: dict[str, float], wall: float) ->
     return {name: round((after[name] - before[name]) / wall, 3) for name in before} if wall > 0 else {}
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (utime is [11], stime [12])."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -530,8 +535,7 @@ def descendants(pid: int) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            ppid = int(_stat_fields(int(entry))[1])
         except (OSError, ValueError, IndexError):
             continue
         parents.setdefault(ppid, []).append(int(entry))
@@ -546,9 +550,7 @@ def descendants(pid: int) -> list[int]:
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of ``pid`` and every live process below it (a gateway's hashing processes, a
     master's workers), plus what its children that ended and were reaped had used."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    total = sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
+    total = sum(int(x) for x in _stat_fields(pid)[11:15]) / CLOCK_TICKS
     for child in descendants(pid):
         try:
             total += cpu_seconds(child)
@@ -563,8 +565,7 @@ def tree_cpu_split(pid: int) -> tuple[float, float]:
     user = system = 0.0
     for each in (pid, *descendants(pid)):
         try:
-            with open(f"/proc/{each}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            fields = _stat_fields(each)
         except OSError:
             continue  # ended meanwhile
         user += int(fields[11]) / CLOCK_TICKS

@@ -36,9 +36,6 @@ class DownstreamSubscriptions:
         self._lingering: dict[str, float] = {}  # cid -> when its subscription goes; oldest first
         self._timer: IDelayedCall | None = None
 
-    def __len__(self) -> int:
-        return len(self._topics)
-
     def topic(self, cid: str) -> str | None:
         """The filter subscribed for ``cid`` (attached or lingering), or None."""
         return self._topics.get(cid)

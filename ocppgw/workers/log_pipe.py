@@ -36,9 +36,9 @@ class LogPipe:
         atexit.register(self.drain_blocking)
 
     def write(self, text: str | bytes) -> None:
-        data = text.encode("utf-8", "replace") if isinstance(text, str) else text
         if self._closed:
             return
+        data = text.encode("utf-8", "replace") if isinstance(text, str) else text
         if len(self._buffer) + len(data) > self._limit:
             self.dropped += 1
             return

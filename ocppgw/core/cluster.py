@@ -18,7 +18,8 @@ documented in the README):
   live connection. A local attach after a seen claim takes a later ``at`` than that claim (skewed
   clocks). When the connection ends, its member publishes the release (``"released": true``, the
   claim's ``at``): every member keeps the newest claim of each held charge point (what a dead
-  member held) and nothing of a released one. Only what arrived over the current broker connection
+  member held) and nothing of a released one. What a member claims and releases in one reactor
+  turn goes out as one message (``ocppgw.core.cluster_outbox``); a single claim is still read. Only what arrived over the current broker connection
   counts: the claims are forgotten when the link drops, and a member's at its clean shutdown.
 - **Requests** (``ocppgw.core.cluster_requests``).
 - **Node-down sweep**: when a member's will arrives, the online member with the smallest name
@@ -41,8 +42,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from ocppgw.core.cluster_outbox import ClaimOutbox
 from ocppgw.core.cluster_requests import CONTROL_QOS, Gathered, Handler, Requests
-from ocppgw.core.cluster_wire import MAX_CONTROL_TOPIC, TAKEOVER, decode, encode, ignored, name, number
+from ocppgw.core.cluster_wire import MAX_CONTROL_TOPIC, TAKEOVER, decode, ignored, name, number
 from ocppgw.core.peertext import clip
 from ocppgw.core.ports import IBrokerLink
 from ocppgw.core.presence import PresenceSweep, SweepQueue
@@ -140,6 +142,7 @@ class Cluster:
         if request_timeout is not None:
             self.requests.timeout = request_timeout
         self.takeover_topic = prefix + TAKEOVER
+        self._outbox = ClaimOutbox(link, clock, states, self.takeover_topic, member)
         link.subscribe(self.takeover_topic, CONTROL_QOS, self._claim_received)
         if self._membership_filter is not None:
             link.subscribe(self._membership_filter, CONTROL_QOS, self._state_received)
@@ -308,8 +311,7 @@ class Cluster:
         self._held[cid] = at
         self._remember(cid, _Claim(at, self.member, 0))
         if not self.alone():
-            body = {"clientid": cid, "member": self.member, "at": at, "presence": presence, "peer": peer}
-            self._send(f"claim {cid}", body)
+            self._outbox.claim(cid, at, presence, peer)
         return at
 
     def release(self, cid: str) -> None:
@@ -320,10 +322,7 @@ class Cluster:
             return
         self._released(cid, at, self.member)
         if not self._stopped and not self.alone():
-            self._send(f"release {cid}", {"clientid": cid, "member": self.member, "at": at, "released": True})
-
-    def _send(self, key: str, body: dict[str, Any]) -> None:
-        self._states.publish(self.takeover_topic, encode(body), CONTROL_QOS, key=key, retain=False)
+            self._outbox.release(cid, at)
 
     def _released(self, cid: str, at: float, member: str) -> None:
         seen = self._claims.get(cid)
@@ -350,7 +349,25 @@ class Cluster:
         body = decode(topic, payload)
         if body is None:
             return
-        cid, member, at = body.get("clientid"), self._member_name(body.get("member")), number(body.get("at"))
+        entries = body.get("claims")
+        if entries is None:  # one claim or release per message, as members before batching sent
+            self._take(topic, body, body.get("member"))
+            return
+        member = self._member_name(body.get("member"))
+        if member is None or not isinstance(entries, list):
+            ignored(topic, "a batch of claims needs a member name and a list 'claims'")
+            return
+        if member == self.member:
+            return
+        for entry in entries:
+            if isinstance(entry, dict):
+                self._take(topic, entry, member)
+            else:
+                ignored(topic, "a claim in a batch is not a JSON object")
+
+    def _take(self, topic: str, body: dict[str, Any], member: Any) -> None:
+        """One claim or release of ``member``."""
+        cid, member, at = body.get("clientid"), self._member_name(member), number(body.get("at"))
         if not isinstance(cid, str) or cid_problem(cid) is not None or member is None or at is None:
             ignored(topic, "a claim needs a charge point id 'clientid', a member name and a number 'at'")
             return
@@ -404,6 +421,7 @@ class Cluster:
         published (the ``offline`` state that follows releases every claim of this member)."""
         cancel(self._settle_timer)
         cancel(self._announcing)
+        self._outbox.stop()
         self._settled = False
         self._stopped = True
         self.requests.stop()

@@ -11,6 +11,8 @@ one, and nothing for a topic is published before an earlier state of that topic 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.logger import Logger
 
 from ocppgw.core.ports import IBrokerLink
@@ -27,6 +29,7 @@ class LatestStates:
         self._metrics = metrics
         # key (the topic, unless given) -> (topic, payload, qos, retain), oldest first
         self._waiting: dict[str, tuple[str, bytes, int, bool]] = {}
+        self._followers: list[Callable[[], None]] = []
         link.add_room_observer(self.flush)
         metrics.gauge("presence_waiting", lambda: float(len(self._waiting)))
 
@@ -51,17 +54,24 @@ class LatestStates:
         waiting[key] = (topic, payload, qos, retain)
         self._metrics.inc("presence_deferred")
 
+    def then(self, follower: Callable[[], None]) -> None:
+        """Call ``follower()`` when the link has room again and no state waits any more: what must
+        not overtake the states (the cluster's batched claims) goes out then, in this order."""
+        self._followers.append(follower)
+
     def flush(self) -> None:
-        """Hand waiting states to the link, oldest first, while it has room."""
+        """Hand waiting states to the link, oldest first, while it has room; then the followers'."""
         waiting = self._waiting
-        if not waiting:
-            return
-        link = self._link
-        while waiting and link.room() > 0:  # asked each time: a last 0 has the link tell us again
-            key = next(iter(waiting))
-            topic, payload, qos, retain = waiting[key]
-            if not link.publish(topic, payload, qos, retain=retain):
+        if waiting:
+            link = self._link
+            while waiting and link.room() > 0:  # asked each time: a last 0 has the link tell us again
+                key = next(iter(waiting))
+                topic, payload, qos, retain = waiting[key]
+                if not link.publish(topic, payload, qos, retain=retain):
+                    return
+                del waiting[key]
+            if waiting:
                 return
-            del waiting[key]
-        if not waiting:
             self._log.info("presence held back by a full broker link buffer: all published")
+        for follower in self._followers:
+            follower()

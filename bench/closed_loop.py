@@ -48,10 +48,16 @@ HARNESS_CPU = 1
 
 
 def run_load(
-    args: argparse.Namespace, work: common.Workdir, label: str, url: str, watched: dict[str, int]
+    args: argparse.Namespace,
+    work: common.Workdir,
+    label: str,
+    url: str,
+    watched: dict[str, int],
+    keep_samples: bool = False,
 ) -> dict[str, Any]:
     """One round: the closed loop against ``url``; ``watched`` names the server-side pids whose CPU
-    is reported.  ``label`` names the round's files and its charge point ids."""
+    is reported.  ``label`` names the round's files and its charge point ids. ``keep_samples`` adds
+    every round trip (s, sorted) as ``latencies_s``, to pool several rounds' percentiles."""
     connect_allowance = 2.0 + args.cps / 250
     t_start = time.time() + connect_allowance + args.warmup
     t_end = t_start + args.duration
@@ -165,6 +171,7 @@ def run_load(
         "cpu_other_top": common.top_other(
             everyone_before, everyone_after, set(pids.values()) | {os.getpid()}, wall
         ),
+        **({"latencies_s": samples} if keep_samples else {}),
     }
 
 

@@ -19,8 +19,9 @@ documented in the README):
   clocks). When the connection ends, its member publishes the release (``"released": true``, the
   claim's ``at``): every member keeps the newest claim of each held charge point (what a dead
   member held) and nothing of a released one. What a member claims and releases in one reactor
-  turn goes out as one message (``ocppgw.core.cluster_outbox``); a single claim is still read. Only what arrived over the current broker connection
-  counts: the claims are forgotten when the link drops, and a member's at its clean shutdown.
+  turn goes out as one message (``ocppgw.core.cluster_outbox``); a single claim is still read.
+  Only what arrived over the current broker connection counts: the claims are forgotten when the
+  link drops, and a member's at its clean shutdown.
 - **Requests** (``ocppgw.core.cluster_requests``).
 - **Node-down sweep**: when a member's will arrives, the online member with the smallest name
   (the dead one excluded) marks that member's charge points ``disconnected`` with reason

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
-import re
 import signal
 import threading
 from types import SimpleNamespace
@@ -12,9 +10,9 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from ocppgw.auth import hash_processes, hashing, sched_slice
+from ocppgw.auth import hash_processes, hashing
 from ocppgw.auth import pool as pool_module
 from ocppgw.auth.hashing import HashingError, HashingPool, HashSettings, check, generate, new_salt
 from ocppgw.auth.pool import BlockingPool, Expired
@@ -261,22 +259,6 @@ class HashingPoolTests(TestCase):
                 self.assertIn(f"nice {hash_processes.NICE}", where["autogroup"])
 
     @inlineCallbacks
-    def test_short_slice_in_the_job_thread(self) -> Any:
-        """The jobs run in a hashing process's main thread, the one that asked for a slice of
-        ``SLICE_NS`` (Linux 6.12 and later): sched_getattr reads it back, and so does /proc."""
-        if not _custom_slices():
-            raise SkipTest(f"no custom scheduler slices on {platform.system()} {platform.release()}")
-        pool = self.pool(HashSettings("bcrypt", salt_rounds=4))
-        where = yield pool.pool.run(30.0, pool.processes.call, _where)
-        self.assertNotEqual(where["pid"], os.getpid())
-        self.assertTrue(where["main_thread"])
-        self.assertEqual(where["slice"], hash_processes.SLICE_NS)
-        if where["proc_slice"] is not None:
-            self.assertEqual(where["proc_slice"], hash_processes.SLICE_NS)
-        self.assertEqual(where["nice"], hash_processes.NICE)
-        self.assertNotEqual(sched_slice.fair_slice(), hash_processes.SLICE_NS)
-
-    @inlineCallbacks
     def test_dead_process_is_replaced(self) -> Any:
         """A hashing process killed between jobs is replaced; the next check still answers."""
         pool = self.pool(HashSettings("bcrypt", salt_rounds=4))
@@ -360,25 +342,4 @@ def _where() -> dict[str, Any]:
             autogroup = f.read()
     except OSError:
         autogroup = ""
-    try:
-        with open("/proc/thread-self/sched") as f:
-            proc_slice = next((int(line.split(":")[1]) for line in f if line.startswith("se.slice")), None)
-    except OSError:
-        proc_slice = None
-    return {
-        "pid": os.getpid(),
-        "sid": os.getsid(0),
-        "nice": os.nice(0),
-        "autogroup": autogroup,
-        "main_thread": threading.current_thread() is threading.main_thread(),
-        "slice": sched_slice.fair_slice(),
-        "proc_slice": proc_slice,
-    }
-
-
-def _custom_slices() -> bool:
-    """Whether this machine's kernel grants a fair task a slice of its own (Linux 6.12 and later)."""
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "aarch64"):
-        return False
-    release = tuple(int(part) for part in re.findall(r"\d+", platform.release())[:2])
-    return release >= (6, 12)
+    return {"pid": os.getpid(), "sid": os.getsid(0), "nice": os.nice(0), "autogroup": autogroup}

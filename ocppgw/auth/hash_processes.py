@@ -9,10 +9,7 @@ gateway's session (``setsid``: an autogroup of their own) and set that group's n
 ``NICE`` (10: about a tenth of a busy core's share): the reactor and the broker come first, yet a
 machine busy with other work still hashes (at 19 a bcrypt check could wait past its handshake's
 timeout whenever both cores were busy, and every bcrypt handshake got 503; ``SCHED_IDLE`` was measured
-worse for the other charge points' round trips: bench/README.md, issue 10). Last, each asks for the
-shortest scheduler slice (``SLICE_NS``, 0.1 ms; Linux 6.12 and later, ``ocppgw.auth.sched_slice``): on
-the EEVDF scheduler a running bcrypt check otherwise keeps a woken reactor or broker waiting until its
-default slice (about 0.75 ms) is used, at each hop of a round trip; older kernels ignore or refuse it.
+worse for the other charge points' round trips: bench/README.md, issue 10).
 
 The pool threads of ``ocppgw.auth.pool.BlockingPool`` still bound and shed the work (queue limit,
 late jobs skipped); each of them hands its job here and waits, the GIL released.
@@ -30,24 +27,19 @@ from typing import Any, TypeVar
 
 from twisted.logger import Logger
 
-from ocppgw.auth.sched_slice import set_fair_slice
-
 T = TypeVar("T")
 
 NICE = 10
-SLICE_NS = 100_000  # the shortest slice Linux grants a fair task (0.1 ms)
 _AUTOGROUP = "/proc/self/autogroup"
 
 _log = Logger()
 
 
 def low_priority() -> None:
-    """In a hashing process, before its first job: a session, an autogroup and a nice value of
-    ``NICE``, then a scheduler slice of ``SLICE_NS``. The jobs run in this (main) thread of the process,
-    the one that ``sched_setattr`` changes.
+    """In a hashing process, before its first job: a session, an autogroup and a nice value of ``NICE``.
 
-    Each step that the system refuses (no autogroup, a container without /proc, a kernel older than
-    6.12 or another machine for the slice) leaves that one as it was; the others still apply."""
+    Each step that the system refuses (no autogroup, a container without /proc) leaves that one as
+    it was; the others still apply."""
     try:
         os.setsid()
     except OSError:
@@ -61,7 +53,6 @@ def low_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, 0, NICE)
     except OSError:
         pass
-    set_fair_slice(SLICE_NS, os.getpriority(os.PRIO_PROCESS, 0))
 
 
 def _ready() -> int:

@@ -10,21 +10,22 @@ for the whole benchmark, one per set-up; the users are added by the real ``ocppg
 
 Handshakes phase: ``--rounds`` rounds, each one ``tls_edge.handshake_round`` per set-up in turn
 (``loadgen.py handshakes``: a new connection per handshake, Basic credentials from the URL's user
-info, then the closing handshake; ``--concurrency`` at a time from a separate process); ``--rounds 0``
-skips it (and starts only the bcrypt stack). Storm phase, on the bcrypt stack: ``--storm-pairs``
-pairs of windows, each ``closed_loop.run_load`` with one charge point (Heartbeat closed loop) for
-``--warmup`` + ``--duration`` s, alone ("calm") or while a ``loadgen.py handshakes`` process keeps
-``--storm`` bcrypt handshakes in flight from before the warm-up to past the window ("storm"; its
-handshakes per second read from the gateway's per-decision log lines). Calm goes first in even
-pairs, storm in odd ones, so that the machine's drift (the calm p99 alone moves 0.6-2.6 ms from run
-to run) weighs on both; after a storm window the gateway's processes are left to fall idle before
-the next window. Reported: each window's p50/p99/max, the pooled p99 of all calm windows' round
-trips against all storm windows' (``one_charge_point.without_storm`` / ``with_storm`` /
-``p99_ratio``, as before with one pair) and the median of the per-pair ratios. Targets: sha256 >=
-0.85 x none (null without rounds); pooled p99 with the storm <= 2 x p99 without it.
+info, then the closing handshake; ``--concurrency`` at a time from a separate process); ``--rounds
+0`` skips it (and starts only the bcrypt stack). Storm phase, on the bcrypt stack: ``--storm-pairs``
+pairs of windows, each ``closed_loop.run_load`` with one charge point (a Heartbeat closed loop, flat
+out; ``--probe-interval S`` pauses S seconds from each reply to the next Heartbeat) for ``--warmup``
++ ``--duration`` s, alone ("calm") or while a ``loadgen.py handshakes`` process keeps ``--storm``
+bcrypt handshakes in flight from before the warm-up to past the window ("storm"; its handshakes per
+second read from the gateway's per-decision log lines). Calm goes first in even pairs, storm in odd
+ones, so that the machine's drift (the calm p99 alone moves 0.6-2.6 ms from run to run) weighs on
+both; after a storm window the gateway's processes are left to fall idle before the next window.
+Reported: each window's p50/p99/max, the pooled p99 of all calm windows' round trips against all
+storm windows' (``one_charge_point.without_storm`` / ``with_storm`` / ``p99_ratio``, as before with
+one pair) and the median of the per-pair ratios. Targets: sha256 >= 0.85 x none (null without
+rounds); pooled p99 with the storm <= 2 x p99 without it.
 
     .venv/bin/python bench/auth_handshakes.py [--handshakes 2000] [--bcrypt-handshakes 300] [--rounds 3]
-        [--storm 200] [--storm-pairs 3] [--duration 10] [--warmup 3] [--out FILE]
+        [--storm 200] [--storm-pairs 3] [--probe-interval 0] [--duration 10] [--warmup 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def one_charge_point(
     """One charge point's closed loop on the bcrypt stack, alone or (``storm_count`` > 0) while that
     many bcrypt handshakes are made, ``--storm`` at a time: enough to outlast the window."""
     load = argparse.Namespace(cps=1, warmup=args.warmup, duration=args.duration, loadgen_procs=1,
-                              pin=False, profile=None)  # fmt: skip
+                              pin=False, profile=None, interval=args.probe_interval)  # fmt: skip
     assert stack.gateway is not None and stack.broker.process is not None
     watched = {"gateway": stack.gateway.pid, "mosquitto": stack.broker.process.pid}
     storm: subprocess.Popen | None = None
@@ -290,6 +291,7 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
             "storm": args.storm,
             "storm_handshakes_per_window": storm_count,
             "storm_pairs": args.storm_pairs,
+            "probe_interval_s": args.probe_interval,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
         },
@@ -315,6 +317,12 @@ def main() -> int:
     parser.add_argument("--storm", type=int, default=200, help="bcrypt handshakes kept in flight")
     parser.add_argument(
         "--storm-pairs", type=int, default=3, help="calm and storm windows, alternating (at least 1)"
+    )
+    parser.add_argument(
+        "--probe-interval",
+        type=float,
+        default=0.0,
+        help="the connected charge point's pause from a reply to its next Heartbeat, s (0: none)",
     )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds, storm phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring, storm phase")

@@ -87,6 +87,7 @@ def run_load(
             repr(t_end),
             "--out",
             out,
+            *(["--interval", repr(args.interval)] if getattr(args, "interval", 0.0) else []),
         ]
         loadgens.append((common.spawn(argv, log=log), out))
         log.close()

@@ -152,7 +152,10 @@ class _ClosedLoopCP(_Client):
             run.errors["bad_reply"] += 1
         elif run.start <= now < run.end:
             run.samples.append(now - self.sent_at)
-        self.send_call()
+        if run.interval:
+            asyncio.get_running_loop().call_later(run.interval, self.send_call)
+        else:
+            self.send_call()
 
     def _finish(self) -> None:
         if not self.finished:
@@ -175,9 +178,10 @@ class _ClosedLoopCP(_Client):
 
 
 class _ClosedLoop:
-    def __init__(self, start: float, end: float) -> None:
+    def __init__(self, start: float, end: float, interval: float = 0.0) -> None:
         self.start = start
         self.end = end
+        self.interval = interval  # between a reply and the next Call; 0: at once (closed loop)
         self.samples: list[float] = []
         self.errors = {"connect": 0, "bad_reply": 0, "closed": 0}
         self.running = 0
@@ -191,7 +195,7 @@ class _ClosedLoop:
 
 async def closed(args: argparse.Namespace) -> dict[str, Any]:
     offset = time.time() - perf_counter()
-    run = _ClosedLoop(args.t_start - offset, args.t_end - offset)  # perf_counter times
+    run = _ClosedLoop(args.t_start - offset, args.t_end - offset, args.interval)  # perf_counter times
     loop = asyncio.get_running_loop()
     host, port = _host_port(args.url)
 
@@ -554,6 +558,9 @@ def main() -> int:
     parser.add_argument("--t-start", type=float, help="closed: wall-clock start of the measured window")
     parser.add_argument("--t-end", type=float, help="closed: wall-clock end of the measured window")
     parser.add_argument("--out", help="closed: write the result JSON here")
+    parser.add_argument(
+        "--interval", type=float, default=0.0, help="closed: seconds from a reply to the next Call (0: none)"
+    )
     parser.add_argument("--rate", type=float, default=500.0, help="idle: connections opened per second")
     parser.add_argument(
         "--concurrency", type=int, default=100, help="idle, handshakes: handshakes in progress at most"

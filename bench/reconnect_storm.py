@@ -129,6 +129,15 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
             counter.armed = True
         if args.callgrind:
             callgrind_control(gateway.pid, "--instr=on")
+        groups = {
+            "master": [gateway.pid],
+            "workers": [p for p in common.descendants(gateway.pid) if p != gateway.pid],
+            "loadgens": [c.pid for c in clients],
+            "mosquitto": [broker.process.pid],
+            "responder": [responder.pid],
+            "bench": [os.getpid()],  # the presence counter's paho thread
+        }
+        groups_before = common.group_cpu(groups)
         cpu_before = gateway.cpu_seconds()
         split_before = common.tree_cpu_split(gateway.pid)
         busy_before = common.system_busy_seconds()
@@ -137,6 +146,7 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
             client.send_signal(signal.SIGUSR1)
         storms = common.read_reports(clients, args.storm_timeout + 60, "the clients to reconnect")
         wall = time.monotonic() - signalled
+        storm_cores = common.cpu_cores(groups_before, common.group_cpu(groups), wall)
         cpu = gateway.cpu_seconds() - cpu_before
         split = [b - a for a, b in zip(split_before, common.tree_cpu_split(gateway.pid), strict=True)]
         busy = common.system_busy_seconds() - busy_before
@@ -195,6 +205,7 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
             [round(1000 * part / reconnected, 3) for part in split] if reconnected else None
         ),
         "machine_busy_cores_during_storm": round(busy / wall, 2) if wall else None,
+        "cores_during_storm": storm_cores,
         "storm_wall_s": round(wall, 2),
         "client_procs": len(storms),
         "gateway_options": args.gateway_option,

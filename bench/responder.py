@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 from datetime import UTC, datetime
+from typing import cast
 
 KEEPALIVE = 60
 _PINGREQ = b"\xc0\x00"
@@ -100,8 +101,7 @@ class Responder(asyncio.Protocol):
     # -- connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is one without the subclass
         sock = transport.get_extra_info("socket")
         self.quickack_socket = sock if self.quickack and sock is not None else None
         variable = _string(b"MQTT") + b"\x04\x02" + KEEPALIVE.to_bytes(2, "big")  # level 4, clean session

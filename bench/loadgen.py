@@ -23,7 +23,9 @@ Three modes, each run by the benchmark scripts as a subprocess:
             reconnects each after a random delay of up to ``--jitter`` seconds, retrying a refused
             or failed attempt after 0.5-1.5 s, until its BootNotification round trip is done.
             Prints one JSON line: completion times from the signal, failures, retries.  Then holds
-            the connections until SIGTERM or ``--hold-seconds``.
+            the connections until SIGTERM or ``--hold-seconds``.  For ws:// URLs this runs on bare
+            sockets and epoll (``lean_storm.py``: a fraction of the CPU); ``--asyncio`` or wss://
+            runs the asyncio client below.
 
 ``--source ADDRESS`` (idle, storm) binds the client sockets to that local address (127.0.0.2 ...),
 for more connections than one address's ephemeral ports allow.
@@ -576,6 +578,9 @@ def main() -> int:
     parser.add_argument("--source", help="idle, storm: local address of the client sockets")
     parser.add_argument("--jitter", type=float, default=1.0, help="storm: reconnect delay up to this, s")
     parser.add_argument("--storm-timeout", type=float, default=120.0, help="storm: give up after this, s")
+    parser.add_argument(
+        "--asyncio", action="store_true", help="storm: the asyncio client (ws:// storms use lean_storm.py)"
+    )
     args = parser.parse_args()
     raise_nofile()
     if args.mode == "closed":
@@ -584,6 +589,10 @@ def main() -> int:
             json.dump(result, f)
     elif args.mode == "handshakes":
         print(json.dumps(asyncio.run(handshakes(args))), flush=True)
+    elif args.mode == "storm" and args.url.startswith("ws://") and not args.asyncio:
+        import lean_storm
+
+        lean_storm.storm(args)
     elif args.mode == "storm":
         asyncio.run(storm(args))
     else:

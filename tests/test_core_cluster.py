@@ -634,6 +634,26 @@ class HostileControlTests(ClusterTestCase):
         b'{"id":"1","member":"z","node":"z","result":[],"part":true,"parts":2}',
     ]
 
+    def test_hostile_batch_logs_one_line(self) -> None:
+        """A batch (under the 64 KB limit) of 2,000 malformed entries: one warning naming how many,
+        nothing else happens; its well-formed entry still counts."""
+        warnings: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if "control message" in event.get("log_format", ""):
+                warnings.append(event.get("why", event["log_format"]))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        (a,) = self.start("a")
+        connection = a.attach("CP1")
+        self.flush()
+        entries: list[Any] = [1, {"clientid": "C/P", "at": 1e12}] * 1000 + [{"clientid": "CP1", "at": 1e12}]
+        a.link.deliver(TAKEOVER, json.dumps({"member": "z", "claims": entries}).encode())
+        self.assertEqual(len(warnings), 1)
+        self.assertTrue(warnings[0].startswith("2000 of 2001 entries of a batch"), warnings[0])
+        self.assertEqual(connection.closes, [(1000, "replaced by a newer connection")])
+
     def test_hostile_payloads(self) -> None:
         errors: list[Any] = []
         warnings: list[Any] = []

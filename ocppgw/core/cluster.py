@@ -61,6 +61,7 @@ MAX_CLAIMS = 1_000_000  # held charge points known cluster-wide; past it the old
 MAX_PEER = 200  # characters of a claim's peer address kept
 MAX_MEMBERS = 10_000
 LATER = 0.001  # how much later than a seen claim a local attach claims
+CLAIM_NEEDS = "a claim needs a charge point id 'clientid', a member name and a number 'at'"
 
 # (member that died, its node, skip(cid)) -> the sweep of its charge points
 SweepFactory = Callable[[str, str, Callable[[str], bool]], PresenceSweep]
@@ -352,7 +353,8 @@ class Cluster:
             return
         entries = body.get("claims")
         if entries is None:  # one claim or release per message, as members before batching sent
-            self._take(topic, body, body.get("member"))
+            if not self._take(body, body.get("member")):
+                ignored(topic, CLAIM_NEEDS)
             return
         member = self._member_name(body.get("member"))
         if member is None or not isinstance(entries, list):
@@ -360,23 +362,20 @@ class Cluster:
             return
         if member == self.member:
             return
-        for entry in entries:
-            if isinstance(entry, dict):
-                self._take(topic, entry, member)
-            else:
-                ignored(topic, "a claim in a batch is not a JSON object")
+        bad = sum(1 for entry in entries if not (isinstance(entry, dict) and self._take(entry, member)))
+        if bad:  # one line per message, however many entries: a hostile batch cannot flood the log
+            ignored(topic, f"{bad} of {len(entries)} entries of a batch: {CLAIM_NEEDS}")
 
-    def _take(self, topic: str, body: dict[str, Any], member: Any) -> None:
-        """One claim or release of ``member``."""
+    def _take(self, body: dict[str, Any], member: Any) -> bool:
+        """One claim or release of ``member``; False when it is malformed."""
         cid, member, at = body.get("clientid"), self._member_name(member), number(body.get("at"))
         if not isinstance(cid, str) or cid_problem(cid) is not None or member is None or at is None:
-            ignored(topic, "a claim needs a charge point id 'clientid', a member name and a number 'at'")
-            return
+            return False
         if member == self.member:
-            return
+            return True
         if body.get("released") is True:
             self._released(cid, at, member)
-            return
+            return True
         presence, peer = body.get("presence"), body.get("peer")
         self._remember(
             cid,
@@ -391,12 +390,12 @@ class Cluster:
         mine = self._held.get(cid)
         if mine is None:
             self.elsewhere(cid)
-            return
-        if (at, member) > (mine, self.member):
+        elif (at, member) > (mine, self.member):
             del self._held[cid]
             self.replaced(cid, member)
         else:
             self.outdated(cid)
+        return True
 
     def _member_name(self, value: Any) -> str | None:
         """``value`` as a member name (one string per member, shared by its claims), or None. A name

@@ -318,12 +318,7 @@ def main() -> int:
     parser.add_argument(
         "--storm-pairs", type=int, default=3, help="calm and storm windows, alternating (at least 1)"
     )
-    parser.add_argument(
-        "--probe-interval",
-        type=float,
-        default=0.0,
-        help="the connected charge point's pause from a reply to its next Heartbeat, s (0: none)",
-    )
+    parser.add_argument("--probe-interval", type=float, default=0.0, help="s from a reply to the next call")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds, storm phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring, storm phase")
     parser.add_argument("--responder-qos", type=int, default=1, choices=(0, 1, 2))

@@ -39,12 +39,16 @@ class ClusterTestCase(TestCase):
 
     @inlineCallbacks
     def node(self, name: str, index: int, extra: str = "") -> Any:
-        """Gateway node ``name`` on NATS node ``index``, its API on a free port (key ``ci``)."""
+        """Gateway node ``name`` on NATS node ``index``, its API on a free port (key ``ci``), with
+        ``[dnstream] qos = 0`` as README "Brokers" recommends on NATS: there every QoS 1 subscription
+        is a JetStream consumer whose creation holds NATS's read loop for the gateway's connection
+        for seconds (its log: "Readloop processing time"), which under a loaded CI machine pushed a
+        BootNotification past the harness's 10 s wait."""
         data_dir = Path(tempfile.mkdtemp(prefix=f"ocppgw-{name}-"))
         (data_dir / "keys.txt").write_text(KEYS, encoding="utf-8")
         config = (
             f"[gateway]\ndata_dir = {data_dir}\n[api]\nenable = true\nbind = 127.0.0.1:0\n"
-            f"bootstrap_file = {data_dir / 'keys.txt'}\n" + extra
+            f"bootstrap_file = {data_dir / 'keys.txt'}\n[dnstream]\nqos = 0\n" + extra
         )
         gw = GatewayHarness(self, config, mqtt_port=self.nats.mqtt_ports[index], node_name=name)
         yield gw.start()

@@ -140,7 +140,7 @@ class Storm:
                 pass
         attempt.sock.close()
 
-    def ready(self, attempt: Attempt, events: int) -> None:
+    def ready(self, attempt: Attempt) -> None:
         if attempt.phase == CONNECTING:
             code = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code:
@@ -264,10 +264,10 @@ class Storm:
         wait = until - now
         if timers and (limit is None or self.in_flight() < limit):
             wait = min(wait, timers[0][0] - now)
-        for fd, events in self.epoll.poll(max(0.0, min(wait, 0.1))):
+        for fd, _events in self.epoll.poll(max(0.0, min(wait, 0.1))):
             attempt = self.attempts.get(fd)
             if attempt is not None:
-                self.ready(attempt, events)
+                self.ready(attempt)
 
     def expire(self) -> None:
         now = time.monotonic()

@@ -96,5 +96,5 @@ class ClaimOutboxTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(len(self.outbox), 1)
         self.link.refuse_publishes = False
-        self.outbox.stop()
+        self.outbox.flush()
         self.assertEqual([c["clientid"] for c in self.batches()[0]["claims"]], ["A"])

@@ -113,11 +113,9 @@ class Cluster:
         request_timeout: float | None = None,
     ) -> None:
         """``prefix``: the control topics' mountpoint; ``node_template``: ``[presence] node_topic``,
-        None when presence (and with it membership and the node-down sweep) is off; ``states``:
-        where claims wait when the link's buffer is full (a storm of attaches), the latest per
-        charge point, never dropped."""
+        None when presence (and with it membership and the node-down sweep) is off; ``states``: the
+        retained states that claims waiting for room on the link go out after (``ClaimOutbox``)."""
         self._link, self._clock = link, clock
-        self._states = states
         self.member, self.node = member, node
         self._prefix = prefix
         self._template = node_template
@@ -421,7 +419,7 @@ class Cluster:
         published (the ``offline`` state that follows releases every claim of this member)."""
         cancel(self._settle_timer)
         cancel(self._announcing)
-        self._outbox.stop()
+        self._outbox.flush()  # a claim may still have to close an older connection elsewhere
         self._settled = False
         self._stopped = True
         self.requests.stop()

@@ -79,8 +79,3 @@ class ClaimOutbox:
                 return
             for key in keys:
                 del waiting[key]
-
-    def stop(self) -> None:
-        """Shutting down: what waits goes to the link now (a claim there may still have to close an
-        older connection elsewhere)."""
-        self.flush()

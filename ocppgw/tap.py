@@ -10,6 +10,7 @@ from twisted.python import usage
 
 from ocppgw.config import ConfigError, load_config, problem_line
 from ocppgw.core.schemas import SchemaLoadError, SchemaRegistry, shipped_schema_dir
+from ocppgw.listen_queue import check_listen_queues
 from ocppgw.logtext import twistd_observer
 from ocppgw.openfiles import open_files
 from ocppgw.service import GatewayService, StartupError
@@ -79,6 +80,7 @@ def makeService(options: Options, reactor: Any = None) -> Any:
     sys.excepthook = startup_errors_without_traceback(sys.excepthook)
     config = options.gateway_config
     open_files(config, config.gateway.workers)
+    check_listen_queues(config)
     if config.gateway.workers > 1:
         from ocppgw.workers.master import MasterService
 

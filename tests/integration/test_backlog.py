@@ -1,4 +1,5 @@
-"""The listener's ``backlog`` reaches the kernel: ``ss`` reports it for the real listening socket."""
+"""The listener's ``backlog`` reaches the kernel: ``ss`` reports it for the real listening socket; a
+backlog above ``net.core.somaxconn`` is capped there, and twistd says so at start-up."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from ocppgw.listen_queue import somaxconn
 from tests.integration.harness import GatewayHarness
+from tests.integration.twistd_process import spawn_twistd, write_ini
+from tests.support import MosquittoBroker, free_port, poll_until, port_accepts
 
 SS = shutil.which("ss") or "/bin/ss"  # iproute2; scripts/test installs it when missing
 BACKLOG = 37  # below Twisted's default (50) and below any sane net.core.somaxconn: never ambiguous
@@ -38,3 +42,30 @@ class ListenBacklogTests(TestCase):
         client = yield gw.connect("CP-BACKLOG")
         result = yield gw.boot(client, "CP-BACKLOG")
         self.assertEqual(result.status, "Accepted")
+
+    @inlineCallbacks
+    def test_kernel_cap_said_at_start_up(self) -> Any:
+        """twistd with the largest backlog gw.ini allows: the kernel's queue is that or its cap,
+        whichever is less, and the start-up warning names the listener exactly when the cap bit."""
+        broker = MosquittoBroker(self)
+        yield broker.start()
+        ws_port = free_port()
+        config = write_ini(
+            self,
+            f"[gateway]\nmountpoint = backlog-{ws_port}/\n\n[mqtt]\nport = {broker.port}\n\n"
+            f"[listeners.ws.default]\nbind = 127.0.0.1:{ws_port}\nbacklog = 65535\n",
+        )
+        child, _transport = spawn_twistd(self, config)
+
+        def listening() -> bool:
+            if child.done:
+                raise AssertionError(f"twistd exited with {child.exit_code}\n{child.output()}")
+            return port_accepts(ws_port)
+
+        yield poll_until(listening, timeout=30, description=f"twistd listening on {ws_port}")
+        cap = somaxconn()
+        assert cap is not None
+        backlog = yield deferToThread(listen_backlog, ws_port)
+        self.assertEqual(backlog, min(65535, cap))
+        warned = "[listeners.ws.default] backlog = 65535, but the kernel caps listen queues at"
+        self.assertEqual(warned in child.output(), cap < 65535, child.output())

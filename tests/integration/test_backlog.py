@@ -13,8 +13,8 @@ from twisted.trial.unittest import TestCase
 
 from ocppgw.listen_queue import somaxconn
 from tests.integration.harness import GatewayHarness
-from tests.integration.twistd_process import spawn_twistd, write_ini
-from tests.support import MosquittoBroker, free_port, poll_until, port_accepts
+from tests.integration.twistd_process import spawn_twistd, until_listening, write_ini
+from tests.support import MosquittoBroker, free_port
 
 SS = shutil.which("ss") or "/bin/ss"  # iproute2; scripts/test installs it when missing
 BACKLOG = 37  # below Twisted's default (50) and below any sane net.core.somaxconn: never ambiguous
@@ -57,12 +57,7 @@ class ListenBacklogTests(TestCase):
         )
         child, _transport = spawn_twistd(self, config)
 
-        def listening() -> bool:
-            if child.done:
-                raise AssertionError(f"twistd exited with {child.exit_code}\n{child.output()}")
-            return port_accepts(ws_port)
-
-        yield poll_until(listening, timeout=30, description=f"twistd listening on {ws_port}")
+        yield until_listening(child, ws_port)
         cap = somaxconn()
         assert cap is not None
         backlog = yield deferToThread(listen_backlog, ws_port)

@@ -23,8 +23,8 @@ from twisted.trial.unittest import TestCase
 
 from tests.devpki import client_context, make_dev_certs
 from tests.integration.harness import AsyncioThread, GatewayHarness
-from tests.integration.twistd_process import spawn_twistd, write_ini
-from tests.support import MosquittoBroker, MqttRecorder, free_port, poll_until, port_accepts
+from tests.integration.twistd_process import spawn_twistd, until_listening, write_ini
+from tests.support import MosquittoBroker, MqttRecorder, free_port, poll_until
 
 
 def server_der(port: int, context: ssl.SSLContext) -> bytes:
@@ -139,12 +139,7 @@ class TwistdSighupTests(TestCase):
 
         child, transport = spawn_twistd(self, config)
 
-        def listening() -> bool:
-            if child.done:
-                raise AssertionError(f"twistd exited with {child.exit_code}\n{child.output()}")
-            return port_accepts(wss_port)
-
-        yield poll_until(listening, timeout=30, description=f"twistd listening on {wss_port}")
+        yield until_listening(child, wss_port)
 
         loop = AsyncioThread()
         self.addCleanup(loop.stop)

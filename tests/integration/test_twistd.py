@@ -14,8 +14,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.integration.harness import AsyncioThread
-from tests.integration.twistd_process import TwistdProcess, spawn_twistd, write_ini
-from tests.support import MosquittoBroker, MqttRecorder, free_port, poll_until, port_accepts
+from tests.integration.twistd_process import TwistdProcess, spawn_twistd, until_listening, write_ini
+from tests.support import MosquittoBroker, MqttRecorder, free_port, poll_until
 
 CID = "E2E1"
 BOOT_FRAME = [2, "e2e-boot-1", "BootNotification", {"chargePointVendor": "ocppgw", "chargePointModel": "E2E"}]
@@ -55,14 +55,7 @@ class TwistdTests(TestCase):
 
         child, transport = spawn_twistd(self, config)
 
-        def listening() -> bool:
-            if child.done:
-                raise AssertionError(
-                    f"twistd exited with {child.exit_code} before listening\n{child.output()}"
-                )
-            return port_accepts(ws_port)
-
-        yield poll_until(listening, timeout=30, description=f"twistd listening on {ws_port}")
+        yield until_listening(child, ws_port)
 
         def statuses(topic: str) -> list[str]:
             return [json.loads(m.payload)["status"] for m in recorder.messages(topic) if m.payload]

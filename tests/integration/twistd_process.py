@@ -12,6 +12,8 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from tests.support import poll_until, port_accepts
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 # What the twistd console script does, with this interpreter; ``-m twisted.scripts.twistd`` runs nothing.
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
@@ -65,6 +67,17 @@ def spawn_twistd(
 
     testcase.addCleanup(kill)
     return child, transport
+
+
+def until_listening(child: TwistdProcess, port: int) -> Deferred[Any]:
+    """Fires once ``port`` accepts; fails at once, with the child's output, if twistd exits first."""
+
+    def listening() -> bool:
+        if child.done:
+            raise AssertionError(f"twistd exited with {child.exit_code} before listening\n{child.output()}")
+        return port_accepts(port)
+
+    return poll_until(listening, timeout=30, description=f"twistd listening on {port}")
 
 
 def write_ini(testcase: TestCase, text: str) -> Path:

@@ -149,6 +149,40 @@ class MembershipTests(ClusterTestCase):
         self.assertEqual(a.clock.getDelayedCalls(), [])
 
 
+class ControlSubscriptionTests(ClusterTestCase):
+    CONTROL = sorted(
+        ["ocpp/gateway/+/Presence", TAKEOVER, REQUEST, "ocpp/gateway/cluster/reply/gwa"]
+    )
+
+    def control_subscriptions(self, extra: str) -> list[tuple[str, int]]:
+        member = self.member("gwa", extra)
+        member.up()
+        return sorted(
+            (topic_filter, qos)
+            for topic_filter, qos in member.link.subscribe_calls
+            if topic_filter.startswith("ocpp/gateway/")
+        )
+
+    def test_qos_1_on_mqtt_brokers(self) -> None:
+        self.assertEqual(self.control_subscriptions(""), [(t, 1) for t in self.CONTROL])
+
+    def test_qos_0_on_nats(self) -> None:
+        """There a QoS 1 subscription is a JetStream consumer (``topics.control_subscription_qos``);
+        the control publishes stay QoS 1."""
+        self.assertEqual(
+            self.control_subscriptions("[mqtt]\nbroker = nats\n"), [(t, 0) for t in self.CONTROL]
+        )
+        b = self.member("gwb", "[mqtt]\nbroker = nats\n")
+        b.up()
+        self.flush()
+        self.advance(SETTLE)
+        b.attach("CP1")
+        self.flush()
+        claims = self.members[0].link.published_to(TAKEOVER) + b.link.published_to(TAKEOVER)
+        self.assertTrue(claims)
+        self.assertEqual({m.qos for m in claims}, {1})
+
+
 class TakeoverTests(ClusterTestCase):
     def test_claim_elsewhere_ends_lingering_subscription(self) -> None:
         """CP1 leaves a (its subscription lingers there) and connects to b: b's claim makes a unsubscribe

@@ -17,6 +17,7 @@ from ocppgw.core.topics import (
     TemplateProblem,
     TopicPlan,
     cid_problem,
+    control_subscription_qos,
     has_cid,
     mountpoint_problem,
     node_topic,
@@ -287,6 +288,10 @@ class BrokerRuleTests(SynchronousTestCase):
 
     def test_retained_on_wildcards(self) -> None:
         self.assertEqual([retained_on_wildcards(b) for b in topics.BROKERS], [True, False, True])
+
+    def test_control_subscription_qos(self) -> None:
+        """QoS 0 only on NATS, where a QoS 1 subscription is a JetStream consumer."""
+        self.assertEqual([control_subscription_qos(b) for b in topics.BROKERS], [1, 1, 0])
 
 
 class FilterMatchTests(SynchronousTestCase):

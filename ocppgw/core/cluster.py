@@ -111,10 +111,12 @@ class Cluster:
         settle: float = SETTLE,
         grace: float = GRACE,
         request_timeout: float | None = None,
+        subscribe_qos: int = CONTROL_QOS,
     ) -> None:
         """``prefix``: the control topics' mountpoint; ``node_template``: ``[presence] node_topic``,
         None when presence (and with it membership and the node-down sweep) is off; ``states``: the
-        retained states that claims waiting for room on the link go out after (``ClaimOutbox``)."""
+        retained states that claims waiting for room on the link go out after (``ClaimOutbox``);
+        ``subscribe_qos``: the control subscriptions' (``topics.control_subscription_qos``)."""
         self._link, self._clock = link, clock
         self.member, self.node = member, node
         self._prefix = prefix
@@ -138,14 +140,16 @@ class Cluster:
         self.announce: Callable[[], None] = lambda: None  # publish this member's online state again
         self._announcing: IDelayedCall | None = None
         self._membership_filter = self._filter()
-        self.requests = Requests(link, clock, member, node, prefix, self.expected)
+        self.requests = Requests(
+            link, clock, member, node, prefix, self.expected, subscribe_qos=subscribe_qos
+        )
         if request_timeout is not None:
             self.requests.timeout = request_timeout
         self.takeover_topic = prefix + TAKEOVER
         self._outbox = ClaimOutbox(link, clock, states, self.takeover_topic, member)
-        link.subscribe(self.takeover_topic, CONTROL_QOS, self._claim_received)
+        link.subscribe(self.takeover_topic, subscribe_qos, self._claim_received)
         if self._membership_filter is not None:
-            link.subscribe(self._membership_filter, CONTROL_QOS, self._state_received)
+            link.subscribe(self._membership_filter, subscribe_qos, self._state_received)
         link.add_connection_observer(self._link_state_changed)
 
     def _filter(self) -> str | None:

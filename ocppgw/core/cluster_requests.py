@@ -27,7 +27,7 @@ from ocppgw.core.peertext import clip
 from ocppgw.core.ports import IBrokerLink
 from ocppgw.core.timers import cancel
 
-CONTROL_QOS = 1
+CONTROL_QOS = 1  # every control publish's; subscriptions: topics.control_subscription_qos
 REQUEST_TIMEOUT = 1.0
 MAX_ID_LENGTH = 128
 PART_BYTES = 256 * 1024
@@ -77,6 +77,7 @@ class Requests:
         prefix: str,
         expected: Callable[[], set[str] | None],
         timeout: float = REQUEST_TIMEOUT,
+        subscribe_qos: int = CONTROL_QOS,
     ) -> None:
         self._link, self._clock = link, clock
         self._member, self._node = member, node
@@ -89,8 +90,8 @@ class Requests:
         self._stamp = secrets.token_hex(4)  # request ids differ across runs of one member
         self.request_topic = prefix + REQUEST
         self.reply_topic = prefix + REPLY + member
-        link.subscribe(self.request_topic, CONTROL_QOS, self._request_received)
-        link.subscribe(self.reply_topic, CONTROL_QOS, self._reply_received)
+        link.subscribe(self.request_topic, subscribe_qos, self._request_received)
+        link.subscribe(self.reply_topic, subscribe_qos, self._reply_received)
 
     def serve(self, op: str, handler: Handler) -> None:
         """Answer requests for ``op`` with ``handler(args)``."""

@@ -27,7 +27,13 @@ from ocppgw.core.presence import PresenceSweep, SweepQueue, presence_body
 from ocppgw.core.schemas import SchemaRegistry
 from ocppgw.core.session import ChargePointSession, SessionSettings
 from ocppgw.core.states import LatestStates
-from ocppgw.core.topics import TopicPlan, node_topic, retained_on_wildcards, unsafe_chars
+from ocppgw.core.topics import (
+    TopicPlan,
+    control_subscription_qos,
+    node_topic,
+    retained_on_wildcards,
+    unsafe_chars,
+)
 from ocppgw.core.upstream import Upstream
 from ocppgw.metrics import Metrics
 
@@ -108,6 +114,7 @@ class Router:
             self.sweeps,
             self.states,
             self._node_down_sweep if presence.enable else None,
+            subscribe_qos=control_subscription_qos(broker),
         )
         self.cluster.replaced = self._replaced
         self.cluster.outdated = self._outdated

@@ -46,6 +46,17 @@ def retained_on_wildcards(broker: str) -> bool:
     return broker != "rabbitmq"
 
 
+def control_subscription_qos(broker: str) -> int:
+    """The QoS of the members' subscriptions to their control topics (``gateway/cluster/...``, the
+    node states): 1, except on NATS. There a QoS 1 subscription is a replicated JetStream consumer,
+    which handed members' takeover claims over 5-500 ms late and, after heavy QoS 1 traffic, did not
+    hand some over within 10 s (bench/README.md, issue 12); a QoS 0 subscription gets a message from
+    NATS's core routing as soon as the publisher's server reads it. The link's session is clean, so a
+    QoS 1 subscription would keep nothing across a reconnect anyway; the members still publish at
+    QoS 1 (acknowledged by the broker, sent again after a reconnect)."""
+    return 0 if broker == "nats" else 1
+
+
 _VARIABLE = re.compile(r"\$\{(" + "|".join(sorted(CID_VARIABLES | NODE_VARIABLES)) + r")\}")
 
 

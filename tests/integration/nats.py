@@ -8,9 +8,11 @@ metadata leader and made the MQTT streams): ``MqttRecorder`` connects and subscr
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 from typing import Any
@@ -36,6 +38,29 @@ def node_config(
         f"mqtt {{ listen: 127.0.0.1:{mqtt_ports[index]} }}\n"
         "logtime: true\n"
     )
+
+
+def jetstream_consumer_filters(port: int, stream: str = "$MQTT_msgs", timeout: float = 5.0) -> list[str]:
+    """The subject filters of ``stream``'s JetStream consumers, asked over NATS's client protocol on
+    ``port`` (blocking: run it in a thread). On NATS every QoS 1 MQTT subscription to ``a/b`` is a
+    consumer of ``$MQTT_msgs`` filtering ``$MQTT.msgs.a.b``."""
+    inbox = "_INBOX.ocppgw-test"
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(
+            b'CONNECT {"verbose":false,"pedantic":false,"headers":false}\r\n'
+            + f"SUB {inbox} 1\r\nPUB $JS.API.CONSUMER.LIST.{stream} {inbox} 2\r\n{{}}\r\n".encode()
+        )
+        data = b""
+        while True:
+            _, found, rest = data.partition(f"MSG {inbox} 1 ".encode())
+            size, crlf, body = rest.partition(b"\r\n")
+            if found and crlf and len(body) >= int(size):
+                answer = json.loads(body[: int(size)])
+                return sorted(c["config"].get("filter_subject", "") for c in answer["consumers"] or [])
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"NATS on {port} closed the connection: {data[-200:]!r}")
+            data += chunk
 
 
 class NatsCluster:

@@ -2,9 +2,10 @@
 
 Starts a 3-node NATS cluster with MQTT (configs written as ``tests/integration/nats.py`` writes
 them), two gateways under twistd (``gwa`` on NATS node 0, ``gwb`` on node 1; ``[mqtt] broker =
-nats``), each with two listeners: ``bench`` with ``proxy_protocol = true`` behind HAProxy
-(``balance roundrobin``, ``send-proxy-v2``, ``option httpchk GET /status`` on each node's API port)
-and ``direct`` without it. ``responder.py`` answers every Call from MQTT on NATS node 2.
+nats`` and ``[dnstream] qos = 0``, as README "Brokers" recommends there), each with two listeners:
+``bench`` with ``proxy_protocol = true`` behind HAProxy (``balance roundrobin``, ``send-proxy-v2``,
+``option httpchk GET /status`` on each node's API port) and ``direct`` without it. ``responder.py``
+answers every Call from MQTT on NATS node 2.
 
 (a) Closed-loop calls per second (``closed_loop.py``'s round: N charge points each sending Heartbeat
     and waiting for its CallResult) through HAProxy to both nodes, and straight to node ``gwa``'s
@@ -100,6 +101,7 @@ def start_node(work: common.Workdir, name: str, mqtt_port: int, args: argparse.N
     options["mqtt"] = {"broker": "nats", "client_id": f"ocppgw-bench-{name}-{os.getpid()}"}
     options["listeners.ws.bench"] = {"proxy_protocol": "true"}
     options["listeners.ws.direct"] = {"bind": f"127.0.0.1:{direct}"}
+    options["dnstream"] = {"qos": "0"}  # README "Brokers": on NATS; --gateway-option dnstream.qos=1 for QoS 1
     for section, values in common.gateway_options(args.gateway_option).items():
         options.setdefault(section, {}).update(values)
     gateway = common.Gateway(work, mqtt_port, options, label=name, src=args.gateway_src)

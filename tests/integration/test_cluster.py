@@ -200,7 +200,6 @@ class CrossNodeTests(ClusterTestCase):
         body = yield response.text()
         self.assertEqual((response.code, body), (200, "Node gwa is started\nocppgw is running\n"))
 
-
     @inlineCallbacks
     def test_control_subscriptions_are_not_jetstream_consumers(self) -> Any:
         """On NATS a QoS 1 subscription is a JetStream consumer, which handed takeover claims over up

@@ -21,11 +21,16 @@ ones, so that the machine's drift (the calm p99 alone moves 0.6-2.6 ms from run 
 both; after a storm window the gateway's processes are left to fall idle before the next window.
 Reported: each window's p50/p99/max, the pooled p99 of all calm windows' round trips against all
 storm windows' (``one_charge_point.without_storm`` / ``with_storm`` / ``p99_ratio``, as before with
-one pair) and the median of the per-pair ratios. Targets: sha256 >= 0.85 x none (null without
+one pair) and the median of the per-pair ratios. Two diagnostics change the storm, not the target:
+``--storm-elsewhere`` sends it to a second bcrypt stack of its own (broker, gateway, hashing process),
+so the measured charge point's gateway and broker see none of it and only the machine is shared;
+``--storm-wrong-password`` makes every storm handshake a wrong password (hashed, then 401), so none
+is let in (``storm_denied_per_s`` counts them). Targets: sha256 >= 0.85 x none (null without
 rounds); pooled p99 with the storm <= 2 x p99 without it.
 
     .venv/bin/python bench/auth_handshakes.py [--handshakes 2000] [--bcrypt-handshakes 300] [--rounds 3]
         [--storm 200] [--storm-pairs 3] [--probe-interval 0] [--duration 10] [--warmup 3] [--out FILE]
+        [--storm-elsewhere] [--storm-wrong-password]
 """
 
 from __future__ import annotations
@@ -147,25 +152,33 @@ class AuthStack(closed_loop.GatewayStack):
                 db.delete(f"{self.name}:{USER}")
 
 
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}) .*authentication of .*: allow\b")
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}) .*authentication of .*: (allow|deny)\b")
 
 
-def allowed_between(log_path: str, begin: float, end: float) -> int:
-    """Allowed handshakes the gateway logged with a time stamp in [begin, end) (1 s resolution)."""
+def decided_between(log_path: str, begin: float, end: float, result: str = "allow") -> int:
+    """Handshakes the gateway logged as ``result`` (allow, deny) with a time stamp in [begin, end)
+    (1 s resolution)."""
     count = 0
     with open(log_path, encoding="utf-8", errors="replace") as f:
         for line in f:
             match = _STAMP.match(line)
-            if match and begin <= datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S%z").timestamp() < end:
-                count += 1
+            if match and match.group(2) == result:
+                if begin <= datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S%z").timestamp() < end:
+                    count += 1
     return count
 
 
 def one_charge_point(
-    args: argparse.Namespace, stack: AuthStack, label: str, storm_count: int = 0
+    args: argparse.Namespace,
+    stack: AuthStack,
+    label: str,
+    storm_count: int = 0,
+    storm_stack: AuthStack | None = None,
 ) -> dict[str, Any]:
     """One charge point's closed loop on the bcrypt stack, alone or (``storm_count`` > 0) while that
-    many bcrypt handshakes are made, ``--storm`` at a time: enough to outlast the window."""
+    many bcrypt handshakes are made, ``--storm`` at a time: enough to outlast the window. They go to
+    ``storm_stack`` when given (``--storm-elsewhere``), else to ``stack``."""
+    target = storm_stack or stack
     load = argparse.Namespace(cps=1, warmup=args.warmup, duration=args.duration, loadgen_procs=1,
                               pin=False, profile=None, interval=args.probe_interval)  # fmt: skip
     assert stack.gateway is not None and stack.broker.process is not None
@@ -173,7 +186,10 @@ def one_charge_point(
     storm: subprocess.Popen | None = None
     if storm_count:  # begins a second later, once the measured charge point is in (not timed)
         log = open(stack.work.file(f"loadgen-{label}storm.log"), "ab")
-        argv = [common.PYTHON, common.LOADGEN, "handshakes", "--url", stack.url(), "--prefix", f"{label}s"]
+        url = target.url()
+        if args.storm_wrong_password:
+            url = url.replace(f":{PASSWORD}@", f":not-{PASSWORD}@")
+        argv = [common.PYTHON, common.LOADGEN, "handshakes", "--url", url, "--prefix", f"{label}s"]
         argv += ["--count", str(storm_count), "--concurrency", str(args.storm), "--reply-timeout", "60"]
         storm = common.spawn(["/bin/sh", "-c", 'sleep 1 && exec "$@"', "sh", *argv], log=log)
         log.close()
@@ -184,9 +200,12 @@ def one_charge_point(
     finally:
         common.stop(storm)
     if storm_count:
-        allowed = allowed_between(stack.gateway.log_path, window_start, window_start + args.duration)
-        result["storm_handshakes_per_s"] = round(allowed / args.duration, 1)
-        result["settle_s"] = settle(stack.gateway_pid)
+        assert target.gateway is not None
+        for key, outcome in (("storm_handshakes_per_s", "allow"), ("storm_denied_per_s", "deny")):
+            end = window_start + args.duration
+            decided = decided_between(target.gateway.log_path, window_start, end, outcome)
+            result[key] = round(decided / args.duration, 1)
+        result["settle_s"] = settle(target.gateway_pid)
     return result
 
 
@@ -219,20 +238,23 @@ def pooled(windows: list[dict[str, Any]], duration: float) -> dict[str, Any]:
         "p99_ms": ms(0.99),
         "max_ms": round(samples[-1] * 1000, 3) if samples else None,
     }
-    rates = [w["storm_handshakes_per_s"] for w in windows if "storm_handshakes_per_s" in w]
-    if rates:
-        result["storm_handshakes_per_s"] = round(sum(rates) / len(rates), 1)
+    for key in ("storm_handshakes_per_s", "storm_denied_per_s"):
+        rates = [w[key] for w in windows if key in w]
+        if rates:
+            result[key] = round(sum(rates) / len(rates), 1)
     return result
 
 
-def storm_phase(args: argparse.Namespace, stack: AuthStack, storm_count: int) -> dict[str, Any]:
+def storm_phase(
+    args: argparse.Namespace, stack: AuthStack, storm_count: int, storm_stack: AuthStack | None = None
+) -> dict[str, Any]:
     """``--storm-pairs`` pairs of a calm and a storm window (calm first in even pairs); the pooled
     p99s, their ratio and the median of the per-pair ratios."""
     windows: list[dict[str, Any]] = []
     for pair in range(args.storm_pairs):
         for kind in ("calm", "storm") if pair % 2 == 0 else ("storm", "calm"):
             count = storm_count if kind == "storm" else 0
-            window = one_charge_point(args, stack, f"{kind}{pair}", count)
+            window = one_charge_point(args, stack, f"{kind}{pair}", count, storm_stack)
             windows.append({"pair": pair, "kind": kind, **window})
     calm = pooled([w for w in windows if w["kind"] == "calm"], args.duration)
     stormy = pooled([w for w in windows if w["kind"] == "storm"], args.duration)
@@ -256,13 +278,15 @@ def storm_phase(args: argparse.Namespace, stack: AuthStack, storm_count: int) ->
 def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
     setups = SETUPS if args.rounds else ("bcrypt",)  # no rounds: only the storm phase's stack
     stacks = {setup: AuthStack(args, work, setup) for setup in setups}
+    storm_stack = AuthStack(args, work, "bcrypt") if args.storm_elsewhere else None
+    everything = [*stacks.values(), *([storm_stack] if storm_stack else [])]
     window = args.warmup + args.duration + 30
     lifetime = 600 + args.rounds * 120 + 2 * args.storm_pairs * (window + SETTLE_S)
     rounds: dict[str, list[dict[str, Any]]] = {setup: [] for setup in SETUPS}
     try:
-        for stack in stacks.values():
+        for stack in everything:
             stack.start(lifetime)
-        for stack in stacks.values():
+        for stack in everything:
             stack.warm()
         for i in range(args.rounds):
             for setup, stack in stacks.items():
@@ -270,9 +294,9 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
         bcrypt_rate = tls_edge.summarize(rounds["bcrypt"])["handshakes_per_s"] or STORM_RATE_FALLBACK
         # three times what the bcrypt rounds managed, over a whole window: outlasts it
         storm_count = max(2 * args.storm, int(3 * bcrypt_rate * (2 + args.warmup + args.duration + 5)))
-        storm = storm_phase(args, stacks["bcrypt"], storm_count)
+        storm = storm_phase(args, stacks["bcrypt"], storm_count, storm_stack)
     finally:
-        for stack in stacks.values():
+        for stack in everything:
             stack.stop()
     handshakes = {setup: tls_edge.summarize(r) for setup, r in rounds.items()}
     rate = {setup: handshakes[setup]["handshakes_per_s"] for setup in SETUPS}
@@ -291,6 +315,8 @@ def measure(args: argparse.Namespace, work: common.Workdir) -> dict[str, Any]:
             "storm": args.storm,
             "storm_handshakes_per_window": storm_count,
             "storm_pairs": args.storm_pairs,
+            "storm_elsewhere": args.storm_elsewhere,
+            "storm_wrong_password": args.storm_wrong_password,
             "probe_interval_s": args.probe_interval,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
@@ -317,6 +343,16 @@ def main() -> int:
     parser.add_argument("--storm", type=int, default=200, help="bcrypt handshakes kept in flight")
     parser.add_argument(
         "--storm-pairs", type=int, default=3, help="calm and storm windows, alternating (at least 1)"
+    )
+    parser.add_argument(
+        "--storm-elsewhere",
+        action="store_true",
+        help="the storm hammers a second bcrypt stack (own broker, gateway): its cost to the machine alone",
+    )
+    parser.add_argument(
+        "--storm-wrong-password",
+        action="store_true",
+        help="the storm's handshakes carry a wrong password: each is hashed, then denied (401), none let in",
     )
     parser.add_argument("--probe-interval", type=float, default=0.0, help="s from a reply to the next call")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds, storm phase")

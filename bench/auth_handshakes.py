@@ -36,7 +36,9 @@ rounds); pooled p99 with the storm <= 2 x p99 without it.
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -56,6 +58,8 @@ REDIS_DB = 3
 HASHED = hashlib.sha256((PASSWORD + SALT).encode()).hexdigest()  # sha256, salt_position = suffix
 SUFFIX = ["authentication.password_hash_algorithm=sha256", "authentication.salt_position=suffix"]
 STORM_RATE_FALLBACK = 50.0  # bcrypt handshakes/s assumed when no round measured it (--rounds 0)
+ANSWER_SLACK_S = 0.003  # a Call sent up to this long after a storm answer still counts as next to it
+CONTROL_SHIFT_S = 0.030  # the control: the same answers moved by about half a bcrypt job
 SETTLE_S = 30.0  # after a storm window, at most this long for the gateway to fall idle
 
 
@@ -190,6 +194,7 @@ def one_charge_point(
             url = url.replace(f":{PASSWORD}@", f":not-{PASSWORD}@")
         argv = [common.PYTHON, common.LOADGEN, "handshakes", "--url", url, "--prefix", f"{label}s"]
         argv += ["--count", str(storm_count), "--concurrency", str(args.storm), "--reply-timeout", "60"]
+        argv += ["--answers-out", stack.work.file(f"answers-{label}.txt")]
         storm = common.spawn(["/bin/sh", "-c", 'sleep 1 && exec "$@"', "sh", *argv], log=log)
         log.close()
         watched["storm_loadgen"] = storm.pid
@@ -203,8 +208,49 @@ def one_charge_point(
         decided = decided_between(target.gateway.log_path, window_start, window_start + args.duration)
         result["storm_handshakes_per_s"] = round(decided["allow"] / args.duration, 1)
         result["storm_denied_per_s"] = round(decided["deny"] / args.duration, 1)
+        result.update(next_to_answers(stack.work, label))
         result["settle_s"] = settle(target.gateway_pid)
     return result
+
+
+def apart_from(
+    sent: list[float], latencies: list[float], events: list[float], shift: float = 0.0
+) -> list[float]:
+    """The round trips during which no event of ``events`` (sorted wall-clock times, moved by
+    ``shift``) happened, nor in the ``ANSWER_SLACK_S`` before the Call was sent."""
+    kept = []
+    for at, latency in zip(sent, latencies, strict=True):
+        i = bisect.bisect_left(events, at - ANSWER_SLACK_S - shift)
+        if i == len(events) or events[i] + shift > at + latency:
+            kept.append(latency)
+    return sorted(kept)
+
+
+def next_to_answers(work: common.Workdir, label: str) -> dict[str, Any]:
+    """Which round trips of a storm window ran next to an answer of the storm's (the let-in or
+    refused handshakes, each the end of a bcrypt job or of its wait): the p99 of the others, and of
+    the others when the answers are moved by ``CONTROL_SHIFT_S`` (a control: leaving out as many calls
+    at random moments barely moves a p99)."""
+    with open(work.file(f"loadgen-{label}0.json"), encoding="utf-8") as f:
+        probe = json.load(f)
+    with open(work.file(f"answers-{label}.txt"), encoding="utf-8") as f:
+        answers = sorted(float(line.split()[0]) for line in f if line.strip())
+    sent, latencies = probe["sent_at_s"], probe["latencies_s"]
+    apart = apart_from(sent, latencies, answers)
+    control = apart_from(sent, latencies, answers, CONTROL_SHIFT_S)
+    window = (sent[0], sent[-1]) if sent else (0.0, 0.0)
+    return {
+        "storm_answers": sum(1 for t in answers if window[0] <= t <= window[1]),
+        "calls_next_to_answers": len(latencies) - len(apart),
+        "p99_ms_apart_from_answers": _ms(common.percentile(apart, 0.99)),
+        "p99_ms_apart_from_shifted_answers": _ms(common.percentile(control, 0.99)),
+        "apart_latencies_s": apart,
+        "control_latencies_s": control,
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
 
 
 def settle(pid: int) -> float:
@@ -240,6 +286,10 @@ def pooled(windows: list[dict[str, Any]], duration: float) -> dict[str, Any]:
         rates = [w[key] for w in windows if key in w]
         if rates:
             result[key] = round(sum(rates) / len(rates), 1)
+    for key, name in (("apart_latencies_s", "p99_ms_apart_from_answers"),
+                      ("control_latencies_s", "p99_ms_apart_from_shifted_answers")):  # fmt: skip
+        if any(key in w for w in windows):
+            result[name] = _ms(common.percentile(sorted(x for w in windows for x in w.get(key, ())), 0.99))
     return result
 
 
@@ -262,7 +312,8 @@ def storm_phase(
         pair_ratios.append(tls_edge.ratio(p99["storm"], p99["calm"]))
     known = [r for r in pair_ratios if r is not None]
     for window in windows:
-        del window["latencies_s"]
+        for key in ("latencies_s", "apart_latencies_s", "control_latencies_s"):
+            window.pop(key, None)
     return {
         "without_storm": calm,
         "with_storm": stormy,

@@ -48,7 +48,7 @@ import ssl
 import sys
 import time
 from time import perf_counter
-from typing import Any
+from typing import IO, Any
 
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
@@ -154,6 +154,7 @@ class _ClosedLoopCP(_Client):
             run.errors["bad_reply"] += 1
         elif run.start <= now < run.end:
             run.samples.append(now - self.sent_at)
+            run.sent_at.append(self.sent_at)
         if run.interval:
             asyncio.get_running_loop().call_later(run.interval, self.send_call)
         else:
@@ -185,6 +186,7 @@ class _ClosedLoop:
         self.end = end
         self.interval = interval  # between a reply and the next Call; 0: at once (closed loop)
         self.samples: list[float] = []
+        self.sent_at: list[float] = []  # perf_counter time each sample's Call was sent, in step with samples
         self.errors = {"connect": 0, "bad_reply": 0, "closed": 0}
         self.running = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -233,6 +235,7 @@ async def closed(args: argparse.Namespace) -> dict[str, Any]:
         "connected": len(cps),
         "connected_before_start": connected_at < run.start,
         "latencies_s": run.samples,
+        "sent_at_s": [t + offset for t in run.sent_at],  # wall clock, for lining calls up with other events
         "errors": run.errors,
     }
 
@@ -447,10 +450,13 @@ async def storm(args: argparse.Namespace) -> None:
 
 
 class _HandshakeCP(_Client):
-    """One connection of ``handshakes``: the opening handshake, then at once the closing one."""
+    """One connection of ``handshakes``: the opening handshake, then at once the closing one.
+    ``answers``, when given, gets a line per answer to the opening handshake: its wall-clock time and
+    its HTTP status."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, answers: IO[str] | None = None) -> None:
         super().__init__(url)
+        self.answers = answers
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[float] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -461,6 +467,8 @@ class _HandshakeCP(_Client):
         done = False
         for event in ws.events_received():
             if isinstance(event, Response) and not self.opened.done():
+                if self.answers is not None:
+                    self.answers.write(f"{time.time():.6f} {event.status_code}\n")
                 if ws.handshake_exc is not None:
                     self.opened.set_exception(ws.handshake_exc)
                     done = True
@@ -486,6 +494,7 @@ async def handshakes(args: argparse.Namespace) -> dict[str, Any]:
     context = _ssl_context(args)
     tls: dict[str, Any] = {"ssl": context, "server_hostname": host} if context is not None else {}
     slots = asyncio.Semaphore(args.concurrency)
+    answers = open(args.answers_out, "a", buffering=1, encoding="utf-8") if args.answers_out else None
     connect_s: list[float] = []
     failures: dict[str, int] = {}
 
@@ -497,9 +506,8 @@ async def handshakes(args: argparse.Namespace) -> dict[str, Any]:
         async with slots:
             started = perf_counter()
             try:
-                transport, cp = await asyncio.wait_for(
-                    loop.create_connection(lambda: _HandshakeCP(url), host, port, **tls), args.reply_timeout
-                )
+                made = loop.create_connection(lambda: _HandshakeCP(url, answers), host, port, **tls)
+                transport, cp = await asyncio.wait_for(made, args.reply_timeout)
             except Exception as e:
                 failed(f"connect: {type(e).__name__}")
                 return
@@ -568,6 +576,9 @@ def main() -> int:
         "--concurrency", type=int, default=100, help="idle, handshakes: handshakes in progress at most"
     )
     parser.add_argument("--reply-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--answers-out", help="handshakes: append each answer's wall-clock time and status here, as it comes"
+    )
     parser.add_argument(
         "--tls-version", choices=sorted(_TLS_VERSIONS), default="1.3", help="wss: TLS version"
     )

@@ -21,7 +21,12 @@ ones, so that the machine's drift (the calm p99 alone moves 0.6-2.6 ms from run 
 both; after a storm window the gateway's processes are left to fall idle before the next window.
 Reported: each window's p50/p99/max, the pooled p99 of all calm windows' round trips against all
 storm windows' (``one_charge_point.without_storm`` / ``with_storm`` / ``p99_ratio``, as before with
-one pair) and the median of the per-pair ratios. Two diagnostics change the storm, not the target:
+one pair) and the median of the per-pair ratios. Each storm window also lines its round trips up with
+the storm's handshake answers (each let-in or refusal: the end of a bcrypt job or of its wait):
+``p99_ms_apart_from_answers`` is the p99 of the calls with no answer during them nor in the 3 ms
+before, ``p99_ms_apart_from_shifted_answers`` the same with the answers 30 ms later (a control); a
+gap between the two says how much of the storm's tail sits at those moments, whatever the calm
+baseline did. Two diagnostics change the storm, not the target:
 ``--storm-elsewhere`` sends it to a second bcrypt stack of its own (broker, gateway, hashing process),
 so the measured charge point's gateway and broker see none of it and only the machine is shared;
 ``--storm-wrong-password`` makes every storm handshake a wrong password (hashed, then 401), so none

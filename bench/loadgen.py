@@ -529,6 +529,8 @@ async def handshakes(args: argparse.Namespace) -> dict[str, Any]:
     began = time.time()
     await asyncio.gather(*(one(i) for i in range(args.first, args.first + args.count)))
     ended = time.time()
+    if answers is not None:
+        answers.close()
     used = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "handshakes": len(connect_s),

@@ -276,8 +276,7 @@ def pooled(windows: list[dict[str, Any]], duration: float) -> dict[str, Any]:
     samples = sorted(x for w in windows for x in w["latencies_s"])
 
     def ms(fraction: float) -> float | None:
-        value = common.percentile(samples, fraction)
-        return None if value is None else round(value * 1000, 3)
+        return _ms(common.percentile(samples, fraction))
 
     result = {
         "windows": len(windows),

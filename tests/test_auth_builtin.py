@@ -13,7 +13,6 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ocppgw.auth import builtin
 from ocppgw.auth.hashing import HashingPool, HashSettings, generate
-from ocppgw.auth.pool import BlockingPool
 from ocppgw.auth.user_table import UserTable
 from ocppgw.auth.users import ImportCounts, User, UserExists, UserStore
 from ocppgw.config import AuthenticationSection
@@ -125,7 +124,7 @@ class TimeoutTests(SynchronousTestCase):
         """A lookup that does not come back within request_timeout is unavailable, at that moment."""
         clock = Clock()
         table = UserTable(UserStore(Path(self.mktemp())), _Stalled(), 2.0)  # type: ignore[arg-type]
-        hashing = HashingPool(HashSettings(), BlockingPool(clock, "unused", 1), 2.0)
+        hashing = HashingPool(HashSettings(), clock, 2.0)
         authenticator = builtin.BuiltinAuthenticator(table, hashing, clock, timeout=2.0)
         decision = authenticator.authenticate(credentials())
         clock.advance(1.9)

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-from types import SimpleNamespace
 from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-from ocppgw.auth import hash_processes, hashing
-from ocppgw.auth import pool as pool_module
-from ocppgw.auth.hashing import HashingError, HashingPool, HashSettings, check, generate, new_salt
-from ocppgw.auth.pool import BlockingPool, Expired
+from ocppgw.auth.hashing import HashingError, HashSettings, check, generate, new_salt
 
 SHA512_SUFFIX = (
     "fa6a2185b3e0a9a85ef41ffb67ef3c1fb6f74980f8ebf970e4e72e353ed9537d"
@@ -233,113 +224,3 @@ class GenerateTests(SynchronousTestCase):
             mac_fun="sha512", iterations=9, dk_length=16,
         )  # fmt: skip
         self.assertEqual(HashSettings.of(section), HashSettings("pbkdf2", "suffix", 7, "sha512", 9, 16))
-
-
-class HashingPoolTests(TestCase):
-    def pool(self, settings: HashSettings, timeout: float = 5.0) -> HashingPool:
-        pool = HashingPool(settings, hashing.hash_workers(reactor, "ocppgw-hashing"), timeout)
-        pool.start()
-        self.addCleanup(pool.stop)
-        return pool
-
-    @inlineCallbacks
-    def test_expensive_in_low_priority_processes(self) -> Any:
-        """bcrypt and pbkdf2 run in processes of their own (the A.9 vectors still check there), each
-        in a session and autogroup of its own at a lower priority, so a storm of them yields the cores."""
-        for row in ("19", "20"):
-            _, settings, password, salt, stored = next(v for v in VECTORS if v[0] == row)
-            pool = self.pool(settings)
-            self.assertTrue((yield pool.check(stored, salt, password)))
-            self.assertFalse((yield pool.check(stored, salt, password + b"x")))
-            where = yield pool.pool.run(5.0, pool.processes.call, _where)
-            self.assertNotEqual(where["pid"], os.getpid())
-            self.assertNotEqual(where["sid"], os.getsid(0))
-            self.assertEqual(where["nice"], hash_processes.NICE)
-            if os.path.exists("/proc/self/autogroup"):
-                self.assertIn(f"nice {hash_processes.NICE}", where["autogroup"])
-
-    @inlineCallbacks
-    def test_dead_process_is_replaced(self) -> Any:
-        """A hashing process killed between jobs is replaced; the next check still answers."""
-        pool = self.pool(HashSettings("bcrypt", salt_rounds=4))
-        stored, salt = yield pool.generate(b"pw")
-        pids = yield pool.pool.run(30.0, pool.processes.warm)
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        self.assertTrue((yield pool.check(stored, salt, b"pw")))
-        again = yield pool.pool.run(30.0, pool.processes.warm)
-        self.assertFalse(set(again) & set(pids))
-
-    @inlineCallbacks
-    def test_stop_ends_the_processes(self) -> Any:
-        """Stopping the pool waits for the hashing processes to exit."""
-        pool = HashingPool(HashSettings("bcrypt", salt_rounds=4), hashing.hash_workers(reactor, "h"), 5.0)
-        pool.start()
-        pids = yield pool.pool.run(30.0, pool.processes.warm)
-        yield pool.stop()
-        for pid in pids:
-            with self.assertRaises(ProcessLookupError):
-                os.kill(pid, 0)
-
-    def test_cheap_inline(self) -> None:
-        """sha256 answers at once, in the calling thread, without starting the pool's threads."""
-        _, settings, password, salt, stored = VECTORS[11]
-        pool = HashingPool(settings, BlockingPool(reactor, "unused", 1), 5.0)
-        pool.start()
-        self.assertFalse(pool.pool.started)
-        self.assertTrue(self.successResultOf(pool.check(stored, salt, password)))
-        self.failureResultOf(pool.check(None, salt, password), HashingError)
-        self.assertEqual(len(self.successResultOf(pool.generate(b"pw"))), 2)
-
-    @inlineCallbacks
-    def test_errors_come_back_as_failures(self) -> Any:
-        """A bcrypt hash that cannot be checked fails the Deferred with HashingError."""
-        pool = self.pool(HashSettings("bcrypt"))
-        with self.assertRaises(HashingError):
-            yield pool.check("salt", None, b"pw")
-        stored, salt = yield pool.generate(b"pw")
-        self.assertTrue((yield pool.check(stored, salt, b"pw")))
-
-    @inlineCallbacks
-    def test_stop_twice(self) -> Any:
-        """Stopping a started pool fires; stopping a never started one fires at once."""
-        pool = HashingPool(HashSettings("bcrypt"), hashing.hash_workers(reactor, "ocppgw-hashing"), 5.0)
-        yield pool.stop()
-        pool.start()
-        yield pool.stop()
-        self.assertFalse(pool.pool.started)
-
-    @inlineCallbacks
-    def test_answered_handshakes_are_not_hashed(self) -> Any:
-        """A bcrypt check that waited in the queue past its handshake's timeout is skipped (Expired),
-        never hashed: a storm does not keep the cores busy for handshakes already answered."""
-        now = [1000.0]
-        self.patch(pool_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
-        pool = self.pool(HashSettings("bcrypt"), timeout=5.0)
-        hashed: list[bytes] = []
-        self.patch(hashing, "check", lambda *args: hashed.append(args[3]) or True)
-        release = threading.Event()
-        busy = [pool.pool.run(60.0, release.wait, 60.0) for _ in range(hashing.hashing_threads())]
-        late = pool.check("$2a$10$" + "x" * 53, None, b"late")  # queued behind the busy workers
-        now[0] += 6.0  # its handshake has had its 503 by now
-        release.set()
-        yield gatherResults(busy)
-        with self.assertRaises(Expired):
-            yield late
-        self.assertEqual(hashed, [])
-
-    def test_fewer_threads_than_cores(self) -> None:
-        """The hashing pool leaves a core to the reactor: cores - 1 threads, at least one."""
-        for cores, threads in ((None, 1), (1, 1), (2, 1), (8, 7)):
-            self.patch(hashing.os, "cpu_count", lambda cores=cores: cores)
-            self.assertEqual(hashing.hashing_threads(), threads)
-
-
-def _where() -> dict[str, Any]:
-    """Where a hashing process runs: its ids and priority (called in that process)."""
-    try:
-        with open("/proc/self/autogroup") as f:
-            autogroup = f.read()
-    except OSError:
-        autogroup = ""
-    return {"pid": os.getpid(), "sid": os.getsid(0), "nice": os.nice(0), "autogroup": autogroup}

@@ -10,8 +10,9 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from ocppgw.auth.hashing import HashingError
-from ocppgw.auth.lookup import bounded, decide, server_address, verifier
+from ocppgw.auth.lookup import Verify, bounded, decide, hashing_pool, server_address
 from ocppgw.auth.pool import BlockingPool, Expired
+from ocppgw.config.sections import AuthenticationSection
 from ocppgw.core.ports import Decision, Outcome
 from tests.support_lookup import SALT, fake_verify, section, sha256_suffix
 
@@ -111,25 +112,26 @@ class BlockingPoolTests(unittest.TestCase):
         self.assertEqual(ran, [])
 
 
-class VerifierTests(unittest.TestCase):
-    """``verifier`` runs the real ``ocppgw.auth.hashing.check`` with the section's settings in the pool."""
+class HashingPoolOfSectionTests(unittest.TestCase):
+    """``hashing_pool`` checks with the real ``ocppgw.auth.hashing.check`` and the section's settings."""
 
-    def setUp(self) -> None:
-        self.pool = BlockingPool(reactor, "test-hash", 1)
-        self.pool.start()
-        self.addCleanup(self.pool.stop)
+    def started(self, settings: AuthenticationSection) -> Verify:
+        pool = hashing_pool(settings, reactor)
+        pool.start()
+        self.addCleanup(pool.stop)
+        return pool.check
 
     @inlineCallbacks
     def test_glue(self) -> None:
         """A.9 row 12 (sha256, suffix) matches and a wrong password does not; a NULL salt where the
         algorithm needs one fails (the backends answer unavailable); bcrypt ignores the salt column."""
         settings = section("mysql", password_hash_algorithm="sha256", salt_position="suffix")
-        verify = verifier(settings, self.pool)
+        verify = self.started(settings)
         stored = "7a37b85c8918eac19a9089c0fa5a2ab4dce3f90528dcdeec108b23ddf3607b99"
         self.assertTrue((yield verify(stored, "salt", b"password")))
         self.assertFalse((yield verify(stored, "salt", b"wrongpass")))
         with self.assertRaises(HashingError):
             yield verify(stored, None, b"password")
-        unsalted = verifier(section("mysql", password_hash_algorithm="bcrypt"), self.pool)
+        unsalted = self.started(section("mysql", password_hash_algorithm="bcrypt"))
         bcrypt_hash = "$2b$12$wtY3h20mUjjmeaClpqZVveDWGlHzCGsvuThMlneGHA7wVeFYyns2u"
         self.assertTrue((yield unsalted(bcrypt_hash, None, b"bcrypt")))

@@ -79,21 +79,20 @@ class BlockingPoolTests(TestCase):
         self.assertEqual((yield pool.run(4.0, lambda: "ran")), "ran")
 
     @inlineCallbacks
-    def test_after_stop_runs_once_the_workers_stopped(self) -> Any:
-        """What ``after_stop`` registered runs off the reactor thread after the workers' last job,
-        also for a pool that never started."""
+    def test_stop_waits_for_the_last_job(self) -> Any:
+        """Stop fires once the running job has finished, without blocking the reactor; a pool that
+        never started stops at once."""
         pool = self.started()
-        seen: list[tuple[str, bool]] = []
-        pool.after_stop(lambda: seen.append((threading.current_thread().name, pool.started)))
-        yield pool.run(5.0, lambda: None)
-        yield pool.stop()
-        self.assertEqual(len(seen), 1)
-        self.assertNotEqual(seen[0][0], threading.current_thread().name)
-        self.assertFalse(seen[0][1])
-        idle = BlockingPool(reactor, "idle", 1)
-        idle.after_stop(lambda: seen.append(("idle", idle.started)))
-        yield idle.stop()
-        self.assertEqual(seen[1], ("idle", False))
+        release = threading.Event()
+        running = pool.run(60.0, release.wait, 60.0)
+        stopped = pool.stop()
+        self.assertNoResult(stopped)
+        release.set()
+        yield running
+        yield stopped
+        self.assertFalse(pool.started)
+        self.successResultOf(BlockingPool(reactor, "idle", 1).stop())
+
 
 def from_thread_event(event: threading.Event) -> Any:
     """A Deferred fired once ``event`` is set in another thread (waits in a thread of its own)."""

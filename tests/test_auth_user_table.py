@@ -44,7 +44,7 @@ class UserTableTests(TestCase):
         self.clock = Clock()  # the authenticator's timers only: none may be armed on the fast path
         users = BlockingPool(reactor, "test-users", 1)
         self.table = UserTable(UserStore(self.data_dir), users, 5.0)
-        hashing = HashingPool(SETTINGS, BlockingPool(reactor, "test-hashing", 1), 5.0)
+        hashing = HashingPool(SETTINGS, reactor, 5.0)
         self.authenticator = BuiltinAuthenticator(self.table, hashing, self.clock)
         self.authenticator.start()
         self.addCleanup(self.authenticator.stop)

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ocppgw.auth.hashing import HashingError, HashingPool, HashSettings, hash_workers
+from ocppgw.auth.hashing import HashingError, HashingPool, HashSettings
 from ocppgw.auth.pool import BlockingPool, Expired, Overloaded
 from ocppgw.auth.user_table import UserTable
 from ocppgw.auth.users import User, UserStore
@@ -113,7 +113,7 @@ def make(section: AuthenticationSection, reactor: Any, data_dir: Path) -> Builti
     users = BlockingPool(reactor, "ocppgw-users", 1, max_queued=_USERS_QUEUE)  # 1: see UserTable
     return BuiltinAuthenticator(
         UserTable(UserStore(data_dir), users, timeout),
-        HashingPool(HashSettings.of(section), hash_workers(reactor, "ocppgw-hashing"), timeout),
+        HashingPool(HashSettings.of(section), reactor, timeout),
         reactor,
         user_id_type=section.user_id_type,
         timeout=timeout,

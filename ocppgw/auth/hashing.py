@@ -6,8 +6,8 @@ compares exactly, pbkdf2 is stored as lowercase hex, and bcrypt stores the whole
 is its own salt; generated as ``$2a$``, ``$2a$/$2b$/$2y$`` accepted). Comparisons are constant-time.
 
 ``check`` and ``generate`` are pure and may block (bcrypt, pbkdf2): backends call them through a
-``HashingPool``, which runs the expensive algorithms in low-priority processes of their own
-(``ocppgw.auth.hash_processes``), queued and shed by a bounded thread pool, and the cheap ones inline.
+``HashingPool``, which runs the expensive algorithms in low-priority processes of their own, queued
+and shed on the reactor (``ocppgw.auth.hash_workers``), and the cheap ones inline.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import bcrypt
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.logger import Logger
 
-from ocppgw.auth.hash_processes import HashProcesses
-from ocppgw.auth.pool import BlockingPool
+from ocppgw.auth.hash_workers import HashWorkers
 
 if TYPE_CHECKING:
     from ocppgw.config.sections import AuthenticationSection
@@ -38,12 +36,11 @@ _DIGESTS = {"md5": "md5", "sha": "sha1", "sha256": "sha256", "sha512": "sha512"}
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
 _BCRYPT_MAX = 72  # bytes of a password bcrypt looks at; longer ones are cut, as the reference's C code does
 _DK_LENGTH_MAX = 2**32 - 1
-# bcrypt at salt_rounds 10 takes ~60 ms a job per thread: 256 waiting is ~15 s of work on one core, past
+# bcrypt at salt_rounds 10 takes ~60 ms a job per process: 256 waiting is ~15 s of work on one core, past
 # any request_timeout (those jobs are skipped, not run); beyond it a handshake is refused at once
 MAX_QUEUED_HASHES = 256
 
 T = TypeVar("T")
-_log = Logger()
 
 
 class HashingError(Exception):
@@ -164,46 +161,39 @@ def generate(settings: HashSettings, password: bytes) -> tuple[str, str]:
     return hashlib.new(_DIGESTS[settings.algorithm], data).hexdigest(), salt
 
 
-def hashing_threads() -> int:
-    """Threads (each with a hashing process) for bcrypt and pbkdf2: one fewer than the cores (at
-    least one), so a storm of expensive handshakes leaves the reactor thread a core of its own."""
+def hashing_processes() -> int:
+    """Hashing processes for bcrypt and pbkdf2: one fewer than the cores (at least one), so a storm
+    of expensive handshakes leaves the reactor a core of its own."""
     return max(1, (os.cpu_count() or 1) - 1)
 
 
 class HashingPool:
-    """``check`` and ``generate`` for a backend: bcrypt and pbkdf2 queued in ``pool`` (a job that
-    waited past its handshake's ``timeout`` is skipped, a full queue refuses at once: both fail the
-    Deferred) and run in ``processes`` (made here when not given, as many as ``pool``'s threads are
-    ever hashing at once), the cheap algorithms inline, their Deferred already fired."""
+    """``check`` and ``generate`` for a backend: bcrypt and pbkdf2 in ``workers`` (low-priority
+    processes made here when not given; a job that waited past its handshake's ``timeout`` is
+    skipped, a full queue refuses at once: both fail the Deferred), the cheap algorithms inline,
+    their Deferred already fired. ``start`` and ``stop`` belong to the backend's own."""
 
     def __init__(
-        self,
-        settings: HashSettings,
-        pool: BlockingPool,
-        timeout: float,
-        processes: HashProcesses | None = None,
+        self, settings: HashSettings, reactor: Any, timeout: float, workers: HashWorkers | None = None
     ) -> None:
         self.settings = settings
-        self.pool = pool
         self.timeout = timeout
-        self.processes = processes or HashProcesses(hashing_threads())
+        self.workers: HashWorkers | None = None
         if settings.expensive:
-            pool.after_stop(self.processes.shutdown)
+            self.workers = workers or HashWorkers(reactor, hashing_processes(), MAX_QUEUED_HASHES)
 
     def start(self) -> None:
-        """Start the pool and, for bcrypt and pbkdf2, the hashing processes in the background."""
-        if self.settings.expensive:
-            self.pool.start()
-            self.pool.run(max(self.timeout, 30.0), self.processes.warm).addErrback(
-                lambda f: _log.failure("hashing processes did not start", f)
-            )
+        """For bcrypt and pbkdf2, spawn the hashing processes now."""
+        if self.workers is not None:
+            self.workers.start()
 
     def stop(self) -> Deferred[None]:
-        return self.pool.stop()
+        """Fires once the hashing processes have ended (at once when there are none)."""
+        return succeed(None) if self.workers is None else self.workers.stop()
 
     def _call(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
-        if self.settings.expensive:
-            return self.pool.run(self.timeout, self.processes.call, function, *args)
+        if self.workers is not None:
+            return self.workers.run(self.timeout, function, *args)
         try:
             return succeed(function(*args))
         except Exception:
@@ -216,9 +206,3 @@ class HashingPool:
     def generate(self, password: bytes) -> Deferred[tuple[str, str]]:
         """``generate`` with this pool's settings."""
         return self._call(generate, self.settings, password)
-
-
-def hash_workers(reactor: Any, name: str) -> BlockingPool:
-    """A pool for bcrypt and pbkdf2: ``hashing_threads()`` threads (each hands its job to a hashing
-    process), at most ``MAX_QUEUED_HASHES`` jobs waiting."""
-    return BlockingPool(reactor, name, hashing_threads(), max_queued=MAX_QUEUED_HASHES)

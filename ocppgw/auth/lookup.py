@@ -18,7 +18,6 @@ from twisted.python.failure import Failure
 
 from ocppgw.auth import hashing
 from ocppgw.auth.common import to_bool
-from ocppgw.auth.pool import BlockingPool
 from ocppgw.config.sections import AuthenticationSection
 from ocppgw.core.ports import Credentials, Decision
 
@@ -100,11 +99,12 @@ def failure_summary(failure: Failure) -> str:
     return name
 
 
-def verifier(section: AuthenticationSection, pool: BlockingPool) -> Verify:
-    """The password check of ``section``'s algorithm (``ocppgw.auth.hashing``): bcrypt and pbkdf2 in
-    ``pool``, off the reactor thread, the cheap ones inline; a stored value it cannot check (a NULL
-    salt where one is needed) fails it, which the backends answer as unavailable."""
-    return hashing.HashingPool(hashing.HashSettings.of(section), pool, section.request_timeout).check
+def hashing_pool(section: AuthenticationSection, reactor: Any) -> hashing.HashingPool:
+    """The password check of ``section``'s algorithm (``ocppgw.auth.hashing``, its ``check``): bcrypt
+    and pbkdf2 in hashing processes of the backend's own, the cheap ones inline; a stored value it
+    cannot check (a NULL salt where one is needed) fails it, which the backends answer as
+    unavailable."""
+    return hashing.HashingPool(hashing.HashSettings.of(section), reactor, section.request_timeout)
 
 
 class RecordBackend:
@@ -113,10 +113,25 @@ class RecordBackend:
 
     backend = ""
 
-    def __init__(self, section: AuthenticationSection, reactor: Any, verify: Verify) -> None:
+    def __init__(
+        self,
+        section: AuthenticationSection,
+        reactor: Any,
+        verify: Verify,
+        hashing_pool: hashing.HashingPool | None = None,
+    ) -> None:
+        """``hashing_pool``: the one ``verify`` hashes in, started and stopped with the backend."""
         self._timeout = section.request_timeout
         self._reactor = reactor
         self._verify = verify
+        self._hashing = hashing_pool
+
+    def start(self) -> None:
+        if self._hashing is not None:
+            self._hashing.start()
+
+    def stop(self) -> Deferred[None]:
+        return succeed(None) if self._hashing is None else self._hashing.stop()
 
     def authenticate(self, credentials: Credentials) -> Deferred[Decision]:
         if credentials.password is None:

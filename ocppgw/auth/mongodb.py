@@ -15,7 +15,8 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from ocppgw.auth import template
-from ocppgw.auth.lookup import RecordBackend, Verify, decide, server_address, verifier
+from ocppgw.auth.hashing import HashingPool
+from ocppgw.auth.lookup import RecordBackend, Verify, decide, hashing_pool, server_address
 from ocppgw.auth.pool import BlockingPool
 from ocppgw.config.sections import AuthenticationSection
 from ocppgw.core.ports import Credentials, Decision, IAuthenticator
@@ -82,8 +83,9 @@ class MongoAuthenticator(RecordBackend):
         pool: BlockingPool,
         verify: Verify,
         client_factory: Callable[[], Any],
+        hashing: HashingPool | None = None,
     ) -> None:
-        super().__init__(section, reactor, verify)
+        super().__init__(section, reactor, verify, hashing)
         self._section = section
         self._pool = pool
         self._client_factory = client_factory
@@ -91,6 +93,7 @@ class MongoAuthenticator(RecordBackend):
         self._collection: Any = None
 
     def start(self) -> None:
+        super().start()
         self._pool.start()
         if self._client is None:
             self._client = self._client_factory()
@@ -98,7 +101,8 @@ class MongoAuthenticator(RecordBackend):
 
     def stop(self) -> Deferred[None]:
         mongo, self._client = self._client, None
-        d = self._pool.stop()
+        hashing = super().stop()
+        d = self._pool.stop().addCallback(lambda _: hashing)
         if mongo is not None:
             d.addCallback(lambda _: mongo.close())
         d.addCallback(lambda _: None)
@@ -131,4 +135,5 @@ class MongoAuthenticator(RecordBackend):
 def make(section: AuthenticationSection, reactor: Any, data_dir: Path) -> IAuthenticator:
     """The ``mongodb`` backend of ``section`` (``mongo_type = single``)."""
     pool = BlockingPool(reactor, "ocppgw-auth-mongodb", section.pool_size)
-    return MongoAuthenticator(section, reactor, pool, verifier(section, pool), lambda: client(section))
+    hashing = hashing_pool(section, reactor)
+    return MongoAuthenticator(section, reactor, pool, hashing.check, lambda: client(section), hashing)

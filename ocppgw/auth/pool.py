@@ -1,6 +1,6 @@
 """The bounded thread pool every authentication backend runs its blocking work in (a driver's calls,
-SQLite, bcrypt and pbkdf2): never the reactor's shared pool, so a slow database cannot starve the MQTT
-connect or another backend.
+SQLite; bcrypt and pbkdf2 go to ``hash_workers``): never the reactor's shared pool, so a slow database
+cannot starve the MQTT connect or another backend.
 
 Under overload it sheds work instead of queueing it: a job that can no longer finish before its
 handshake's deadline is skipped (``Expired``; the handshake has had, or is about to get, its 503),
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -57,7 +57,6 @@ class BlockingPool:
         self._lock = threading.Lock()
         self._waiting = 0  # jobs handed to the pool that no worker has taken yet
         self._typical = 0.0  # smoothed run time of a job, seconds: how late one may still start
-        self._after_stop: list[Callable[[], object]] = []
 
     @property
     def started(self) -> bool:
@@ -72,25 +71,11 @@ class BlockingPool:
         if not self._pool.started:
             self._pool.start()
 
-    def after_stop(self, blocking: Callable[[], object]) -> None:
-        """Run ``blocking`` (off the reactor) once the workers have stopped: what their jobs used,
-        such as hashing processes, goes with them."""
-        self._after_stop.append(blocking)
-
     def stop(self) -> Deferred[None]:
         """Stop without blocking the reactor: the workers finish their jobs first."""
-        if not self._pool.started and not self._after_stop:
-            d: Deferred[None] = Deferred()
-            d.callback(None)
-            return d
-
-        def stop_all() -> None:
-            if self._pool.started:
-                self._pool.stop()
-            for blocking in self._after_stop:
-                blocking()
-
-        return in_own_thread(self._reactor, stop_all)
+        if not self._pool.started:
+            return succeed(None)
+        return in_own_thread(self._reactor, self._pool.stop)
 
     def run(self, timeout: float, function: Callable[..., T], *args: Any) -> Deferred[T]:
         """``function(*args)`` in a worker, for a handshake that is answered ``timeout`` seconds from

@@ -17,7 +17,8 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from ocppgw.auth import template
-from ocppgw.auth.lookup import RecordBackend, Verify, decide, server_address, verifier
+from ocppgw.auth.hashing import HashingPool
+from ocppgw.auth.lookup import RecordBackend, Verify, decide, hashing_pool, server_address
 from ocppgw.auth.pool import BlockingPool
 from ocppgw.config.sections import AuthenticationSection
 from ocppgw.core.ports import Credentials, Decision, IAuthenticator
@@ -94,18 +95,26 @@ class RedisAuthenticator(RecordBackend):
     backend = "redis"
 
     def __init__(
-        self, section: AuthenticationSection, reactor: Any, pool: BlockingPool, verify: Verify, redis: Any
+        self,
+        section: AuthenticationSection,
+        reactor: Any,
+        pool: BlockingPool,
+        verify: Verify,
+        redis: Any,
+        hashing: HashingPool | None = None,
     ) -> None:
-        super().__init__(section, reactor, verify)
+        super().__init__(section, reactor, verify, hashing)
         self._command = parse_cmd(section.cmd)
         self._pool = pool
         self._redis = redis
 
     def start(self) -> None:
+        super().start()
         self._pool.start()
 
     def stop(self) -> Deferred[None]:
-        d = self._pool.stop()
+        hashing = super().stop()
+        d = self._pool.stop().addCallback(lambda _: hashing)
         d.addCallback(lambda _: self._redis.close())
         d.addCallback(lambda _: None)
         return d
@@ -131,4 +140,5 @@ class RedisAuthenticator(RecordBackend):
 def make(section: AuthenticationSection, reactor: Any, data_dir: Path) -> IAuthenticator:
     """The ``redis`` backend of ``section`` (``redis_type = single``)."""
     pool = BlockingPool(reactor, "ocppgw-auth-redis", section.pool_size)
-    return RedisAuthenticator(section, reactor, pool, verifier(section, pool), client(section))
+    hashing = hashing_pool(section, reactor)
+    return RedisAuthenticator(section, reactor, pool, hashing.check, client(section), hashing)

@@ -23,16 +23,16 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from zope.interface import implementer
 
 from ocppgw.auth import template
-from ocppgw.auth.hashing import hash_workers
+from ocppgw.auth.hashing import HashingPool
 from ocppgw.auth.lookup import (
     RecordBackend,
     Verify,
     decide,
+    hashing_pool,
     server_address,
     tls_files,
-    verifier,
 )
-from ocppgw.auth.pool import BlockingPool, Expired, in_own_thread
+from ocppgw.auth.pool import Expired, in_own_thread
 from ocppgw.config.sections import AuthenticationSection
 from ocppgw.core.ports import Credentials, Decision, IAuthenticator
 
@@ -165,27 +165,25 @@ class SqlAuthenticator(RecordBackend):
         reactor: Any,
         pool_factory: Callable[[], Any],
         verify: Verify,
-        hash_pool: BlockingPool | None = None,
+        hashing_pool: HashingPool | None = None,
     ) -> None:
-        super().__init__(section, reactor, verify)
+        super().__init__(section, reactor, verify, hashing_pool)
         self.backend = backend
         self._pool_factory = pool_factory
-        self._hash_pool = hash_pool
         self._sql, self._names = template.sql_parameters(section.query, "%s")
         self._dbpool: Any = None
 
     def start(self) -> None:
         """Builds the pool; it connects at the first lookup, so a database that is down at start-up
         only makes handshakes UNAVAILABLE until it is back."""
-        if self._hash_pool is not None:
-            self._hash_pool.start()
+        super().start()
         if self._dbpool is None:
             self._dbpool = self._pool_factory()
             self._dbpool.start()
 
     def stop(self) -> Deferred[None]:
         pool, self._dbpool = self._dbpool, None
-        waits = [] if self._hash_pool is None else [self._hash_pool.stop()]
+        waits = [super().stop()]
         if pool is not None:
             waits.append(_close(pool, self._reactor))
         return _all(waits)
@@ -230,12 +228,7 @@ def _all(waits: list[Deferred[None]]) -> Deferred[None]:
 def make(section: AuthenticationSection, reactor: Any, data_dir: Path) -> IAuthenticator:
     """The ``postgresql`` or ``mysql`` backend of ``section``."""
     factory = postgresql_pool if section.backend == "postgresql" else mysql_pool
-    hash_pool = hash_workers(reactor, f"ocppgw-auth-{section.backend}-hash")
+    hashing = hashing_pool(section, reactor)
     return SqlAuthenticator(
-        section.backend,
-        section,
-        reactor,
-        lambda: factory(section, reactor),
-        verifier(section, hash_pool),
-        hash_pool,
+        section.backend, section, reactor, lambda: factory(section, reactor), hashing.check, hashing
     )

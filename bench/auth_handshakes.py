@@ -65,6 +65,7 @@ SUFFIX = ["authentication.password_hash_algorithm=sha256", "authentication.salt_
 STORM_RATE_FALLBACK = 50.0  # bcrypt handshakes/s assumed when no round measured it (--rounds 0)
 ANSWER_SLACK_S = 0.003  # a Call sent up to this long after a storm answer still counts as next to it
 CONTROL_SHIFT_S = 0.030  # the control: the same answers moved by about half a bcrypt job
+EXCESS_BEFORE_S, EXCESS_AFTER_S = 0.004, 0.003  # the calls a let-in can delay (bench/README.md, issue 10)
 SETTLE_S = 30.0  # after a storm window, at most this long for the gateway to fall idle
 
 
@@ -239,7 +240,9 @@ def next_to_answers(work: common.Workdir, label: str) -> dict[str, Any]:
     with open(work.file(f"loadgen-{label}0.json"), encoding="utf-8") as f:
         probe = json.load(f)
     with open(work.file(f"answers-{label}.txt"), encoding="utf-8") as f:
-        answers = sorted(float(line.split()[0]) for line in f if line.strip())
+        rows = [line.split() for line in f if line.strip()]
+    answers = sorted(float(row[0]) for row in rows)
+    let_ins = sorted(float(row[0]) for row in rows if row[1:2] == ["101"])
     sent, latencies = probe["sent_at_s"], probe["latencies_s"]
     apart = apart_from(sent, latencies, answers)
     control = apart_from(sent, latencies, answers, CONTROL_SHIFT_S)
@@ -249,9 +252,35 @@ def next_to_answers(work: common.Workdir, label: str) -> dict[str, Any]:
         "calls_next_to_answers": len(latencies) - len(apart),
         "p99_ms_apart_from_answers": _ms(common.percentile(apart, 0.99)),
         "p99_ms_apart_from_shifted_answers": _ms(common.percentile(control, 0.99)),
+        "excess_ms_per_let_in": excess_per_event(sent, latencies, let_ins),
+        "excess_ms_per_shifted_let_in": excess_per_event(sent, latencies, let_ins, CONTROL_SHIFT_S),
         "apart_latencies_s": apart,
         "control_latencies_s": control,
     }
+
+
+def excess_per_event(
+    sent: list[float], latencies: list[float], events: list[float], shift: float = 0.0
+) -> float | None:
+    """How much one event (a let-in's 101 reaching the storm's client) delays the charge point: the
+    time its calls sent from ``EXCESS_BEFORE_S`` before to ``EXCESS_AFTER_S`` after the event took
+    beyond the window's median, summed, averaged over the events inside the window (ms; ``shift``
+    moves the events, a control). A measure of the let-in's whole cost to the others, where a p99
+    only counts how many calls it touched."""
+    if not sent:
+        return None
+    median = sorted(latencies)[len(latencies) // 2]
+    first, last = sent[0] + EXCESS_BEFORE_S, sent[-1] - EXCESS_AFTER_S
+    inside = [t + shift for t in events if first <= t + shift <= last]
+    if not inside:
+        return None
+    total = 0.0
+    for at in inside:
+        i = bisect.bisect_left(sent, at - EXCESS_BEFORE_S)
+        while i < len(sent) and sent[i] < at + EXCESS_AFTER_S:
+            total += max(0.0, latencies[i] - median)
+            i += 1
+    return round(total / len(inside) * 1000, 3)
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -290,6 +319,10 @@ def pooled(windows: list[dict[str, Any]], duration: float) -> dict[str, Any]:
         rates = [w[key] for w in windows if key in w]
         if rates:
             result[key] = round(sum(rates) / len(rates), 1)
+    for key in ("excess_ms_per_let_in", "excess_ms_per_shifted_let_in"):
+        values = [w[key] for w in windows if w.get(key) is not None]
+        if values:
+            result[key] = round(sum(values) / len(values), 3)
     for key, name in (("apart_latencies_s", "p99_ms_apart_from_answers"),
                       ("control_latencies_s", "p99_ms_apart_from_shifted_answers")):  # fmt: skip
         if any(key in w for w in windows):

@@ -99,8 +99,13 @@ class AuthStack(closed_loop.GatewayStack):
         self.setup = setup
         self.name = f"ocppgw_bench_{os.getpid()}"
         own = argparse.Namespace(**vars(args))
-        # five gateways run at once: the management API (on by default, one fixed port) stays off
-        own.gateway_option = [*args.gateway_option, "api.enable=false", *_options(setup, self.name)]
+        # five gateways run at once: the management API (on by default, one fixed port) stays off;
+        # no connection-rate limit, as in tls_edge: the default 1000/s refused up to a tenth of the
+        # fastest stack's connections, which counted against it and not against the others
+        own.gateway_option = [
+            *args.gateway_option, "api.enable=false", "listeners.ws.bench.max_conn_rate=infinity",
+            *_options(setup, self.name),
+        ]  # fmt: skip
         own.handshakes = args.bcrypt_handshakes if setup == "bcrypt" else args.handshakes
         super().__init__(own, common.Workdir(f"{setup}-", parent=work), args.gateway_src)
 

@@ -95,7 +95,7 @@ class _HashingProcess(ProcessProtocol):
         self.workers = workers
         self.spawned = spawned
         self.job: _Job | None = None
-        self.answered = 0
+        self.answers = 0  # answered so far
         self.ended: Deferred[None] = Deferred()
         self.pid: int | None = None
         self._buffer = b""
@@ -126,7 +126,7 @@ class _HashingProcess(ProcessProtocol):
             body = self._buffer[HEADER.size : HEADER.size + length]
             self._buffer = self._buffer[HEADER.size + length :]
             job, self.job = self.job, None
-            self.answered += 1
+            self.answers += 1
             self.workers.answered(self, job, body)
 
     def processEnded(self, reason: Failure) -> None:
@@ -268,7 +268,7 @@ class HashWorkers:
             else:
                 job.result.errback(HashingProcessDied("the hashing process ended before answering"))
         if self._running:
-            if process.answered == 0 and self._reactor.seconds() - process.spawned < QUICK_DEATH:
+            if process.answers == 0 and self._reactor.seconds() - process.spawned < QUICK_DEATH:
                 self._respawn_later()
             else:
                 self._spawn()

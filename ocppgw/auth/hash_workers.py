@@ -24,7 +24,7 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
@@ -78,7 +78,7 @@ class _Job:
     args: tuple[Any, ...]
     deadline: float  # reactor seconds by which its handshake is answered
     half: float  # half its timeout: the most a typical run time may hold it back
-    result: Deferred[Any] = field(default_factory=Deferred)  # with a canceller, made by run
+    result: Deferred[Any]  # cancelled by its handshake's timeout: see HashWorkers._forget
     tries: int = 0
     began: float = 0.0
 
@@ -207,8 +207,8 @@ class HashWorkers:
             return fail(Overloaded("the hashing processes are stopped"))
         if len(self._queue) >= self.max_queued:
             return fail(Overloaded(f"{self.max_queued} jobs waiting"))
-        job = _Job(function, args, self._reactor.seconds() + timeout, timeout / 2)
-        job.result = Deferred(canceller=lambda _: self._forget(job))
+        result: Deferred[T] = Deferred(canceller=lambda _: self._forget(job))
+        job = _Job(function, args, self._reactor.seconds() + timeout, timeout / 2, result)
         self._queue.append(job)
         self._dispatch()
         return job.result

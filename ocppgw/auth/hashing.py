@@ -169,18 +169,16 @@ def hashing_processes() -> int:
 
 class HashingPool:
     """``check`` and ``generate`` for a backend: bcrypt and pbkdf2 in ``workers`` (low-priority
-    processes made here when not given; a job that waited past its handshake's ``timeout`` is
-    skipped, a full queue refuses at once: both fail the Deferred), the cheap algorithms inline,
-    their Deferred already fired. ``start`` and ``stop`` belong to the backend's own."""
+    processes of its own; a job that waited past its handshake's ``timeout`` is skipped, a full
+    queue refuses at once: both fail the Deferred), the cheap algorithms inline, their Deferred
+    already fired. ``start`` and ``stop`` belong to the backend's own."""
 
-    def __init__(
-        self, settings: HashSettings, reactor: Any, timeout: float, workers: HashWorkers | None = None
-    ) -> None:
+    def __init__(self, settings: HashSettings, reactor: Any, timeout: float) -> None:
         self.settings = settings
         self.timeout = timeout
         self.workers: HashWorkers | None = None
         if settings.expensive:
-            self.workers = workers or HashWorkers(reactor, hashing_processes(), MAX_QUEUED_HASHES)
+            self.workers = HashWorkers(reactor, hashing_processes(), MAX_QUEUED_HASHES)
 
     def start(self) -> None:
         """For bcrypt and pbkdf2, spawn the hashing processes now."""

@@ -13,6 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, inlineCallbacks
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -20,6 +21,7 @@ from ocppgw.auth import hash_workers, hashing
 from ocppgw.auth.hash_child import serve
 from ocppgw.auth.hash_workers import HEADER, HashingProcessDied, HashWorkers
 from ocppgw.auth.hashing import HashingError, HashingPool, HashSettings
+from ocppgw.auth.idle_group import GROUP_NAME
 from ocppgw.auth.pool import Expired, Overloaded
 from tests.test_auth_hashing import VECTORS
 
@@ -206,6 +208,94 @@ class QueueTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.spawned), 1)  # not replaced
 
 
+class FakeGroup:
+    """An idle group that records who joined, and what each had been sent by then."""
+
+    def __init__(self, transports: dict[int, FakeProcess], fail: bool = False) -> None:
+        self.path = "/cgroup/ocppgw-hashing"
+        self.transports = transports
+        self.fail = fail
+        self.joined: list[tuple[int, bytes]] = []
+        self.removed = False
+
+    def join(self, pid: int) -> None:
+        if self.fail:
+            raise PermissionError(13, "Permission denied")
+        self.joined.append((pid, self.transports[pid].written if pid in self.transports else b""))
+
+    def remove(self) -> None:
+        self.removed = True
+
+
+class IdleGroupTests(SynchronousTestCase):
+    """The hashing processes and their idle CPU group (``ocppgw.auth.idle_group``), on a fake reactor."""
+
+    def setUp(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def workers(self, group: Any, why: str = "/cgroup/x") -> tuple[FakeReactor, HashWorkers]:
+        reactor = FakeReactor()
+        workers = HashWorkers(reactor, 2, max_queued=4, idle_group=lambda: (group, why))
+        workers.start()
+        return reactor, workers
+
+    def texts(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e.get("log_namespace") == hash_workers.__name__]
+
+    def test_each_process_joins_before_its_first_job(self) -> None:
+        """Every process spawned, a replacement too, joins the group before anything is written to it;
+        the group is removed once the processes have ended on stop."""
+        transports: dict[int, FakeProcess] = {}
+        group = FakeGroup(transports)
+        reactor = FakeReactor()
+        spawn = reactor.spawnProcess
+
+        def recording(protocol: Any, executable: str, args: list[str], **kwargs: Any) -> FakeProcess:
+            transport = spawn(protocol, executable, args, **kwargs)
+            transports[transport.pid] = transport
+            return transport
+
+        reactor.spawnProcess = recording  # type: ignore[method-assign]
+        workers = HashWorkers(reactor, 2, max_queued=4, idle_group=lambda: (group, "/cgroup/x"))
+        workers.start()
+        job = workers.run(5.0, double, 1)
+        busy = next(p for p, t, _ in reactor.spawned if t.written)
+        end(busy)  # dies with the job: replaced (after a back-off), the job retried there
+        reactor.advance(1.0)
+        self.assertEqual(group.joined, [(1000, b""), (1001, b""), (1002, b"")])
+        self.assertEqual(len(transports[1002].jobs()), 1)
+        stopped = workers.stop()
+        self.assertFalse(group.removed)
+        for protocol, _, _ in reactor.spawned:
+            if protocol is not busy:
+                end(protocol, crashed=False)
+        self.successResultOf(stopped)
+        self.failureResultOf(job, HashingProcessDied)  # its second process ended on stop, unanswered
+        self.assertTrue(group.removed)
+
+    def test_start_up_line(self) -> None:
+        """One line at start says where the processes run, or why not in an idle group."""
+        self.workers(FakeGroup({}))
+        self.assertEqual(self.texts(), ["hashing processes run at idle CPU priority, in /cgroup/x"])
+        self.workers(None, "no cgroup holds the cpu controller")
+        self.assertEqual(
+            self.texts()[-1],
+            f"hashing processes run at nice {hash_workers.NICE}, without an idle CPU group:"
+            " no cgroup holds the cpu controller",
+        )
+
+    def test_refused_join_leaves_the_process_working(self) -> None:
+        """A process the group refuses still hashes (at nice 10); each refusal is logged."""
+        reactor, workers = self.workers(FakeGroup({}, fail=True))
+        self.assertEqual(len(self.texts()), 3)
+        self.assertIn("could not join /cgroup/ocppgw-hashing: Permission denied", self.texts()[1])
+        result = workers.run(5.0, double, 4)
+        answer(next(p for p, t, _ in reactor.spawned if t.written), 8)
+        self.assertEqual(self.successResultOf(result), 8)
+
+
 class ChildTests(SynchronousTestCase):
     def test_serve(self) -> None:
         """The child answers each framed job in order, an exception included, until its input ends."""
@@ -253,6 +343,8 @@ class HashingPoolTests(TestCase):
             self.assertEqual(where["nice"], hash_workers.NICE)
             if os.path.exists("/proc/self/autogroup"):
                 self.assertIn(f"nice {hash_workers.NICE}", where["autogroup"])
+            # these machines run as root on cgroup v1 (tests/test_auth_idle_group.py, MachineTests)
+            self.assertIn(f"/{GROUP_NAME}\n", where["cgroup"])
 
     @inlineCallbacks
     def test_dead_process_is_replaced(self) -> Any:
@@ -324,5 +416,8 @@ def _where() -> dict[str, Any]:
             autogroup = f.read()
     except OSError:
         autogroup = ""
-    return {"pid": os.getpid(), "sid": os.getsid(0), "nice": os.nice(0), "autogroup": autogroup}
+    with open("/proc/self/cgroup") as f:
+        cgroup = f.read()
+    ids = {"pid": os.getpid(), "sid": os.getsid(0), "nice": os.nice(0)}
+    return {**ids, "autogroup": autogroup, "cgroup": cgroup}
 

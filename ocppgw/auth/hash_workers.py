@@ -2,8 +2,9 @@
 
 Each hashing process (``ocppgw.auth.hash_child``) leaves the gateway's session (``setsid``: an
 autogroup of its own) and sets that group's nice and its own to ``NICE`` (10: about a tenth of a busy
-core's share), so the reactor and the broker come first, yet a machine busy with other work still
-hashes (at 19 a bcrypt check could wait past its handshake's timeout whenever both cores were busy).
+core's share), so the reactor and the broker come first. Where the gateway can make one, the
+processes also go into a CPU group at idle priority (``ocppgw.auth.idle_group``): nice 10 still let
+a storm's hashing take the CPU the connected charge points' round trips needed.
 
 Jobs go to a process on its standard input and answers come back on its standard output, read by the
 reactor like any other connection: no thread of the gateway's takes part. Through a thread pool and
@@ -33,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import ocppgw
+from ocppgw.auth.idle_group import IdleGroup
 from ocppgw.auth.pool import Expired, Overloaded
 
 T = TypeVar("T")
@@ -139,8 +141,18 @@ class HashWorkers:
     """``size`` hashing processes, spawned by ``start`` and replaced when one ends; ``run`` returns a
     Deferred fired in the reactor thread with the job's result, or failed with its exception."""
 
-    def __init__(self, reactor: Any, size: int, max_queued: int) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        size: int,
+        max_queued: int,
+        idle_group: Callable[[], tuple[IdleGroup | None, str]] | None = None,
+    ) -> None:
+        """``idle_group``: makes the group the processes join at idle priority (``make_idle_group``);
+        None leaves them at nice 10 only."""
         self._reactor = reactor
+        self._make_group = idle_group
+        self._group: IdleGroup | None = None
         self.size = max(1, size)
         self.max_queued = max_queued
         self._queue: deque[_Job] = deque()
@@ -169,6 +181,13 @@ class HashWorkers:
         if self._running:
             return
         self._running = True
+        if self._make_group is not None:
+            self._group, where = self._make_group()
+            if self._group is not None:
+                _log.info("hashing processes run at idle CPU priority, in {group}", group=where)
+            else:
+                _log.info("hashing processes run at nice {nice}, without an idle CPU group: {why}",
+                          nice=NICE, why=where)  # fmt: skip
         for _ in range(self.size):
             self._spawn()
 
@@ -190,6 +209,12 @@ class HashWorkers:
             return
         self._all.append(process)
         self._idle.append(process)
+        if self._group is not None and process.pid is not None:
+            try:
+                self._group.join(process.pid)  # before its first job: see _dispatch just below
+            except OSError as error:
+                _log.warn("hashing process {pid} could not join {group}: {error}", pid=process.pid,
+                          group=str(self._group.path), error=error.strerror or error)  # fmt: skip
         self._dispatch()
 
     def _respawn_later(self) -> None:
@@ -284,6 +309,7 @@ class HashWorkers:
         while self._queue:
             self._queue.popleft().result.errback(Overloaded("the hashing processes are stopped"))
         if not self._all:
+            self._leave_group()
             return succeed(None)
         ended = [process.ended for process in self._all]
         for process in self._all:
@@ -294,9 +320,15 @@ class HashWorkers:
         def done(_: object) -> None:
             if killer.active():
                 killer.cancel()
+            self._leave_group()
 
         d.addBoth(done)
         return d
+
+    def _leave_group(self) -> None:
+        group, self._group = self._group, None
+        if group is not None:
+            group.remove()
 
     def _kill_all(self) -> None:
         for process in list(self._all):

@@ -24,6 +24,7 @@ import bcrypt
 from twisted.internet.defer import Deferred, fail, succeed
 
 from ocppgw.auth.hash_workers import HashWorkers
+from ocppgw.auth.idle_group import make_idle_group
 
 if TYPE_CHECKING:
     from ocppgw.config.sections import AuthenticationSection
@@ -178,7 +179,7 @@ class HashingPool:
         self.timeout = timeout
         self.workers: HashWorkers | None = None
         if settings.expensive:
-            self.workers = HashWorkers(reactor, hashing_processes(), MAX_QUEUED_HASHES)
+            self.workers = HashWorkers(reactor, hashing_processes(), MAX_QUEUED_HASHES, make_idle_group)
 
     def start(self) -> None:
         """For bcrypt and pbkdf2, spawn the hashing processes now."""

@@ -1,5 +1,6 @@
 """bcrypt's hashing processes under a real ``twistd -n ocppgw``: spawned at start-up in a session of
-their own at a low priority, answering the handshakes, and gone when twistd stops or is killed."""
+their own at a low priority and in the idle CPU group, answering the handshakes, and gone when twistd
+stops or is killed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from ocppgw.auth.hash_workers import NICE
+from ocppgw.auth.idle_group import GROUP_NAME
 from tests.integration.harness import AsyncioThread, run_cli
 from tests.integration.twistd_process import spawn_twistd, until_listening, write_ini
 from tests.support import MosquittoBroker, free_port, poll_until
@@ -107,6 +109,9 @@ class TwistdHashingTests(TestCase):
             stat = _stat(pid)
             self.assertNotEqual(stat["session"], _stat(transport.pid)["session"])
             self.assertEqual(stat["nice"], NICE)
+            # and in the idle CPU group (these machines allow one: tests/test_auth_idle_group.py)
+            self.assertIn(f"/{GROUP_NAME}\n", Path(f"/proc/{pid}/cgroup").read_text())
+        self.assertIn("hashing processes run at idle CPU priority", child.output())
         transport.signalProcess("TERM")
         yield poll_until(lambda: child.done, timeout=30, description="twistd to exit")
         yield poll_until(lambda: not any(alive(pid) for pid in pids), timeout=15, description="hashing ended")

@@ -1,10 +1,10 @@
 """A CPU group at idle priority for the hashing processes, where the system lets the gateway make one.
 
 Why: in a bcrypt storm on two vCPUs, the hashing process at nice 10 in an autogroup of its own still
-took the CPU that the connected charge points' round trips needed (storm p99 3.3-3.6 times the calm
+took the CPU that the connected charge points' round trips needed (storm p99 2.7-3.9 times the calm
 one). In a group with ``cpu.idle = 1`` (the kernel's ``SCHED_IDLE`` for a whole group: any other
 task preempts it at once, across autogroups, which ``SCHED_IDLE`` on the process cannot do) it was
-1.9-2.2 times, for about 43 % fewer bcrypt handshakes a second while the machine is busy
+1.4-1.9 times, for about half as many bcrypt handshakes a second while the machine is busy
 (bench/README.md, issue 10, "Eleventh session"). bcrypt then uses only CPU nothing else wants.
 
 Where the group goes:

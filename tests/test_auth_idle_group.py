@@ -52,6 +52,21 @@ class FakeTreeTests(SynchronousTestCase):
         group.remove()
         self.assertFalse(expected.exists())
 
+    def test_join_makes_a_removed_group_again(self) -> None:
+        """Another gateway's stop removed the shared group after this one made it: joining makes it
+        again, at idle priority, instead of leaving the process at nice 10."""
+        self.tree(V1_MOUNTS, "3:cpu,cpuacct:/gw\n")
+        expected = self.root / "cpu" / "gw" / GROUP_NAME
+        self.kernel_makes(expected)
+        group, _where = make_idle_group(self.proc)
+        assert group is not None
+        for control in expected.iterdir():
+            control.unlink()
+        expected.rmdir()
+        group.join(4321)
+        self.assertEqual((expected / "cpu.idle").read_text(), "1\n")
+        self.assertEqual((expected / "cgroup.procs").read_text(), "4321\n")
+
     def test_v2_beside_own_group(self) -> None:
         """cgroup v2: beside the gateway's group, once the parent hands cpu down (here it already does)."""
         self.tree(V2_MOUNTS, "0::/system.slice/ocppgw.service/main\n")
@@ -121,3 +136,17 @@ class MachineTests(SynchronousTestCase):
         self.addCleanup(child.kill)
         group.join(child.pid)
         self.assertIn(f"/{GROUP_NAME}\n", Path(f"/proc/{child.pid}/cgroup").read_text())
+
+    def test_removed_group_made_again_on_join(self) -> None:
+        """The real hierarchy: a group removed under this gateway (by another's stop) is made again when
+        a process joins it, with cpu.idle 1."""
+        group, where = make_idle_group()
+        assert group is not None, f"no idle group on this machine: {where}"
+        self.addCleanup(group.remove)
+        group.remove()
+        child = subprocess.Popen(["sleep", "30"])
+        self.addCleanup(child.wait)
+        self.addCleanup(child.kill)
+        group.join(child.pid)
+        self.assertIn(f"/{GROUP_NAME}\n", Path(f"/proc/{child.pid}/cgroup").read_text())
+        self.assertEqual((group.path / "cpu.idle").read_text().strip(), "1")

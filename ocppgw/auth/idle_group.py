@@ -35,8 +35,14 @@ class IdleGroup:
         self.path = path
 
     def join(self, pid: int) -> None:
-        """Move process ``pid`` (all its threads) into the group; raises ``OSError`` as the kernel does."""
-        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+        """Move process ``pid`` (all its threads) into the group; raises ``OSError`` as the kernel does.
+        The group is made again when gone: another gateway sharing it may have removed it on stop."""
+        try:
+            (self.path / "cgroup.procs").write_text(f"{pid}\n")
+        except FileNotFoundError:
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.idle").write_text("1\n")
+            (self.path / "cgroup.procs").write_text(f"{pid}\n")
 
     def remove(self) -> None:
         """Remove the group once empty; kept while another gateway's processes are still in it."""

@@ -12,7 +12,7 @@ from typing import Any
 import txaio
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from txaio.testutil import replace_loop
 from zope.interface import implementer
@@ -286,6 +286,17 @@ class EarlyBytesTests(_ProtocolTestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 101"))
         (published,) = self.link.published_to("ocpp/cp/CP1")
         self.assertEqual(published.json()["UniqueId"], "u1")
+
+    def test_refusal_adds_no_log_line(self) -> None:
+        """An authenticator's refusal is logged once, where it was decided (the auth gate's line): the
+        refused connection's drop adds no warning of Autobahn's repeating it."""
+        _, transport = self.connect(upgrade_request("/ocpp/CP1"))
+        with replace_loop(self.clock):
+            self.authenticator.pending[0].callback(Decision.deny("not_authorized"))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 401 "), transport.value())
+        self.assertTrue(transport.disconnecting)
+        loud = [formatEvent(e) for e in self.events if e.get("log_level", LogLevel.info) >= LogLevel.info]
+        self.assertEqual(loud, [])
 
     def test_second_request_not_parsed(self) -> None:
         """A second request head sent before the 101 is not taken for another handshake."""

@@ -34,6 +34,7 @@ class UpgradeGuard:
     peer_address: str
     state: int
     STATE_OPEN: int
+    wasClean: bool
 
     def _handshake_bytes(self, data: bytes) -> bytes:
         """What Autobahn may see of the request yet, within ``max_handshake_size`` (else 431)."""
@@ -86,5 +87,6 @@ class UpgradeGuard:
             )
         self.factory.metrics.inc("handshakes_refused", status=str(code), reason=label)
         self.wasNotCleanReason = f"handshake refused: {code} {label}"
+        self.wasClean = True  # an orderly HTTP answer, already logged: Autobahn would warn of it again
         self.sendData(refusal_response(code, reason, headers))
         self.dropConnection(abort=False)

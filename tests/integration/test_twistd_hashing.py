@@ -103,6 +103,10 @@ class TwistdHashingTests(TestCase):
         child, transport = yield self.start()
         self.assertEqual((yield self.handshake(PASSWORD)), 101)
         self.assertEqual((yield self.handshake("wrong")), 401)
+        yield poll_until(lambda: "bad_username_or_password" in child.output(), timeout=10)
+        denied = [line for line in child.output().splitlines() if "bad_username_or_password" in line]
+        self.assertEqual(len(denied), 1, child.output())  # the decision's line, not Autobahn's echo of it
+        self.assertNotIn("dropping connection", child.output())
         pids = hashing_processes(transport.pid)
         self.assertEqual(len(pids), max(1, (os.cpu_count() or 1) - 1), child.output())
         for pid in pids:

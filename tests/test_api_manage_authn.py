@@ -45,6 +45,19 @@ class AuthenticatorTests(SynchronousTestCase):
         e = self.assertRaises(ApiError, call, self.routes, "POST", AUTHN, BUILTIN)
         self.assertEqual(e.message, "The authentication already exist on ocpp")
 
+    def test_hashing_priority(self) -> None:
+        """ocppgw's own ``hashing_priority``: ``idle`` by default on the hashing backends, ``low`` taken
+        and kept, absent from backends that hash nothing, a bad value 400."""
+        self.assertEqual(call(self.routes, "POST", AUTHN, BUILTIN).body["hashing_priority"], "idle")
+        response = call(self.routes, "PUT", AUTHN, {**BUILTIN, "hashing_priority": "low"})
+        self.assertEqual(response.body["hashing_priority"], "low")
+        saved = load_config(self.context.service.config.source).authentication
+        self.assertEqual(saved.hashing_priority, "low")
+        e = self.assertRaises(ApiError, call, self.routes, "PUT", AUTHN, {**BUILTIN, "hashing_priority": "x"})
+        self.assertEqual(e.status, 400)
+        http = {"backend": "http", "url": "http://127.0.0.1:1/auth"}
+        self.assertNotIn("hashing_priority", call(self.routes, "PUT", AUTHN, http).body)
+
     def test_delete_back_to_allow_all(self) -> None:
         """DELETE removes it (204, idempotent) and every charge point may connect again."""
         call(self.routes, "POST", AUTHN, BUILTIN)

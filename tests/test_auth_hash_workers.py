@@ -321,8 +321,8 @@ class HashingPoolTests(TestCase):
         os.environ["PYTHONPATH"] = ROOT  # the children import this module for _where
         self.addCleanup(restore_pythonpath, old)
 
-    def pool(self, settings: HashSettings, timeout: float = 5.0) -> HashingPool:
-        pool = HashingPool(settings, reactor, timeout)
+    def pool(self, settings: HashSettings, timeout: float = 5.0, priority: str = "idle") -> HashingPool:
+        pool = HashingPool(settings, reactor, timeout, priority)
         pool.start()
         self.addCleanup(pool.stop)
         return pool
@@ -345,6 +345,24 @@ class HashingPoolTests(TestCase):
                 self.assertIn(f"nice {hash_workers.NICE}", where["autogroup"])
             # these machines run as root on cgroup v1 (tests/test_auth_idle_group.py, MachineTests)
             self.assertIn(f"/{GROUP_NAME}\n", where["cgroup"])
+
+    @inlineCallbacks
+    def test_low_priority_without_idle_group(self) -> Any:
+        """``hashing_priority = low``: the processes stay at nice 10 out of the idle group (where this
+        machine would give one), and the start-up line says so."""
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pool = self.pool(HashSettings("bcrypt", salt_rounds=4), priority="low")
+        assert pool.workers is not None
+        where = yield pool.workers.run(5.0, _where)
+        self.assertEqual(where["nice"], hash_workers.NICE)
+        self.assertNotIn(GROUP_NAME, where["cgroup"])
+        self.assertIn(
+            f"hashing processes run at nice {hash_workers.NICE}, without an idle CPU group:"
+            " [authentication] hashing_priority = low",
+            [formatEvent(e) for e in events],
+        )
 
     @inlineCallbacks
     def test_dead_process_is_replaced(self) -> Any:

@@ -27,19 +27,20 @@ _HASH = {"name": "password_hash_algorithm", "salt_position": "salt_position", "s
 _HASH |= {"mac_fun": "mac_fun", "iterations": "iterations", "dk_length": "dk_length"}
 _SSL = {"cacertfile": "ssl_cacertfile", "certfile": "ssl_certfile", "keyfile": "ssl_keyfile"}
 _COMMON = ("mechanism", "backend", "request_timeout", "cache_ttl")
+_PRIORITY = "hashing_priority"  # ocppgw's own: the bcrypt/pbkdf2 processes' CPU priority (idle | low)
 _BY_BACKEND: dict[str, tuple[str, ...]] = {
-    "built_in_database": ("user_id_type",),
+    "built_in_database": ("user_id_type", _PRIORITY),
     "http": ("method", "url"),
     "jwt": (
         *("from", "algorithm", "secret", "secret_base64_encoded"),
         *("public_key", "use_jwks", "endpoint", "refresh_interval"),
     ),
-    "postgresql": ("server", "database", "username", "password", "pool_size", "query"),
-    "mysql": ("server", "database", "username", "password", "pool_size", "query"),
-    "redis": ("redis_type", "server", "database", "password", "pool_size", "cmd"),
+    "postgresql": ("server", "database", "username", "password", "pool_size", "query", _PRIORITY),
+    "mysql": ("server", "database", "username", "password", "pool_size", "query", _PRIORITY),
+    "redis": ("redis_type", "server", "database", "password", "pool_size", "cmd", _PRIORITY),
     "mongodb": (
         *("mongo_type", "server", "database", "username", "password", "pool_size", "collection"),
-        *("password_hash_field", "salt_field", "is_superuser_field", "auth_source"),
+        *("password_hash_field", "salt_field", "is_superuser_field", "auth_source", _PRIORITY),
     ),
 }
 _HASHING = frozenset({"built_in_database", "postgresql", "mysql", "redis", "mongodb"})

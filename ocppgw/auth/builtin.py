@@ -113,7 +113,7 @@ def make(section: AuthenticationSection, reactor: Any, data_dir: Path) -> Builti
     users = BlockingPool(reactor, "ocppgw-users", 1, max_queued=_USERS_QUEUE)  # 1: see UserTable
     return BuiltinAuthenticator(
         UserTable(UserStore(data_dir), users, timeout),
-        HashingPool(HashSettings.of(section), reactor, timeout),
+        HashingPool(HashSettings.of(section), reactor, timeout, section.hashing_priority),
         reactor,
         user_id_type=section.user_id_type,
         timeout=timeout,

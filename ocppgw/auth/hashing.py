@@ -168,18 +168,26 @@ def hashing_processes() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
 
+def _no_idle_group() -> tuple[None, str]:
+    return None, "[authentication] hashing_priority = low"
+
+
 class HashingPool:
     """``check`` and ``generate`` for a backend: bcrypt and pbkdf2 in ``workers`` (low-priority
     processes of its own; a job that waited past its handshake's ``timeout`` is skipped, a full
     queue refuses at once: both fail the Deferred), the cheap algorithms inline, their Deferred
     already fired. ``start`` and ``stop`` belong to the backend's own."""
 
-    def __init__(self, settings: HashSettings, reactor: Any, timeout: float) -> None:
+    def __init__(self, settings: HashSettings, reactor: Any, timeout: float, priority: str = "idle") -> None:
+        """``priority`` (``[authentication] hashing_priority``): ``idle`` puts the processes in a CPU
+        group at idle priority where the gateway may make one; ``low`` keeps them at nice 10, which
+        still gives bcrypt a share of a machine with no idle CPU."""
         self.settings = settings
         self.timeout = timeout
         self.workers: HashWorkers | None = None
         if settings.expensive:
-            self.workers = HashWorkers(reactor, hashing_processes(), MAX_QUEUED_HASHES, make_idle_group)
+            group = make_idle_group if priority == "idle" else _no_idle_group
+            self.workers = HashWorkers(reactor, hashing_processes(), MAX_QUEUED_HASHES, group)
 
     def start(self) -> None:
         """For bcrypt and pbkdf2, spawn the hashing processes now."""

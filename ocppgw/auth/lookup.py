@@ -104,7 +104,8 @@ def hashing_pool(section: AuthenticationSection, reactor: Any) -> hashing.Hashin
     and pbkdf2 in hashing processes of the backend's own, the cheap ones inline; a stored value it
     cannot check (a NULL salt where one is needed) fails it, which the backends answer as
     unavailable."""
-    return hashing.HashingPool(hashing.HashSettings.of(section), reactor, section.request_timeout)
+    settings = hashing.HashSettings.of(section)
+    return hashing.HashingPool(settings, reactor, section.request_timeout, section.hashing_priority)
 
 
 class RecordBackend:

@@ -27,6 +27,7 @@ SECTION = "authentication"
 BACKENDS = ("built_in_database", "http", "jwt", "postgresql", "mysql", "redis", "mongodb")
 HASHING_BACKENDS = frozenset({"built_in_database", "postgresql", "mysql", "redis", "mongodb"})
 ALGORITHMS = ("plain", "md5", "sha", "sha256", "sha512", "bcrypt", "pbkdf2")
+HASHING_PRIORITIES = ("idle", "low")  # bcrypt/pbkdf2 processes: ocppgw.auth.hashing.HashingPool
 MAC_FUNS = ("sha", "sha224", "sha256", "sha384", "sha512")
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redis": 6379, "mongodb": 27017}
 REDIS_FIELDS = ("password_hash", "password", "salt", "is_superuser", "clientid_override")
@@ -121,6 +122,7 @@ def options(base_dir: Path) -> dict[str, Option]:
         "mac_fun": option(_mac_fun),
         "iterations": option(v.int_min(1)),
         "dk_length": option(_dk_length),
+        "hashing_priority": option(v.one_of(HASHING_PRIORITIES)),
         "user_id_type": option(v.one_of(("username", "clientid"))),
         "method": option(v.one_of(("post", "get"))),
         "url": option(_url),

@@ -218,6 +218,7 @@ class AuthenticationSection:
     mac_fun: str = "sha256"  # pbkdf2: sha | sha224 | sha256 | sha384 | sha512
     iterations: int = 4096  # pbkdf2
     dk_length: int | None = None  # pbkdf2; None: the digest's size
+    hashing_priority: str = "idle"  # bcrypt/pbkdf2 processes: idle (a cpu.idle group where possible) | low
     # built_in_database
     user_id_type: str = "username"  # or clientid
     # http

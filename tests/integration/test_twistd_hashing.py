@@ -57,8 +57,9 @@ class TwistdHashingTests(TestCase):
     timeout = 120
 
     @inlineCallbacks
-    def start(self) -> Any:
-        """twistd with a built-in database of bcrypt users and one user, CP1, added by the CLI."""
+    def start(self, options: str = "") -> Any:
+        """twistd with a built-in database of bcrypt users and one user, CP1, added by the CLI;
+        ``options``: more lines of ``[authentication]``."""
         broker = MosquittoBroker(self)
         yield broker.start()
         self.ws_port = free_port()
@@ -68,7 +69,7 @@ class TwistdHashingTests(TestCase):
             f"[gateway]\ndata_dir = {data_dir}\n\n[mqtt]\nport = {broker.port}\n\n"
             f"[listeners.ws.default]\nbind = 127.0.0.1:{self.ws_port}\n\n"
             "[authentication]\nbackend = built_in_database\nuser_id_type = clientid\n"
-            "password_hash_algorithm = bcrypt\nsalt_rounds = 5\n",
+            f"password_hash_algorithm = bcrypt\nsalt_rounds = 5\n{options}",
         )
         _out, err, code = yield run_cli(str(config), "users", "add", "CP1", "--password", PASSWORD)
         self.assertEqual(code, 0, err)
@@ -119,6 +120,21 @@ class TwistdHashingTests(TestCase):
         transport.signalProcess("TERM")
         yield poll_until(lambda: child.done, timeout=30, description="twistd to exit")
         yield poll_until(lambda: not any(alive(pid) for pid in pids), timeout=15, description="hashing ended")
+        self.assertNotIn("Traceback", child.output())
+
+    @inlineCallbacks
+    def test_low_priority(self) -> Any:
+        """``hashing_priority = low``: the hashing processes answer at nice ``NICE`` outside the idle
+        group, and the start-up line says why."""
+        child, transport = yield self.start("hashing_priority = low\n")
+        self.assertEqual((yield self.handshake(PASSWORD)), 101)
+        self.assertEqual((yield self.handshake("wrong")), 401)
+        pids = hashing_processes(transport.pid)
+        self.assertTrue(pids, child.output())
+        for pid in pids:
+            self.assertEqual(_stat(pid)["nice"], NICE)
+            self.assertNotIn(GROUP_NAME, Path(f"/proc/{pid}/cgroup").read_text())
+        self.assertIn("without an idle CPU group: [authentication] hashing_priority = low", child.output())
         self.assertNotIn("Traceback", child.output())
 
     @inlineCallbacks

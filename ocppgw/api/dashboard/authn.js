@@ -18,8 +18,12 @@ const DATABASE = [
   text("username", "Username"), text("password", "Password", { type: "password" }),
   text("pool_size", "Pool size", { type: "number" }),
 ];
+const PRIORITY = text("hashing_priority", "Hashing priority", {
+  type: "select", options: ["idle", "low"], show: (v) => ["bcrypt", "pbkdf2"].includes(ALGORITHM(v)),
+  help: "idle: bcrypt only uses CPU nothing else wants; low: nice 10, a share of a busy machine",
+});
 const FIELDS = {
-  built_in_database: [text("user_id_type", "User ID type", { type: "select", options: ["clientid", "username"] })],
+  built_in_database: [text("user_id_type", "User ID type", { type: "select", options: ["clientid", "username"] }), PRIORITY],
   http: [
     text("method", "Method", { type: "select", options: ["post", "get"] }),
     text("url", "URL", { placeholder: "http://127.0.0.1:8080/auth", wide: true }),
@@ -36,17 +40,18 @@ const FIELDS = {
     text("endpoint", "JWKS endpoint"), text("refresh_interval", "JWKS refresh interval", { placeholder: "300s" }),
     text("verify_claims", "Verify claims", { type: "mapping", wide: true, placeholder: "sub = ${clientid}" }),
   ],
-  postgresql: [...DATABASE, text("query", "Query", { type: "textarea", wide: true })],
-  mysql: [...DATABASE, text("query", "Query", { type: "textarea", wide: true })],
+  postgresql: [...DATABASE, text("query", "Query", { type: "textarea", wide: true }), PRIORITY],
+  mysql: [...DATABASE, text("query", "Query", { type: "textarea", wide: true }), PRIORITY],
   redis: [
     text("redis_type", "Redis type", { type: "select", options: ["single"] }),
     ...DATABASE.filter((f) => f.key !== "username"), text("cmd", "Command", { wide: true, placeholder: "HMGET mqtt_user:${clientid} password_hash salt" }),
+    PRIORITY,
   ],
   mongodb: [
     text("mongo_type", "MongoDB type", { type: "select", options: ["single"] }), ...DATABASE,
     text("collection", "Collection"), text("filter", "Filter", { type: "mapping", wide: true, placeholder: "clientid = ${clientid}" }),
     text("password_hash_field", "Password hash field"), text("salt_field", "Salt field"),
-    text("is_superuser_field", "Superuser field"), text("auth_source", "Auth source"),
+    text("is_superuser_field", "Superuser field"), text("auth_source", "Auth source"), PRIORITY,
   ],
 };
 const HASH_FIELDS = [
@@ -63,7 +68,7 @@ const COMMON = [
 ];
 const DEFAULTS = {
   mechanism: "password_based", user_id_type: "clientid", method: "post", from: "password", algorithm: "hmac-based",
-  redis_type: "single", mongo_type: "single", password_hash_algorithm: { name: "sha256", salt_position: "suffix" },
+  redis_type: "single", mongo_type: "single", hashing_priority: "idle", password_hash_algorithm: { name: "sha256", salt_position: "suffix" },
 };
 
 function fieldsOf(backend) {

@@ -8,6 +8,7 @@ Nothing here sleeps on wall-clock time in the reactor thread: waiting is polling
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import pwd
 import shutil
@@ -85,11 +86,20 @@ def poll_until(
     return d
 
 
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=4096)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago, and not one of the last 4096
+    this process handed out: the kernel can pick a port it just gave, and a test that takes several
+    before binding any (a NATS node's client, route and MQTT ports) then had two the same."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.append(port)
+            return port
 
 
 def held_reuseport_port(case: Any) -> int:

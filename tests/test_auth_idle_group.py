@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ocppgw.auth.idle_group import GROUP_NAME, make_idle_group
+from ocppgw.auth.idle_group import GROUP_NAME, IdleGroup, make_idle_group
 
 V1_MOUNTS = """\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
@@ -66,6 +67,37 @@ class FakeTreeTests(SynchronousTestCase):
         group.join(4321)
         self.assertEqual((expected / "cpu.idle").read_text(), "1\n")
         self.assertEqual((expected / "cgroup.procs").read_text(), "4321\n")
+
+    def test_removed_while_made(self) -> None:
+        """Another gateway's stop removes the shared group between its mkdir and cpu.idle: it is made
+        again (three tries), not given up for nice 10."""
+        self.tree(V1_MOUNTS, "3:cpu,cpuacct:/gw\n")
+        expected = self.root / "cpu" / "gw" / GROUP_NAME
+        expected.parent.mkdir(parents=True)
+        mkdir, write_text = Path.mkdir, Path.write_text
+        races = [2]  # how many more writes of cpu.idle find the group just removed
+
+        def kernel_mkdir(path: Path, *args: Any, **kwargs: Any) -> None:
+            mkdir(path, *args, **kwargs)
+            if path == expected and not (path / "cpu.idle").exists():
+                write_text(path / "cpu.idle", "0\n")
+
+        def racing_write(path: Path, text: str, *args: Any, **kwargs: Any) -> int:
+            if path == expected / "cpu.idle" and races[0] > 0:
+                races[0] -= 1
+                path.unlink()
+                expected.rmdir()
+            return write_text(path, text, *args, **kwargs)
+
+        self.patch(Path, "mkdir", kernel_mkdir)
+        self.patch(Path, "write_text", racing_write)
+        group, where = make_idle_group(self.proc)
+        self.assertEqual((group and group.path, where), (expected, str(expected)))
+        self.assertEqual(((expected / "cpu.idle").read_text(), races), ("1\n", [0]))
+        races[0] = 3  # every try loses the race: given up, with the reason
+        group, why = make_idle_group(self.proc)
+        self.assertIsNone(group)
+        self.assertIn("was removed as it was made, 3 times", why)
 
     def test_v2_beside_own_group(self) -> None:
         """cgroup v2: beside the gateway's group, once the parent hands cpu down (here it already does)."""
@@ -139,14 +171,16 @@ class MachineTests(SynchronousTestCase):
 
     def test_removed_group_made_again_on_join(self) -> None:
         """The real hierarchy: a group removed under this gateway (by another's stop) is made again when
-        a process joins it, with cpu.idle 1."""
-        group, where = make_idle_group()
-        assert group is not None, f"no idle group on this machine: {where}"
+        a process joins it, with cpu.idle 1. (A group of this test's own beside the shared one, so that
+        other tests running meanwhile keep theirs.)"""
+        shared, where = make_idle_group()
+        assert shared is not None, f"no idle group on this machine: {where}"
+        group = IdleGroup(shared.path.parent / f"{GROUP_NAME}-test-{os.getpid()}")
+        self.assertFalse(group.path.exists())
         self.addCleanup(group.remove)
-        group.remove()
         child = subprocess.Popen(["sleep", "30"])
         self.addCleanup(child.wait)
         self.addCleanup(child.kill)
         group.join(child.pid)
-        self.assertIn(f"/{GROUP_NAME}\n", Path(f"/proc/{child.pid}/cgroup").read_text())
+        self.assertIn(f"/{group.path.name}\n", Path(f"/proc/{child.pid}/cgroup").read_text())
         self.assertEqual((group.path / "cpu.idle").read_text().strip(), "1")

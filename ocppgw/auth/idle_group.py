@@ -26,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 GROUP_NAME = "ocppgw-hashing"
+_ATTEMPTS = 3
 
 
 class IdleGroup:
@@ -130,14 +131,21 @@ def make_idle_group(proc: Path = Path("/proc/self")) -> tuple[IdleGroup | None, 
         if parent is None:
             return None, why
         path = parent / GROUP_NAME
-        path.mkdir(exist_ok=True)
-        idle = path / "cpu.idle"
-        if not idle.exists():
-            path.rmdir()
-            return None, "this kernel's cgroups have no cpu.idle (Linux 5.15 or later)"
-        idle.write_text("1\n")
-        if idle.read_text().strip() != "1":
-            return None, f"{idle} does not keep 1"
+        for _attempt in range(_ATTEMPTS):  # another gateway's stop may remove it as it is made
+            path.mkdir(exist_ok=True)
+            idle = path / "cpu.idle"
+            if not idle.exists():
+                if not path.is_dir():
+                    continue
+                path.rmdir()
+                return None, "this kernel's cgroups have no cpu.idle (Linux 5.15 or later)"
+            try:
+                idle.write_text("1\n")
+                if idle.read_text().strip() != "1":
+                    return None, f"{idle} does not keep 1"
+            except FileNotFoundError:
+                continue
+            return IdleGroup(path), str(path)
     except OSError as error:
         return None, f"{error.filename or 'cgroup'}: {error.strerror or error}"
-    return IdleGroup(path), str(path)
+    return None, f"{path} was removed as it was made, {_ATTEMPTS} times"

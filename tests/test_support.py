@@ -37,8 +37,3 @@ class FreePortTests(SynchronousTestCase):
         self.patch(support, "_HANDED_OUT", support.collections.deque(maxlen=8))
         self.assertEqual([support.free_port(), support.free_port()], [40001, 40002])
         self.assertEqual(ports, [])
-
-    def test_real_ports_distinct(self) -> None:
-        """Many real ports in a row are all distinct."""
-        ports = [support.free_port() for _ in range(200)]
-        self.assertEqual(len(set(ports)), 200)

@@ -86,7 +86,6 @@ class UpgradeGuard:
                 detail=reason[:200],
             )
         self.factory.metrics.inc("handshakes_refused", status=str(code), reason=label)
-        self.wasNotCleanReason = f"handshake refused: {code} {label}"
         self.wasClean = True  # an orderly HTTP answer, already logged: Autobahn would warn of it again
         self.sendData(refusal_response(code, reason, headers))
         self.dropConnection(abort=False)
